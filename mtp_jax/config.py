@@ -1,0 +1,231 @@
+"""Typed model configuration, validation, and the project's default ConfigDict.
+
+Users edit ml-collections `ConfigDict`s (files under `configs/`, overridable from
+the command line as `--config.model.mtp.num_heads=4`). The model itself consumes
+frozen dataclasses built from `config.model` by `ModelConfig.from_config`, which
+rejects unknown fields and invalid values with an error naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import ml_collections
+
+HEAD_TYPES = ("independent", "latent", "sequential")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+  """An invalid configuration value; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendConfig:
+  """Log-mel frontend and SpecAugment."""
+  sample_rate: int = 16000
+  num_mels: int = 80
+  win_ms: float = 25.0
+  hop_ms: float = 10.0
+  n_fft: int = 512
+  freq_masks: int = 2
+  freq_mask_width: int = 27
+  time_masks: int = 4
+  time_mask_ratio: float = 0.05  # max width of one time mask, fraction of length
+
+  @property
+  def win_length(self) -> int:
+    return int(round(self.sample_rate * self.win_ms / 1000))
+
+  @property
+  def hop_length(self) -> int:
+    return int(round(self.sample_rate * self.hop_ms / 1000))
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Conv subsampling (x4) + Conformer blocks."""
+  d_model: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  ff_mult: int = 4
+  conv_kernel: int = 15
+  subsampling_channels: int = 64
+  dropout: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectorConfig:
+  """Frame stacking + MLP into the decoder width."""
+  stack: int = 2
+  hidden: int = 0  # 0: the decoder's d_model
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """LLaMA-style decoder-only LM."""
+  vocab_size: int = 256
+  d_model: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  ff_dim: int = 688
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  max_text_len: int = 128
+  dropout: float = 0.0
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class MTPConfig:
+  """Multi-token prediction heads: head 1 is the ordinary next-token head."""
+  num_heads: int = 1
+  head_type: str = "independent"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything `SpeechLLaMA` needs."""
+  frontend: FrontendConfig = FrontendConfig()
+  encoder: EncoderConfig = EncoderConfig()
+  projector: ProjectorConfig = ProjectorConfig()
+  decoder: DecoderConfig = DecoderConfig()
+  mtp: MTPConfig = MTPConfig()
+  dtype: str = "float32"        # compute dtype
+  param_dtype: str = "float32"
+  scan_layers: bool = False
+  remat_policy: str = "none"
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any] | ml_collections.ConfigDict,
+                  prefix: str = "model") -> "ModelConfig":
+    """Builds and validates a ModelConfig from `config.model`."""
+    cfg = _to_dict(cfg)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+      if field.name not in cfg:
+        continue
+      value = cfg[field.name]
+      sub = _SUBCONFIGS.get(field.name)
+      if sub is not None:
+        value = _build(sub, value, f"{prefix}.{field.name}")
+      kwargs[field.name] = value
+    _reject_unknown(cls, cfg, prefix)
+    out = cls(**kwargs)
+    validate(out, prefix)
+    return out
+
+
+_SUBCONFIGS = {
+    "frontend": FrontendConfig, "encoder": EncoderConfig,
+    "projector": ProjectorConfig, "decoder": DecoderConfig, "mtp": MTPConfig,
+}
+
+
+def _to_dict(cfg) -> dict:
+  if isinstance(cfg, ml_collections.ConfigDict):
+    return cfg.to_dict()
+  return dict(cfg)
+
+
+def _reject_unknown(cls, cfg: Mapping[str, Any], prefix: str) -> None:
+  known = {f.name for f in dataclasses.fields(cls)}
+  for key in cfg:
+    if key not in known:
+      raise ConfigError(f"{prefix}.{key}: unknown field (known: {sorted(known)})")
+
+
+def _build(cls, cfg, prefix: str):
+  cfg = _to_dict(cfg)
+  _reject_unknown(cls, cfg, prefix)
+  kwargs = {}
+  for field in dataclasses.fields(cls):
+    if field.name in cfg:
+      value = cfg[field.name]
+      expected = type(field.default)
+      if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+      if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{prefix}.{field.name}={value!r}: expected {expected.__name__}")
+      kwargs[field.name] = value
+  return cls(**kwargs)
+
+
+def _require(cond: bool, msg: str) -> None:
+  if not cond:
+    raise ConfigError(msg)
+
+
+def validate(cfg: ModelConfig, prefix: str = "model") -> None:
+  """Raises ConfigError naming the first invalid field."""
+  fe, enc, proj, dec, mtp = cfg.frontend, cfg.encoder, cfg.projector, cfg.decoder, cfg.mtp
+  p = prefix
+  _require(mtp.num_heads >= 1, f"{p}.mtp.num_heads={mtp.num_heads}: must be >= 1 (1 = baseline)")
+  _require(mtp.head_type in HEAD_TYPES,
+           f"{p}.mtp.head_type={mtp.head_type!r}: unknown head type, expected one of {HEAD_TYPES}")
+  for name, d, h in (("encoder", enc.d_model, enc.num_heads), ("decoder", dec.d_model, dec.num_heads)):
+    _require(d > 0 and h > 0, f"{p}.{name}.d_model/num_heads must be positive")
+    _require(d % h == 0, f"{p}.{name}.num_heads={h}: must divide {p}.{name}.d_model={d}")
+    _require((d // h) % 2 == 0,
+             f"{p}.{name}.d_model/num_heads={d // h}: head dim must be even for rotary positions")
+  _require(dec.num_kv_heads > 0 and dec.num_heads % dec.num_kv_heads == 0,
+           f"{p}.decoder.num_kv_heads={dec.num_kv_heads}: must divide "
+           f"{p}.decoder.num_heads={dec.num_heads}")
+  _require(dec.vocab_size >= 8, f"{p}.decoder.vocab_size={dec.vocab_size}: must be >= 8")
+  _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
+  _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
+  _require(enc.conv_kernel % 2 == 1, f"{p}.encoder.conv_kernel={enc.conv_kernel}: must be odd")
+  _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
+  _require(fe.win_length <= fe.n_fft,
+           f"{p}.frontend.n_fft={fe.n_fft}: must be >= window length {fe.win_length}")
+  _require(fe.num_mels % 4 == 0, f"{p}.frontend.num_mels={fe.num_mels}: must be divisible by 4")
+  _require(cfg.dtype in DTYPES, f"{p}.dtype={cfg.dtype!r}: expected one of {DTYPES}")
+  _require(cfg.param_dtype in DTYPES, f"{p}.param_dtype={cfg.param_dtype!r}: expected one of {DTYPES}")
+  _require(cfg.remat_policy in REMAT_POLICIES,
+           f"{p}.remat_policy={cfg.remat_policy!r}: expected one of {REMAT_POLICIES}")
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+  """`config.model` with every field at its dataclass default."""
+  return ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The full default config; files under `configs/` start from this."""
+  from mtp_jax.data.config import data_defaults  # pylint: disable=g-import-not-at-top
+  from mtp_jax.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
+
+  c = ml_collections.ConfigDict()
+  c.model = model_defaults()
+  c.data = data_defaults()
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # Logical-axis -> mesh-axis rules (see mtp_jax/sharding.py), declared in the config
+  # so a run can change its parallelism without touching code.
+  c.sharding_rules = [list(r) for r in DEFAULT_RULES]
+  c.kernels = ml_collections.ConfigDict({"enabled": False})
+  c.seed = 0
+  return c
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a config-file argument `key=value,key=value` (big_vision style).
+
+  Unknown keys raise ConfigError; values take the type of their default.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    if "=" not in item:
+      raise ConfigError(f"config arg {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    if key not in defaults:
+      raise ConfigError(f"config arg {key!r}: unknown, expected one of {sorted(defaults)}")
+    out[key] = type(defaults[key])(value)
+  return out

@@ -1,0 +1,135 @@
+"""The one place for parameter and FLOPs accounting (analytical, from the config).
+
+`python -m mtp_jax.flops --config configs/paper.py` prints a report. Counts are
+exact for parameters (a test checks them against `jax.eval_shape(model.init)`).
+FLOPs count a multiply-add as 2 and cover matmuls (projections, attention scores and
+values, unembedding); norms, activations and the FFT frontend are ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from mtp_jax.config import ModelConfig
+
+
+def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
+  return n_in * n_out + (n_out if bias else 0)
+
+
+def encoder_params(cfg: ModelConfig) -> int:
+  e, fe = cfg.encoder, cfg.frontend
+  c = e.subsampling_channels
+  n = (9 * 1 * c + c) + (9 * c * c + c)  # two 3x3 convs
+  n += _dense((fe.num_mels // 4) * c, e.d_model, True)
+  d, f = e.d_model, e.d_model * e.ff_mult
+  ffn = 2 * d + _dense(d, f, True) + _dense(f, d, True)  # LayerNorm + 2 dense
+  mhsa = 2 * d + 4 * _dense(d, d, True)
+  conv = 2 * d + _dense(d, 2 * d, True) + (e.conv_kernel * d + d) + 2 * d + _dense(d, d, True)
+  block = 2 * ffn + mhsa + conv + 2 * d
+  return n + e.num_layers * block
+
+
+def projector_params(cfg: ModelConfig) -> int:
+  hidden = cfg.projector.hidden or cfg.decoder.d_model
+  return _dense(cfg.projector.stack * cfg.encoder.d_model, hidden, True) + _dense(
+      hidden, cfg.decoder.d_model, True)
+
+
+def decoder_layer_params(cfg: ModelConfig) -> int:
+  c = cfg.decoder
+  d, hd = c.d_model, c.head_dim
+  attn = d * c.num_heads * hd * 2 + d * c.num_kv_heads * hd * 2
+  return attn + 3 * d * c.ff_dim + 2 * d
+
+
+def decoder_params(cfg: ModelConfig) -> int:
+  """Embedding + layers + final norm + head-1 unembedding (if untied)."""
+  c = cfg.decoder
+  n = c.vocab_size * c.d_model + c.num_layers * decoder_layer_params(cfg) + c.d_model
+  if not c.tie_embeddings:
+    n += c.d_model * c.vocab_size
+  return n
+
+
+def mtp_head_params(cfg: ModelConfig) -> int:
+  """Parameters of heads 2..K (head 1 is the decoder's unembedding)."""
+  c, k = cfg.decoder, cfg.mtp.num_heads
+  d, v = c.d_model, c.vocab_size
+  per = {"independent": _dense(d, d, True) + d * v,
+         "latent": d * d + d,
+         "sequential": _dense(2 * d, d, True) + d}[cfg.mtp.head_type]
+  return (k - 1) * per
+
+
+def param_counts(cfg: ModelConfig) -> dict[str, int]:
+  out = {"encoder": encoder_params(cfg), "projector": projector_params(cfg),
+         "decoder": decoder_params(cfg), "mtp_heads": mtp_head_params(cfg)}
+  out["total"] = sum(out.values())
+  return out
+
+
+def decoder_layer_flops(cfg: ModelConfig, num_tokens: int, context: float) -> float:
+  """Matmul FLOPs of one decoder layer for `num_tokens` queries over `context` keys."""
+  c = cfg.decoder
+  proj = 2 * num_tokens * (decoder_layer_params(cfg) - 2 * c.d_model)
+  attn = 2 * 2 * num_tokens * context * c.num_heads * c.head_dim
+  return proj + attn
+
+
+def decoder_token_flops(cfg: ModelConfig, context: float, heads: int | None = None) -> float:
+  """FLOPs to run one token through the decoder and `heads` heads (default: all K)."""
+  c = cfg.decoder
+  k = cfg.mtp.num_heads if heads is None else heads
+  head_flops = 2 * c.d_model * c.vocab_size
+  if k > 1:
+    head_flops += 2 * mtp_head_params(cfg) / (cfg.mtp.num_heads - 1) * (k - 1)
+  return c.num_layers * decoder_layer_flops(cfg, 1, context) + head_flops
+
+
+def prefill_flops(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: int = 1) -> list[float]:
+  """Per-layer decoder prefill FLOPs (causal attention: token i sees i + 1 keys)."""
+  n = num_audio_tokens + num_text_tokens
+  mean_ctx = (n + 1) / 2.0
+  return [decoder_layer_flops(cfg, n, mean_ctx) for _ in range(cfg.decoder.num_layers)]
+
+
+def encoder_flops_per_second(cfg: ModelConfig) -> float:
+  """Matmul FLOPs of frontend-to-projector for one second of audio (conv + Conformer)."""
+  e, fe = cfg.encoder, cfg.frontend
+  frames = 1000.0 / fe.hop_ms
+  c, m = e.subsampling_channels, fe.num_mels
+  conv = 2 * (frames / 2) * (m / 2) * 9 * c + 2 * (frames / 4) * (m / 4) * 9 * c * c
+  t = frames / 4
+  block_params = (encoder_params(dataclasses.replace(cfg, encoder=dataclasses.replace(e, num_layers=1)))
+                  - encoder_params(dataclasses.replace(cfg, encoder=dataclasses.replace(e, num_layers=0))))
+  attn = 2 * 2 * t * t * e.d_model  # full attention over a 1 s window (scales with length)
+  proj = 2 * (t / cfg.projector.stack) * projector_params(cfg)
+  sub_out = 2 * t * (m // 4) * c * e.d_model
+  return conv + sub_out + e.num_layers * (2 * t * block_params + attn) + proj
+
+
+def report(cfg: ModelConfig, context: int = 256) -> str:
+  pc = param_counts(cfg)
+  lines = [f"{'component':<12}{'parameters':>16}"]
+  lines += [f"{k:<12}{v:>16,}" for k, v in pc.items()]
+  lines.append("")
+  lines.append(f"decoder FLOPs/token (context {context}, K={cfg.mtp.num_heads} heads): "
+               f"{decoder_token_flops(cfg, context):.3e}")
+  lines.append(f"decoder FLOPs/token head 1 only: {decoder_token_flops(cfg, context, 1):.3e}")
+  lines.append(f"encoder FLOPs per audio second: {encoder_flops_per_second(cfg):.3e}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  cfg = ModelConfig.from_config(flags.FLAGS.config.model)
+  print(report(cfg, flags.FLAGS.context))
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  flags.DEFINE_integer("context", 256, "Context length for per-token FLOPs.")
+  app.run(main)

@@ -1,0 +1,152 @@
+"""LLaMA-style decoder stack (RMSNorm, RoPE, SwiGLU, grouped-query attention) with a KV cache.
+
+The cache is explicit and functional: a dict of arrays passed in and returned, so
+decoding loops (`lax.while_loop`) carry it as state.
+
+Cache layout (per layer, stacked on a leading layer axis):
+  k, v: [L, B, S, Hkv, D] where S = P + max_text_len; slots [0, P) hold the audio
+  prefix (padded per row), slots [P, S) hold the text, written at per-row offsets.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mtp_jax.config import DecoderConfig, ModelConfig
+from mtp_jax.model.layers import RMSNorm, apply_rope, constrain, dense, dot_product_attention, dtype_of
+
+ACT = ("activation_batch", "activation_length", "activation_embed")
+
+
+def write_rows(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  """Writes new[b] into cache[b] starting at index[b] along axis 1 (per-row offsets).
+
+  Args:
+    cache: [B, S, ...].
+    new: [B, T, ...].
+    index: [B] int32 start slot per row.
+  """
+  def one(c, n, i):
+    start = (i,) + (0,) * (c.ndim - 1)
+    return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), start)
+  return jax.vmap(one)(cache, new, index)
+
+
+class Attention(nn.Module):
+  """Causal GQA self-attention; with a cache it writes new keys/values, then attends over it."""
+  cfg: DecoderConfig
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True):
+    c = self.cfg
+    h, hkv, d = c.num_heads, c.num_kv_heads, c.head_dim
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    q = dense((h, d), ("embed", "heads", "head_dim"), name="q", **kw)(x)
+    k = dense((hkv, d), ("embed", "kv_heads", "head_dim"), name="k", **kw)(x)
+    v = dense((hkv, d), ("embed", "kv_heads", "head_dim"), name="v", **kw)(x)
+    q = apply_rope(q, positions, c.rope_theta)
+    k = apply_rope(k, positions, c.rope_theta)
+    q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
+    new_cache = None
+    if cache is not None:
+      new_cache = {"k": write_rows(cache["k"], k, write_index),
+                   "v": write_rows(cache["v"], v, write_index)}
+      if attend_cache:
+        k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
+    o = dot_product_attention(q, k, v, mask)
+    o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o", **kw)(o)
+    return o, new_cache
+
+
+class SwiGLU(nn.Module):
+  cfg: DecoderConfig
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    gate = dense(self.cfg.ff_dim, ("embed", "mlp"), name="wi_gate", **kw)(x)
+    up = dense(self.cfg.ff_dim, ("embed", "mlp"), name="wi_up", **kw)(x)
+    y = nn.silu(gate) * up
+    y = constrain(y, ("activation_batch", "activation_length", "activation_mlp"))
+    return dense(self.cfg.d_model, ("mlp", "embed"), name="wo", **kw)(y)
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm block: x + Attn(RMSNorm(x)); x + SwiGLU(RMSNorm(x))."""
+  cfg: DecoderConfig
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+  deterministic: bool = True
+  attend_cache: bool = True
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache=None, write_index=None):
+    c = self.cfg
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = RMSNorm(c.norm_eps, name="attn_norm", **kw)(x)
+    y, new_cache = Attention(c, name="attn", **kw)(y, positions, mask, cache, write_index,
+                                                   self.attend_cache)
+    x = x + nn.Dropout(c.dropout)(y, deterministic=self.deterministic)
+    y = RMSNorm(c.norm_eps, name="mlp_norm", **kw)(x)
+    y = SwiGLU(c, name="mlp", **kw)(y)
+    x = x + nn.Dropout(c.dropout)(y, deterministic=self.deterministic)
+    return constrain(x, ACT), new_cache
+
+
+def _remat_policy(name: str):
+  return {
+      "full": None,
+      "dots": jax.checkpoint_policies.checkpoint_dots,
+      "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  }[name]
+
+
+class DecoderStack(nn.Module):
+  """All decoder layers, optionally as one `nn.scan` (params stacked on a 'layers' axis)."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True):
+    """Runs the stack.
+
+    Args:
+      x: [B, T, d] input embeddings.
+      positions: [B, T] rotary positions.
+      mask: [B, T, T] (no cache, or attend_cache=False) or [B, T, S] attention mask.
+      cache: None or {"k", "v"}: [L, B, S, Hkv, D].
+      write_index: [B] slot where the T new keys/values are written.
+      attend_cache: attend over the whole cache (decode) or only the new tokens
+        (prefill, where the mask is [B, T, T]).
+    Returns:
+      (hidden [B, T, d] before the final norm, new cache or None)
+    """
+    mc, c = self.cfg, self.cfg.decoder
+    dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
+    layer_cls = DecoderLayer
+    if mc.remat_policy != "none":
+      layer_cls = nn.remat(DecoderLayer, policy=_remat_policy(mc.remat_policy),
+                           static_argnums=())
+    kw = dict(cfg=c, dtype=dtype, param_dtype=pdtype, deterministic=self.deterministic,
+              attend_cache=attend_cache)
+    if mc.scan_layers:
+      scanned = nn.scan(
+          layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=c.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      x, new_cache = scanned(name="layers", **kw)(x, positions, mask, cache, write_index)
+      return x, new_cache
+    new_k, new_v = [], []
+    for i in range(c.num_layers):
+      layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
+      x, nc = layer_cls(name=f"layer{i}", **kw)(x, positions, mask, layer_cache, write_index)
+      if nc is not None:
+        new_k.append(nc["k"])
+        new_v.append(nc["v"])
+    new_cache = None if cache is None else {"k": jnp.stack(new_k), "v": jnp.stack(new_v)}
+    return x, new_cache

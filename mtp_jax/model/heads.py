@@ -1,0 +1,110 @@
+"""Multi-token prediction heads: K heads predict tokens t+1..t+K from one decoder call.
+
+Head 1 is always the ordinary next-token head (final-normed hidden state times the
+unembedding). Heads 2..K depend on `head_type`:
+
+* `independent` (Medusa-like): z_k = h + SiLU(W_k h), logits_k = z_k @ U_k with an own
+  vocabulary projection U_k per head.
+* `latent` (latent-space expansion): z_k = RMSNorm_k(h @ M_k) with a per-head d x d map
+  M_k (initialized near identity), then the shared unembedding.
+* `sequential` (Hydra-like): s_1 = h; s_k = s_{k-1} + SiLU(W_k [s_{k-1}; E(y_{t+k-1})]),
+  logits_k = RMSNorm_k(s_k) @ shared unembedding, where y_{t+k-1} is the token head
+  k-1 predicts: the ground truth in training (teacher forcing) and head k-1's argmax
+  (its draft) at inference.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mtp_jax.config import ModelConfig
+from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
+
+LOGITS = ("activation_batch", "activation_length", "activation_vocab")
+
+
+class Unembed(nn.Module):
+  """Vocabulary projection, tied to the input embedding or with its own kernel [d, V]."""
+  cfg: ModelConfig
+  embed: nn.Embed
+
+  def setup(self):
+    c = self.cfg.decoder
+    if not c.tie_embeddings:
+      self.proj = dense(c.vocab_size, ("embed", "vocab"), dtype=dtype_of(self.cfg.dtype),
+                        param_dtype=dtype_of(self.cfg.param_dtype), name="proj")
+
+  def __call__(self, x):
+    if self.cfg.decoder.tie_embeddings:
+      return self.embed.attend(x)
+    return self.proj(x)
+
+  def matrix(self):
+    """The unembedding as a [d, V] matrix (for fused kernels)."""
+    if self.cfg.decoder.tie_embeddings:
+      return self.embed.embedding.T
+    return self.proj.variables["params"]["kernel"]
+
+
+def _identity_plus_noise(key, shape, dtype=jnp.float32):
+  return jnp.eye(shape[0], shape[1], dtype=dtype) + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+class MTPHeads(nn.Module):
+  """Computes logits of all K heads from the final-normed hidden states."""
+  cfg: ModelConfig
+  embed: nn.Embed
+  unembed: Unembed
+
+  def setup(self):
+    mc = self.cfg
+    c, k = mc.decoder, mc.mtp.num_heads
+    kw = dict(dtype=dtype_of(mc.dtype), param_dtype=dtype_of(mc.param_dtype))
+    t = mc.mtp.head_type
+    if t == "independent":
+      self.res = [dense(c.d_model, ("embed", "mlp"), name=f"res{i}", use_bias=True, **kw)
+                  for i in range(2, k + 1)]
+      self.out = [dense(c.vocab_size, ("embed", "vocab"), name=f"out{i}", **kw)
+                  for i in range(2, k + 1)]
+    elif t == "latent":
+      self.maps = [dense(c.d_model, ("embed", "mlp"), name=f"map{i}",
+                         kernel_init=_identity_plus_noise, **kw) for i in range(2, k + 1)]
+      self.norms = [RMSNorm(c.norm_eps, name=f"norm{i}", **kw) for i in range(2, k + 1)]
+    else:  # sequential
+      self.mix = [dense(c.d_model, ("embed", "mlp"), name=f"mix{i}", use_bias=True, **kw)
+                  for i in range(2, k + 1)]
+      self.norms = [RMSNorm(c.norm_eps, name=f"norm{i}", **kw) for i in range(2, k + 1)]
+
+  def __call__(self, hn, prev_tokens=None):
+    """Logits of every head.
+
+    Args:
+      hn: [B, T, d] final-normed decoder hidden states.
+      prev_tokens: for `sequential` heads only: [B, T, K-1] int32, the tokens
+        y_{t+1}..y_{t+K-1} heads 2..K condition on (teacher forcing). None: each head
+        conditions on the previous head's argmax (inference).
+    Returns:
+      [B, T, K, V] float32 logits; [..., 0, :] is the ordinary next-token head.
+    """
+    mc = self.cfg
+    logits = [self.unembed(hn)]
+    t = mc.mtp.head_type
+    if t == "independent":
+      for res, out in zip(self.res, self.out):
+        logits.append(out(hn + nn.silu(res(hn))))
+    elif t == "latent":
+      for m, norm in zip(self.maps, self.norms):
+        logits.append(self.unembed(norm(m(hn))))
+    else:
+      s = hn
+      for i, (mix, norm) in enumerate(zip(self.mix, self.norms)):
+        if prev_tokens is not None:
+          tok = prev_tokens[..., i]
+        else:
+          tok = jnp.argmax(logits[-1], axis=-1).astype(jnp.int32)
+        e = self.embed(tok).astype(s.dtype)
+        s = s + nn.silu(mix(jnp.concatenate([s, e], axis=-1)))
+        logits.append(self.unembed(norm(s)))
+    logits = [constrain(l.astype(jnp.float32), LOGITS) for l in logits]
+    return jnp.stack(logits, axis=2)

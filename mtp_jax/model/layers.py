@@ -1,0 +1,115 @@
+"""Shared building blocks: annotated dense layers, norms, rotary positions, attention.
+
+Every parameter is created through `nn.with_logical_partitioning` so that the
+sharding rules in `mtp_jax/sharding.py` apply to it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+Array = jax.Array
+
+NEG_INF = -1e30  # large finite negative: softmax of an all-masked row stays finite
+
+
+def dtype_of(name: str) -> Dtype:
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def constrain(x: Array, axes: Sequence[str | None]) -> Array:
+  """Constrains an activation's sharding by logical axis names."""
+  return nn.with_logical_constraint(x, tuple(axes))
+
+
+def dense(features, axes: Sequence[str | None], *, dtype, param_dtype, use_bias: bool = False,
+          name: str | None = None, axis: int | Sequence[int] = -1,
+          kernel_init: Callable = nn.initializers.lecun_normal()) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel (and bias) carry logical axis names.
+
+  Args:
+    features: output features (int or tuple).
+    axes: logical names for every kernel dimension (inputs then outputs).
+  """
+  n_out = 1 if isinstance(features, int) else len(features)
+  bias_axes = tuple(axes[-n_out:])
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_axes),
+      name=name)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square layer norm (LLaMA)."""
+  eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                       (x.shape[-1],), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    return (y * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def layer_norm(dtype, param_dtype, name=None) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)))
+
+
+def apply_rope(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding (half-split convention).
+
+  Args:
+    x: [B, T, H, D] queries or keys.
+    positions: [B, T] integer or float positions.
+    theta: base wavelength.
+  Returns:
+    [B, T, H, D] rotated, in x's dtype.
+  """
+  d = x.shape[-1]
+  half = d // 2
+  freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  ang = positions.astype(jnp.float32)[..., None] * freq  # [B, T, half]
+  sin = jnp.sin(ang)[:, :, None, :]
+  cos = jnp.cos(ang)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = xf[..., :half], xf[..., half:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array,
+                          return_probs: bool = False):
+  """Grouped-query attention with a boolean mask.
+
+  Args:
+    q: [B, T, H, D] queries.
+    k: [B, S, Hkv, D] keys; H must be a multiple of Hkv.
+    v: [B, S, Hkv, D] values.
+    mask: [B, T, S] True where query t may attend key s.
+    return_probs: also return the attention probabilities [B, Hkv, G, T, S].
+  Returns:
+    [B, T, H, D] outputs (and probabilities when asked).
+  """
+  b, t, h, d = q.shape
+  hkv = k.shape[2]
+  g = h // hkv
+  qg = q.reshape(b, t, hkv, g, d)
+  logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(d))
+  logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1)
+  probs = jnp.where(mask[:, None, None, :, :], probs, 0.0)  # rows with no valid key -> 0
+  out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+  out = out.reshape(b, t, h, d)
+  return (out, probs) if return_probs else out

@@ -1,0 +1,204 @@
+"""Speech-LLaMA: log-mel -> Conformer -> frame stacking projector -> LLaMA decoder -> K heads.
+
+The decoder input is `[audio tokens][BOS transcript]`, causal over all of it. Audio
+rows are padded to a common length P; padded audio tokens are masked as keys and
+the transcript's rotary positions start right after each row's valid audio, so a
+row's output does not depend on how much padding it carries.
+
+Entry points (all via `model.apply(params, ..., method=...)`):
+  * `__call__`: teacher-forced forward over audio + transcript (training).
+  * `encode`: audio -> audio-token embeddings and their mask.
+  * `prefill` / `decode_step`: incremental decoding over a preallocated KV cache.
+  * `heads`: K-head logits from final-normed hidden states.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mtp_jax.config import ModelConfig
+from mtp_jax.model import frontend
+from mtp_jax.model.decoder import DecoderStack
+from mtp_jax.model.encoder import ConformerEncoder, subsampled_length
+from mtp_jax.model.heads import MTPHeads, Unembed
+from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
+
+ACT = ("activation_batch", "activation_length", "activation_embed")
+Cache = dict[str, Any]
+
+
+def audio_token_count(num_samples, cfg: ModelConfig):
+  """Number of audio tokens (decoder prefix length) for `num_samples` samples."""
+  f = frontend.num_frames(num_samples, cfg.frontend)
+  t = subsampled_length(f, 4)
+  s = cfg.projector.stack
+  return (t + s - 1) // s
+
+
+class Projector(nn.Module):
+  """Stacks `stack` consecutive encoder frames and maps them into the decoder width."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, length):
+    """x [B, T, d_enc], length [B] -> ([B, ceil(T/s), d_dec], [B])."""
+    mc = self.cfg
+    s = mc.projector.stack
+    b, t, d = x.shape
+    pad = (-t) % s
+    x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
+    x = x.reshape(b, (t + pad) // s, s * d)
+    length = (length + s - 1) // s
+    hidden = mc.projector.hidden or mc.decoder.d_model
+    kw = dict(dtype=dtype_of(mc.dtype), param_dtype=dtype_of(mc.param_dtype), use_bias=True)
+    x = dense(hidden, ("conv_in", "mlp"), name="fc1", **kw)(x)
+    x = nn.gelu(x)
+    x = dense(mc.decoder.d_model, ("mlp", "embed"), name="fc2", **kw)(x)
+    valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
+    return jnp.where(valid[..., None], x, 0.0), length
+
+
+class SpeechLLaMA(nn.Module):
+  """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug')."""
+  cfg: ModelConfig
+  train: bool = False
+
+  def setup(self):
+    mc = self.cfg
+    dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
+    self.encoder = ConformerEncoder(mc.encoder, dtype, pdtype)
+    self.projector = Projector(mc)
+    d = mc.decoder.d_model
+    self.embed = nn.Embed(
+        mc.decoder.vocab_size, d, dtype=dtype, param_dtype=pdtype,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(stddev=d ** -0.5), ("vocab", "embed")))
+    self.decoder = DecoderStack(mc, deterministic=not self.train)
+    self.final_norm = RMSNorm(mc.decoder.norm_eps, dtype=dtype, param_dtype=pdtype)
+    self.unembed = Unembed(mc, self.embed)
+    self.mtp = MTPHeads(mc, self.embed, self.unembed)
+
+  # ---------------------------------------------------------------- audio
+  def encode(self, audio, audio_len):
+    """Audio -> decoder-width audio tokens.
+
+    Args:
+      audio: [B, S] waveform (16 kHz), zero-padded.
+      audio_len: [B] valid samples.
+    Returns:
+      emb: [B, P, d] audio-token embeddings (zero where invalid).
+      valid: [B, P] bool.
+      length: [B] int32 valid audio tokens.
+    """
+    mc = self.cfg
+    feats, feat_len = frontend.log_mel(audio, audio_len, mc.frontend)
+    if self.train:
+      feats = frontend.spec_augment(self.make_rng("specaug"), feats, feat_len, mc.frontend)
+    x, length = self.encoder(feats.astype(dtype_of(mc.dtype)), feat_len, self.train)
+    emb, length = self.projector(x, length)
+    valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
+    return constrain(emb, ACT), valid, length.astype(jnp.int32)
+
+  # ---------------------------------------------------------------- heads
+  def heads(self, hn, prev_tokens=None):
+    """[B, T, d] final-normed hidden -> [B, T, K, V] float32 logits (see MTPHeads)."""
+    return self.mtp(hn, prev_tokens)
+
+  def unembedding_matrix(self):
+    """Head 1's vocabulary projection as [d, V] (for the fused verification kernel)."""
+    return self.unembed.matrix()
+
+  # ---------------------------------------------------------------- training forward
+  def __call__(self, audio, audio_len, text_in, prev_tokens=None):
+    """Teacher-forced forward.
+
+    Args:
+      audio: [B, S] waveform; audio_len: [B] valid samples.
+      text_in: [B, L] int32 decoder text input `[BOS, y_1, ..., y_{L-1}]` (padded).
+      prev_tokens: [B, L, K-1] teacher-forcing tokens for sequential heads (else None).
+    Returns:
+      dict with "logits" [B, L, K, V] (float32) for the text positions, "hidden"
+      [B, L, d] final-normed hidden states, "audio_len" [B] audio tokens per row.
+    """
+    emb, valid, alen = self.encode(audio, audio_len)
+    b, p, _ = emb.shape
+    l = text_in.shape[1]
+    x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
+    pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
+                           alen[:, None] + jnp.arange(l)[None]], axis=1)
+    key_valid = jnp.concatenate([valid, jnp.ones((b, l), bool)], axis=1)
+    causal = jnp.tril(jnp.ones((p + l, p + l), bool))
+    mask = causal[None] & key_valid[:, None, :]
+    h, _ = self.decoder(x, pos, mask)
+    hn = self.final_norm(h[:, p:])
+    return {"logits": self.heads(hn, prev_tokens), "hidden": hn, "audio_len": alen}
+
+  # ---------------------------------------------------------------- incremental decoding
+  def init_cache(self, batch: int, prefix_len: int, max_text_len: int) -> Cache:
+    """Zeros for a cache of S = prefix_len + max_text_len slots."""
+    c = self.cfg.decoder
+    s = prefix_len + max_text_len
+    shape = (c.num_layers, batch, s, c.num_kv_heads, c.head_dim)
+    dtype = dtype_of(self.cfg.dtype)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "prefix_valid": jnp.zeros((batch, prefix_len), bool),
+            "prefix_len": jnp.zeros((batch,), jnp.int32)}
+
+  def prefill(self, audio, audio_len, text_in, max_text_len: int):
+    """Encodes audio and runs the decoder over `[audio][text_in]`, filling a fresh cache.
+
+    Args:
+      audio: [B, S]; audio_len: [B].
+      text_in: [B, T0] first text tokens (usually just BOS), all rows the same length.
+      max_text_len: text slots to preallocate (>= T0 + tokens to generate + drafts).
+    Returns:
+      (out, cache): out has "logits" [B, T0, K, V] and "hidden" [B, T0, d] for the text
+      positions; the cache holds P + T0 filled slots (text_index = T0 next).
+    """
+    emb, valid, alen = self.encode(audio, audio_len)
+    b, p, _ = emb.shape
+    t0 = text_in.shape[1]
+    cache = self.init_cache(b, p, max_text_len)
+    x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
+    pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
+                           alen[:, None] + jnp.arange(t0)[None]], axis=1)
+    key_valid = jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1)
+    mask = jnp.tril(jnp.ones((p + t0, p + t0), bool))[None] & key_valid[:, None, :]
+    layers = {"k": cache["k"], "v": cache["v"]}
+    h, layers = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
+                             attend_cache=False)
+    hn = self.final_norm(h[:, p:])
+    cache = dict(cache, k=layers["k"], v=layers["v"], prefix_valid=valid, prefix_len=alen)
+    return {"logits": self.heads(hn), "hidden": hn}, cache
+
+  def decode_step(self, tokens, text_index, cache: Cache, prev_tokens=None):
+    """Feeds T new text tokens per row at per-row offsets and attends over the cache.
+
+    Args:
+      tokens: [B, T] int32 new tokens (T >= 1; verification feeds K+1 at once).
+      text_index: [B] int32 number of text tokens already in row b's cache; the new
+        tokens go to slots P + text_index[b] + i.
+      cache: from `prefill` or a previous `decode_step`.
+      prev_tokens: optional teacher-forcing tokens for sequential heads.
+    Returns:
+      (out, cache) with out "logits" [B, T, K, V] and "hidden" [B, T, d].
+      Slots past the last token fed are left stale and are never attended: row b's
+      query at slot j only sees text slots <= j.
+    """
+    b, t = tokens.shape
+    p = cache["prefix_valid"].shape[1]
+    s = cache["k"].shape[2]
+    slot = p + text_index[:, None] + jnp.arange(t)[None]  # [B, T]
+    pos = cache["prefix_len"][:, None] + text_index[:, None] + jnp.arange(t)[None]
+    j = jnp.arange(s)[None, None, :]
+    prefix_ok = jnp.pad(cache["prefix_valid"], ((0, 0), (0, s - p)))[:, None, :]
+    mask = (prefix_ok & (j < p)) | ((j >= p) & (j <= slot[..., None]))
+    x = self.embed(tokens).astype(dtype_of(self.cfg.dtype))
+    layers = {"k": cache["k"], "v": cache["v"]}
+    h, layers = self.decoder(x, pos, mask, layers, p + text_index)
+    hn = self.final_norm(h)
+    cache = dict(cache, k=layers["k"], v=layers["v"])
+    return {"logits": self.heads(hn, prev_tokens), "hidden": hn}, cache
