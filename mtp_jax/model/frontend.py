@@ -45,17 +45,8 @@ def num_frames(num_samples, cfg: FrontendConfig):
   return jnp.maximum(n, 0)
 
 
-def log_mel(audio: jax.Array, audio_len: jax.Array, cfg: FrontendConfig):
-  """Log-mel features, normalized per utterance and mel bin over valid frames.
-
-  Args:
-    audio: [B, S] float waveform at cfg.sample_rate, zero-padded.
-    audio_len: [B] valid samples.
-    cfg: frontend config.
-  Returns:
-    feats: [B, F, num_mels] float32, zero on padded frames.
-    feat_len: [B] int32 valid frames.
-  """
+def log_mel_raw(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
+  """Unnormalized log-mel energies, [B, S] -> [B, F, num_mels] float32."""
   b, s = audio.shape
   n_frames = num_frames(s, cfg)
   if n_frames <= 0:
@@ -67,7 +58,22 @@ def log_mel(audio: jax.Array, audio_len: jax.Array, cfg: FrontendConfig):
   spec = jnp.fft.rfft(frames * window, n=cfg.n_fft, axis=-1)
   power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
   fb = jnp.asarray(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.num_mels))
-  mel = jnp.log(jnp.dot(power, fb, precision=jax.lax.Precision.HIGHEST) + 1e-6)
+  return jnp.log(jnp.dot(power, fb, precision=jax.lax.Precision.HIGHEST) + 1e-6)
+
+
+def log_mel(audio: jax.Array, audio_len: jax.Array, cfg: FrontendConfig):
+  """Log-mel features, normalized per utterance and mel bin over valid frames.
+
+  Args:
+    audio: [B, S] float waveform at cfg.sample_rate, zero-padded.
+    audio_len: [B] valid samples.
+    cfg: frontend config.
+  Returns:
+    feats: [B, F, num_mels] float32, zero on padded frames.
+    feat_len: [B] int32 valid frames.
+  """
+  mel = log_mel_raw(audio, cfg)
+  n_frames = mel.shape[1]
   feat_len = num_frames(audio_len.astype(jnp.int32), cfg).astype(jnp.int32)
   valid = (jnp.arange(n_frames)[None, :] < feat_len[:, None])[..., None]  # [B, F, 1]
   count = jnp.maximum(feat_len, 1).astype(jnp.float32)[:, None, None]
