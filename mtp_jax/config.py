@@ -229,3 +229,18 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       raise ConfigError(f"config arg {key!r}: unknown, expected one of {sorted(defaults)}")
     out[key] = type(defaults[key])(value)
   return out
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Loads `get_config(arg)` from a config file; `path` may carry `:arg` (as on the CLI)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  if arg is None and ":" in str(path):
+    path, arg = str(path).split(":", 1)
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise ConfigError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg) if arg is not None else mod.get_config()

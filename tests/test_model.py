@@ -1,5 +1,6 @@
 """Speech-LLaMA model core: shapes, causality, padding invariance, KV cache, annotations."""
 import dataclasses
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from mtp_jax import flops
-from mtp_jax.config import ConfigError, ModelConfig, HEAD_TYPES
+from mtp_jax.config import HEAD_TYPES, ConfigError, ModelConfig, load_config_file
 from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -140,15 +141,11 @@ def test_every_param_has_logical_axes():
     assert len(leaf.names) == leaf.value.ndim
 
 
-@pytest.mark.parametrize("cfg_name,k", [("paper", 1), ("paper", 4), ("small", 4)])
+@pytest.mark.parametrize("cfg_name,k", [("paper", 1), ("paper", 4), ("small", 4),
+                                        ("shift/deep_decoder", 4), ("shift/deep_encoder", 4)])
 def test_config_initializes_abstractly_with_expected_count(cfg_name, k):
-  import importlib.util
-  import pathlib
   path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{cfg_name}.py"
-  spec = importlib.util.spec_from_file_location(cfg_name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = ModelConfig.from_config(mod.get_config(f"K={k}").model)
+  cfg = ModelConfig.from_config(load_config_file(path, f"K={k}").model)
   model = SpeechLLaMA(cfg)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 16000)),
                           jnp.array([16000]), jnp.zeros((1, 8), jnp.int32))

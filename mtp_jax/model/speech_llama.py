@@ -7,7 +7,8 @@ row's output does not depend on how much padding it carries.
 
 Entry points (all via `model.apply(params, ..., method=...)`):
   * `__call__`: teacher-forced forward over audio + transcript (training).
-  * `encode`: audio -> audio-token embeddings and their mask.
+  * `encode`: audio -> audio-token embeddings and their mask; `forward_text` runs the
+    teacher-forced decoder over given audio tokens (encode once, score many).
   * `prefill` / `decode_step`: incremental decoding over a preallocated KV cache.
   * `heads`: K-head logits from final-normed hidden states.
 """
@@ -124,6 +125,19 @@ class SpeechLLaMA(nn.Module):
       [B, L, d] final-normed hidden states, "audio_len" [B] audio tokens per row.
     """
     emb, valid, alen = self.encode(audio, audio_len)
+    return self.forward_text(emb, valid, alen, text_in, prev_tokens)
+
+  def forward_text(self, emb, valid, alen, text_in, prev_tokens=None):
+    """Teacher-forced decoder pass over precomputed audio tokens (see `encode`).
+
+    Lets callers encode once and score many transcripts (e.g. an N-best for MWER).
+
+    Args:
+      emb: [B, P, d] audio tokens; valid: [B, P]; alen: [B] valid audio tokens.
+      text_in: [B, L]; prev_tokens: as in `__call__`.
+    Returns:
+      The same dict as `__call__`.
+    """
     b, p, _ = emb.shape
     l = text_in.shape[1]
     x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
