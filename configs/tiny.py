@@ -24,6 +24,6 @@ def get_config(arg: str | None = None):
   m.mtp.head_type = args.head
   c.data.tokenizer.vocab_size = 128
   c.data.max_duration = 12.0
-  c.data.max_text_tokens = 64
+  c.data.max_text_tokens = 63  # + EOS, rounded to 8 -> at most 64 = decoder.max_text_len
   c.data.audio_seconds_per_batch = 48.0
   return c

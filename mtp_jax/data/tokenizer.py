@@ -1,0 +1,197 @@
+"""SentencePiece tokenizer for transcripts, trained on normalized manifest text.
+
+Special ids are FIXED across every model this module trains; the model, the
+training loss and the decoder rely on them:
+
+  PAD_ID = 0  padding of "text" batches (never a real token)
+  BOS_ID = 1  start of transcript (the model prepends it; not in batches)
+  EOS_ID = 2  end of transcript (the model appends it; `decode` stops there)
+  UNK_ID = 3  unknown piece
+
+Text is normalized with `mtp_jax.text.normalize` before training and before
+every `encode`, so `decode(encode(t)) == normalize(t)` for in-vocabulary text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+from mtp_jax import text as text_lib
+from mtp_jax.data import manifest as manifest_lib
+
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+UNK_ID = 3
+SPECIAL_IDS = (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+
+MODEL_PREFIX = "tokenizer"  # <dir>/tokenizer.model and <dir>/tokenizer.json
+
+
+class Tokenizer:
+  """A trained SentencePiece model plus the text normalization it expects.
+
+  Attributes:
+    path: the .model file.
+    numbers_to_words: the `normalize` option used for training and `encode`.
+  """
+
+  def __init__(self, path: str | os.PathLike, numbers_to_words: bool = False):
+    self.path = os.fspath(path)
+    self.numbers_to_words = bool(numbers_to_words)
+    self._sp = spm.SentencePieceProcessor(model_file=self.path)
+    got = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(),
+           self._sp.unk_id())
+    if got != SPECIAL_IDS:
+      raise ValueError(f"{self.path}: special ids (pad, bos, eos, unk) are {got},"
+                       f" expected {SPECIAL_IDS}; retrain with train_tokenizer")
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    """Loads <path> (a .model file, or a directory holding tokenizer.model).
+
+    The normalization option is read from the sidecar tokenizer.json written by
+    `train_tokenizer` when present.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      path = os.path.join(path, MODEL_PREFIX + ".model")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"tokenizer model not found: {path}")
+    meta_path = os.path.splitext(path)[0] + ".json"
+    meta = {}
+    if os.path.isfile(meta_path):
+      with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    return cls(path, numbers_to_words=meta.get("numbers_to_words", False))
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of ids, special ids included (may be below the requested size)."""
+    return self._sp.get_piece_size()
+
+  def normalize(self, text: str) -> str:
+    """The normalization `encode` applies."""
+    return text_lib.normalize(text, self.numbers_to_words)
+
+  def encode(self, text: str) -> list[int]:
+    """Normalizes and tokenizes a transcript; no bos/eos are added."""
+    return self._sp.encode(self.normalize(text))
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Ids to text: stops at the first EOS_ID, drops PAD_ID and BOS_ID."""
+    out = []
+    for i in ids:
+      i = int(i)
+      if i == EOS_ID:
+        break
+      if i not in (PAD_ID, BOS_ID):
+        out.append(i)
+    return self._sp.decode(out)
+
+  def id_to_piece(self, i: int) -> str:
+    return self._sp.id_to_piece(int(i))
+
+  def __getstate__(self):
+    return {"path": self.path, "numbers_to_words": self.numbers_to_words,
+            "proto": self._sp.serialized_model_proto()}
+
+  def __setstate__(self, state):
+    self.path = state["path"]
+    self.numbers_to_words = state["numbers_to_words"]
+    self._sp = spm.SentencePieceProcessor(model_proto=state["proto"])
+
+
+def train_tokenizer_from_texts(texts: Iterable[str], model_dir: str | os.PathLike,
+                               *, vocab_size: int = 256,
+                               model_type: str = "unigram",
+                               numbers_to_words: bool = False) -> Tokenizer:
+  """Trains a SentencePiece model into <model_dir>/tokenizer.model.
+
+  Args:
+    texts: raw transcripts; normalized here, empty ones ignored.
+    model_dir: output directory (created); e.g. the run's workdir.
+    vocab_size: wanted vocabulary size, special ids included. It is a soft
+      limit: a small corpus gives a smaller vocabulary instead of failing.
+    model_type: "unigram" or "bpe".
+    numbers_to_words: normalization option, stored in tokenizer.json.
+
+  Returns:
+    The loaded tokenizer.
+
+  Raises:
+    ValueError: no text, bad model_type, or vocab_size below the number of
+      distinct characters plus the 4 special ids.
+  """
+  if model_type not in ("unigram", "bpe"):
+    raise ValueError(f"tokenizer model_type must be unigram or bpe, got {model_type!r}")
+  normalized = [text_lib.normalize(t, numbers_to_words) for t in texts]
+  normalized = [t for t in normalized if t]
+  if not normalized:
+    raise ValueError("cannot train a tokenizer: no non-empty transcript")
+  model_dir = os.fspath(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  prefix = os.path.join(model_dir, MODEL_PREFIX)
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(normalized), model_prefix=prefix,
+        vocab_size=int(vocab_size), model_type=model_type,
+        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+        hard_vocab_limit=False, character_coverage=1.0,
+        normalization_rule_name="identity",  # We normalize ourselves.
+        input_sentence_size=2_000_000, shuffle_input_sentence=True,
+        num_threads=2, minloglevel=2)
+  except RuntimeError as e:
+    m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+    if m:
+      raise ValueError(
+          f"tokenizer vocab_size {vocab_size} is too small: the text has "
+          f"{int(m.group(2)) - len(SPECIAL_IDS)} distinct characters, so "
+          f"vocab_size must be at least {m.group(2)}") from e
+    raise
+  with open(prefix + ".json", "w", encoding="utf-8") as f:
+    json.dump({"model_type": model_type, "requested_vocab_size": int(vocab_size),
+               "numbers_to_words": bool(numbers_to_words),
+               "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+               "unk_id": UNK_ID}, f, indent=2)
+  return Tokenizer(prefix + ".model", numbers_to_words=numbers_to_words)
+
+
+def train_tokenizer(manifests: str | Sequence[str], model_dir: str | os.PathLike,
+                    *, vocab_size: int = 256, model_type: str = "unigram",
+                    numbers_to_words: bool = False) -> Tokenizer:
+  """Trains on the transcripts of manifests (see `train_tokenizer_from_texts`).
+
+  Malformed manifest lines are skipped here; the data pipeline reports them.
+
+  Args:
+    manifests: comma-separated string or list of JSONL manifests.
+    model_dir: output directory.
+    vocab_size: see `train_tokenizer_from_texts`.
+    model_type: "unigram" or "bpe".
+    numbers_to_words: normalization option.
+  """
+  entries = manifest_lib.load_manifests(manifests, errors=[])
+  return train_tokenizer_from_texts(
+      (e.text for e in entries), model_dir, vocab_size=vocab_size,
+      model_type=model_type, numbers_to_words=numbers_to_words)
+
+
+def get_tokenizer(data_cfg, workdir: str | os.PathLike) -> Tokenizer:
+  """The run's tokenizer: `data_cfg.tokenizer.path` if set, else the one in
+  `workdir` (trained there on `data_cfg.train_manifests` on first use).
+  """
+  tok_cfg = data_cfg.tokenizer
+  if tok_cfg.path:
+    return Tokenizer.load(tok_cfg.path)
+  model_path = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")
+  if os.path.isfile(model_path):
+    return Tokenizer.load(model_path)
+  return train_tokenizer(data_cfg.train_manifests, workdir,
+                         vocab_size=tok_cfg.vocab_size,
+                         model_type=tok_cfg.model_type,
+                         numbers_to_words=data_cfg.get("numbers_to_words", False))
