@@ -1,0 +1,1 @@
+"""Interoperability with other model ecosystems (Hugging Face LLaMA checkpoints)."""
