@@ -26,6 +26,24 @@ def constrain(x: Array, axes: Sequence[str | None]) -> Array:
   return nn.with_logical_constraint(x, tuple(axes))
 
 
+class _FlatSafePartitioned(nn.LogicallyPartitioned):
+  """Logical partitioning that tolerates DenseGeneral's flattened init.
+
+  `nn.DenseGeneral` calls its kernel/bias init on a flattened 2-D shape and reshapes
+  the boxed value afterwards; unboxing the flat value under a mesh would apply an
+  N-name constraint to a 2-D array. The constraint is applied only when ranks agree.
+  """
+
+  def unbox(self, apply_constraint=True):
+    return super().unbox(apply_constraint and self.value.ndim == len(self.names))
+
+
+def _partitioned(init: Callable, names: tuple) -> Callable:
+  def wrapped(*args, **kwargs):
+    return _FlatSafePartitioned(init(*args, **kwargs), names)
+  return wrapped
+
+
 def dense(features, axes: Sequence[str | None], *, dtype, param_dtype, use_bias: bool = False,
           name: str | None = None, axis: int | Sequence[int] = -1,
           kernel_init: Callable = nn.initializers.lecun_normal()) -> nn.DenseGeneral:
@@ -39,8 +57,8 @@ def dense(features, axes: Sequence[str | None], *, dtype, param_dtype, use_bias:
   bias_axes = tuple(axes[-n_out:])
   return nn.DenseGeneral(
       features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_axes),
+      kernel_init=_partitioned(kernel_init, tuple(axes)),
+      bias_init=_partitioned(nn.initializers.zeros_init(), bias_axes),
       name=name)
 
 

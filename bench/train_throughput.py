@@ -1,0 +1,181 @@
+"""Training throughput: 2-D bucketing vs random batching, side by side in one run.
+
+  python bench/train_throughput.py --config configs/small.py \
+      --manifest ../shared/data/kathleen/train.jsonl --num_utts 96 --steps 12
+
+Each executable runs once untimed before the timed steps. Both arms train the same model from the same init for the same number of steps on
+the same utterances; compile time (one executable per batch shape) is reported
+separately from the steady state. Audio-seconds/s counts real (unpadded) audio, so
+the arms compare fairly although their batch sizes differ. On an accelerator the
+script also reports MFU: model FLOPs from `mtp_jax.flops` (3x forward, padded
+shapes) over the device's peak bf16 FLOP/s. Writes bench/results/train_throughput_<platform>.json.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+import flax.linen as nn  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mtp_jax import flops as flops_lib  # noqa: E402
+from mtp_jax import sharding as sharding_lib  # noqa: E402
+from mtp_jax.config import ModelConfig, load_config_file  # noqa: E402
+from mtp_jax.data import pipeline  # noqa: E402
+from mtp_jax.data import tokenizer as tok_lib  # noqa: E402
+from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # noqa: E402
+from mtp_jax.train import optimizer as opt_lib  # noqa: E402
+from mtp_jax.train import state as state_lib  # noqa: E402
+from mtp_jax.train import step as step_lib  # noqa: E402
+
+flags.DEFINE_string("config", str(ROOT / "configs" / "small.py"), "Config file[:arg].")
+flags.DEFINE_string("manifest", str(ROOT.parent / "shared" / "data" / "kathleen" / "train.jsonl"),
+                    "Training manifest.")
+flags.DEFINE_integer("num_utts", 96, "Utterances taken from the manifest (first N).")
+flags.DEFINE_integer("steps", 16, "Timed steps per arm.")
+flags.DEFINE_float("audio_seconds_per_batch", 40.0, "2-D bucketing padded-audio budget.")
+flags.DEFINE_integer("num_duration_bins", 2, "2-D bucketing duration bins.")
+flags.DEFINE_integer("num_token_bins", 2, "2-D bucketing token bins per duration bin.")
+flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output directory.")
+F = flags.FLAGS
+
+# Peak dense bf16 FLOP/s per device, for MFU.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
+              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+              "TPU v6 lite": 918e12}
+
+
+def peak_flops() -> float | None:
+  kind = jax.devices()[0].device_kind
+  for name, v in PEAK_FLOPS.items():
+    if name.lower() in kind.lower():
+      return v
+  return None
+
+
+def train_flops(cfg: ModelConfig, b: int, s: int, l: int) -> float:
+  """~3x forward matmul FLOPs of one padded batch (encoder + decoder + K heads)."""
+  p = int(audio_token_count(s, cfg))
+  enc = flops_lib.encoder_flops_per_second(cfg) * s / cfg.frontend.sample_rate
+  dec = sum(flops_lib.prefill_flops(cfg, p, l))
+  ctx = p + l / 2
+  heads = l * (flops_lib.decoder_token_flops(cfg, ctx) -
+               cfg.decoder.num_layers * flops_lib.decoder_layer_flops(cfg, 1, ctx))
+  return 3.0 * b * (enc + dec + heads)
+
+
+def run_arm(config, tokenizer, mesh, rules, batching: str, batch_size: int) -> dict:
+  c = config.copy_and_resolve_references()
+  c.data.batching = batching
+  c.data.batch_size = batch_size
+  mcfg = ModelConfig.from_config(c.model)
+  model = SpeechLLaMA(mcfg)
+  tx = opt_lib.make_optimizer(c.train, nn.unbox(state_lib.abstract_params(model)))
+  state, sh = state_lib.create_train_state(model, tx, mesh, rules, seed=0)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          jax.eval_shape(lambda x: x, state), sh)
+  data = pipeline.make_train_iterator(c.data, tokenizer, seed=0)
+  step = step_lib.make_train_step(SpeechLLaMA(mcfg, train=True), tx, c.train)
+  jitted = step_lib.jit_train_step(step, sh, mesh, rules)
+  t = time.perf_counter()
+  compiled = step_lib.compile_for_shapes(jitted, abstract, data.batch_shapes, mesh, rules,
+                                         log=lambda m: None)
+  compile_s = time.perf_counter() - t
+  key = lambda b: (b["audio"].shape[0], b["audio"].shape[1], b["text"].shape[1])
+  warm = {}  # one untimed step per executable first (first runs allocate / warm caches)
+  for _ in range(2 * data.batches_per_epoch):
+    b = next(data)
+    warm.setdefault(key(b), b)
+    if len(warm) == len(compiled):
+      break
+  for k, b in warm.items():
+    state, m = compiled[k](state, step_lib.device_batch(b, mesh, rules))
+  jax.block_until_ready(state)
+  batches = [next(data) for _ in range(F.steps)]  # read up front: time the steps only
+  data.close()
+  dev = [step_lib.device_batch(b, mesh, rules) for b in batches]
+  jax.block_until_ready(dev)
+  real = sum(float(np.sum(b["audio_len"])) for b in batches) / c.data.sample_rate
+  padded = sum(b["audio"].size for b in batches) / c.data.sample_rate
+  toks = sum(int(np.sum(b["text_len"])) for b in batches)
+  fl = sum(train_flops(mcfg, *b["audio"].shape, b["text"].shape[1]) for b in batches)
+  t = time.perf_counter()
+  for b, d in zip(batches, dev):
+    state, m = compiled[key(b)](state, d)
+  jax.block_until_ready(state)
+  dt = time.perf_counter() - t
+  peak = peak_flops()
+  out = {"batching": batching, "num_shapes": len(compiled), "compile_s": compile_s,
+         "steps": F.steps, "steady_s": dt, "steps_per_s": F.steps / dt,
+         "audio_s_per_s": real / dt, "padded_audio_fraction": 1 - real / padded,
+         "tokens_per_s": toks / dt, "mean_batch_size": float(np.mean(
+             [b["audio"].shape[0] for b in batches])),
+         "final_loss": float(m["loss"]), "model_tflops_per_s": fl / dt / 1e12}
+  if peak and jax.default_backend() != "cpu":
+    out["mfu"] = fl / dt / (peak * jax.device_count())
+  return out
+
+
+def main(argv):
+  del argv
+  config = load_config_file(F.config)
+  config.data.audio_seconds_per_batch = F.audio_seconds_per_batch
+  config.data.num_duration_bins = F.num_duration_bins
+  config.data.num_token_bins = F.num_token_bins
+  config.train.warmup_steps = 2
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_train_"))
+  src = pathlib.Path(F.manifest)
+  lines = [json.loads(l) for l in open(src, encoding="utf-8")][:F.num_utts]
+  manifest = tmp / "subset.jsonl"
+  manifest.write_text("".join(json.dumps(dict(r, audio_filepath=str(
+      (src.parent / r["audio_filepath"]).resolve()))) + "\n" for r in lines))
+  config.data.train_manifests = str(manifest)
+  tokenizer = tok_lib.get_tokenizer(config.data, tmp)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  rules = sharding_lib.rules_from_config(config.sharding_rules)
+
+  two_d = run_arm(config, tokenizer, mesh, rules, "2d", 0)
+  bs = max(jax.device_count(), int(round(two_d["mean_batch_size"] / jax.device_count()))
+           * jax.device_count())
+  rand = run_arm(config, tokenizer, mesh, rules, "random", bs)
+  arms = [two_d, rand]
+  print(f"{'batching':<9}{'shapes':>7}{'compile s':>10}{'steps/s':>9}{'audio-s/s':>10}"
+        f"{'pad frac':>9}{'batch':>7}{'TFLOP/s':>9}{'MFU':>7}")
+  for a in arms:
+    mfu = f"{a['mfu']:.3f}" if "mfu" in a else "-"
+    print(f"{a['batching']:<9}{a['num_shapes']:>7}{a['compile_s']:>10.1f}{a['steps_per_s']:>9.3f}"
+          f"{a['audio_s_per_s']:>10.1f}{a['padded_audio_fraction']:>9.3f}"
+          f"{a['mean_batch_size']:>7.1f}{a['model_tflops_per_s']:>9.4f}{mfu:>7}")
+  ratio = two_d["audio_s_per_s"] / rand["audio_s_per_s"]
+  print(f"2-D bucketing / random, audio-seconds/s: {ratio:.2f}x")
+  result = {
+      "benchmark": "train_throughput", "config": F.config, "manifest": F.manifest,
+      "num_utts": F.num_utts, "steps": F.steps, "arms": arms,
+      "bucketing": {"num_duration_bins": F.num_duration_bins,
+                    "num_token_bins": F.num_token_bins,
+                    "audio_seconds_per_batch": F.audio_seconds_per_batch},
+      "audio_s_per_s_ratio_2d_over_random": ratio,
+      "machine": {"platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+                  "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
+                  "python": platform.python_version(), "jax": jax.__version__,
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}}
+  os.makedirs(F.out, exist_ok=True)
+  path = os.path.join(F.out, f"train_throughput_{jax.default_backend()}.json")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,45 @@
+"""Default training configuration (the `config.train` section)."""
+import ml_collections
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+  """`config.train` with every field at its default.
+
+  Head weights: the loss is CE(head 1) + sum_{k=2..K} w_k CE(head k). By default
+  w_k = head_weight_decay ** (k - 1) (0.8: 0.8, 0.64, 0.51 for K=4), so later,
+  harder heads pull less on the shared trunk; set `head_weights` to an explicit
+  list of K-1 floats (heads 2..K) to override, e.g. [1, 1, 1] for equal weights.
+  """
+  c = ml_collections.ConfigDict()
+  c.steps = 1000                  # optimizer steps in total (the schedule's length)
+  c.mode = "joint"                # joint | heads_only (frozen base; needs init_from)
+  c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
+  c.init_step = -1                # step of init_from to load; -1 = latest
+  # Loss.
+  c.head_weight_decay = 0.8
+  c.head_weights = ()             # explicit weights for heads 2..K; empty = decay
+  c.label_smoothing = 0.0
+  # Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping.
+  c.learning_rate = 1e-3
+  c.warmup_steps = 100
+  c.end_lr_ratio = 0.01           # final lr = learning_rate * end_lr_ratio
+  c.b1 = 0.9
+  c.b2 = 0.98
+  c.eps = 1e-9
+  c.weight_decay = 0.01           # on matrices only (ndim >= 2)
+  c.clip_norm = 1.0               # 0 = no clipping
+  c.grad_accum = 1                # micro-batches per step (scan; rows split strided)
+  # Faults.
+  c.max_consecutive_nonfinite = 5  # stop after this many skipped steps in a row
+  c.debug_nan_steps = ()          # TEST HOOK: 0-based step indices whose batch audio becomes NaN
+  # Checkpoints.
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.async_checkpointing = True
+  # Logging / eval.
+  c.log_every = 50
+  c.eval_every = 0                # 0 = only at the end (when data.dev_manifest is set)
+  c.eval_batch_size = 16
+  c.eval_max_new_tokens = 0       # 0 = model.decoder.max_text_len - 2
+  c.eval_max_utterances = 0       # 0 = the whole dev manifest
+  return c

@@ -1,0 +1,158 @@
+"""The jitted train step: MTP loss, gradient accumulation, non-finite skipping."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mtp_jax import sharding as sharding_lib
+from mtp_jax.train import loss as loss_lib
+from mtp_jax.train import optimizer as opt_lib
+from mtp_jax.train.state import TrainState
+
+BATCH_KEYS = ("audio", "audio_len", "text", "text_len")
+BATCH_DTYPES = {"audio": jnp.float32, "audio_len": jnp.int32, "text": jnp.int32,
+                "text_len": jnp.int32}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
+                    labels: Any | None = None) -> Callable:
+  """Builds `step(state, batch) -> (state, metrics)` (not yet jitted).
+
+  Args:
+    model: a train-mode SpeechLLaMA (dropout and SpecAugment need rngs).
+    tx: the optimizer (see `optimizer.make_optimizer`).
+    tcfg: `config.train`.
+    labels: "train"/"freeze" per param leaf (heads_only); None trains all.
+  The step consumes a global batch of `BATCH_KEYS`; with `tcfg.grad_accum` = A > 1
+  it scans over A micro-batches of strided rows (b, b+A, ...) and averages their
+  gradients. If the loss or the gradient norm is not finite the update is skipped
+  (params and optimizer state kept) and the skip counters advance.
+  """
+  k = model.cfg.mtp.num_heads
+  sequential = model.cfg.mtp.head_type == "sequential"
+  weights = loss_lib.head_weights(k, tcfg.head_weight_decay, tuple(tcfg.head_weights))
+  accum = int(tcfg.grad_accum)
+  sched = opt_lib.schedule(tcfg)
+
+  def loss_fn(params, batch, rng):
+    text_in, targets, mask, prev = loss_lib.make_targets(
+        batch["text"], batch["text_len"], batch["audio_len"], k)
+    out = model.apply(params, batch["audio"], batch["audio_len"], text_in,
+                      prev if (sequential and k > 1) else None,
+                      rngs={"dropout": jax.random.fold_in(rng, 0),
+                            "specaug": jax.random.fold_in(rng, 1)})
+    return loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    if accum == 1:
+      (loss, aux), grads = grad_fn(state.params, batch, rng)
+    else:
+      b = batch["audio"].shape[0]
+      if b % accum:
+        raise ValueError(f"train.grad_accum={accum} must divide the batch size {b}")
+      micro = jax.tree.map(
+          lambda x: x.reshape(b // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def body(carry, xs):
+        mb, i = xs
+        (l, a), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+        return jax.tree.map(jnp.add, carry, (l, a, g)), None
+
+      zero = jax.tree.map(jnp.zeros_like,
+                          jax.eval_shape(grad_fn, state.params,
+                                         jax.tree.map(lambda x: x[0], micro), rng))
+      zero = (zero[0][0], zero[0][1], zero[1])
+      (loss, aux, grads), _ = jax.lax.scan(body, zero, (micro, jnp.arange(accum)))
+      loss, aux, grads = jax.tree.map(lambda x: x / accum, (loss, aux, grads))
+    if labels is not None:
+      grads = jax.tree.map(lambda g, l: g if l == "train" else jnp.zeros_like(g),
+                           grads, labels)
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    applied = state.step - state.nonfinite_total
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_total=state.nonfinite_total + (~ok).astype(jnp.int32),
+        nonfinite_run=jnp.where(ok, 0, state.nonfinite_run + 1).astype(jnp.int32))
+    metrics = {"loss": loss, "loss_k": aux["loss_k"], "acc_k": aux["acc_k"],
+               "tokens": aux["tokens_k"][0], "grad_norm": grad_norm,
+               "lr": sched(applied), "finite": ok,
+               "nonfinite_total": new_state.nonfinite_total,
+               "nonfinite_run": new_state.nonfinite_run}
+    return new_state, metrics
+
+  return step
+
+
+def batch_shardings(mesh, rules) -> dict:
+  """NamedShardings of the device batch (batch dim over the data axes)."""
+  return {"audio": sharding_lib.batch_sharding(mesh, rules, 2),
+          "audio_len": sharding_lib.batch_sharding(mesh, rules, 1),
+          "text": sharding_lib.batch_sharding(mesh, rules, 2),
+          "text_len": sharding_lib.batch_sharding(mesh, rules, 1)}
+
+
+def abstract_batch(b: int, s: int, l: int, mesh, rules) -> dict:
+  """ShapeDtypeStructs (with shardings) of a global batch [B, S] / [B, L]."""
+  sh = batch_shardings(mesh, rules)
+  shapes = {"audio": (b, s), "audio_len": (b,), "text": (b, l), "text_len": (b,)}
+  return {k: jax.ShapeDtypeStruct(shapes[k], BATCH_DTYPES[k], sharding=sh[k])
+          for k in BATCH_KEYS}
+
+
+def jit_train_step(step: Callable, state_sh: TrainState, mesh, rules):
+  """`jax.jit` of the step with explicit shardings; the state is donated."""
+  rep = sharding_lib.replicated(mesh)
+  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, rules)),
+                 out_shardings=(state_sh, rep), donate_argnums=(0,))
+
+
+def trace_context(mesh, rules):
+  """The context the step is traced in: the mesh plus the logical-axis rules, so
+  activation constraints inside the model take effect."""
+  return sharding_lib.activate(mesh, rules)
+
+
+def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
+                       log: Callable[[str], None] = logging.info) -> dict:
+  """AOT-compiles the step once per global batch shape (B, S, L); logs memory.
+
+  Returns:
+    {(B, S, L): compiled executable}.
+  """
+  out = {}
+  with trace_context(mesh, rules):
+    for shape in sorted(set(shapes)):
+      compiled = jitted.lower(abstract_state, abstract_batch(*shape, mesh, rules)).compile()
+      mem = compiled.memory_analysis()
+      if mem is not None:
+        gib = lambda n: n / 2**30
+        log(f"compiled step for batch {shape}: args {gib(mem.argument_size_in_bytes):.3f} "
+            f"GiB, out {gib(mem.output_size_in_bytes):.3f} GiB, temp "
+            f"{gib(mem.temp_size_in_bytes):.3f} GiB, code "
+            f"{gib(mem.generated_code_size_in_bytes):.4f} GiB (per device)")
+      else:
+        log(f"compiled step for batch {shape} (no memory analysis on this backend)")
+      out[shape] = compiled
+  return out
+
+
+def device_batch(batch: dict, mesh, rules) -> dict:
+  """Global device arrays from this process's rows (`make_array_from_process_local_data`)."""
+  sh = batch_shardings(mesh, rules)
+  return {k: jax.make_array_from_process_local_data(sh[k], np.asarray(batch[k], BATCH_DTYPES[k]))
+          for k in BATCH_KEYS}

@@ -1,0 +1,53 @@
+"""Shared helpers for the training tests: micro configs and synthetic manifests."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import soundfile as sf
+
+from mtp_jax.config import load_config_file
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+
+
+def load_train_module():
+  """Imports the repo-root train.py as a module (flags are only defined under __main__)."""
+  spec = importlib.util.spec_from_file_location("mtp_train_main", ROOT / "train.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def micro_config(k: int = 2, head: str = "independent"):
+  """Smaller than configs/tiny.py: 1 encoder + 1 decoder layer of width 32."""
+  c = load_config_file(ROOT / "configs" / "tiny.py", f"K={k},head={head}")
+  m = c.model
+  m.encoder.update(d_model=32, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=3,
+                   subsampling_channels=8, dropout=0.0)
+  m.frontend.num_mels = 32
+  m.decoder.update(vocab_size=48, d_model=32, num_layers=1, num_heads=2, num_kv_heads=2,
+                   ff_dim=64, max_text_len=32)
+  c.data.tokenizer.vocab_size = 48
+  return c
+
+
+def write_synthetic_manifest(directory: pathlib.Path, n: int = 16, seed: int = 0) -> str:
+  """n short sine+noise FLACs with word transcripts; returns the manifest path."""
+  rng = np.random.default_rng(seed)
+  audio = directory / "audio"
+  audio.mkdir(parents=True, exist_ok=True)
+  path = directory / "train.jsonl"
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(n):
+      samples = int(16000 * (0.4 + 0.1 * (i % 4)))
+      t = np.arange(samples) / 16000
+      x = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.02 * rng.standard_normal(samples)
+      sf.write(audio / f"u{i:02d}.flac", x.astype(np.float32), 16000)
+      text = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 3))
+      f.write(json.dumps({"audio_filepath": f"audio/u{i:02d}.flac",
+                          "duration": samples / 16000, "text": text}) + "\n")
+  return str(path)

@@ -1,0 +1,262 @@
+"""Trains Speech-LLaMA with multi-token prediction heads.
+
+  python train.py --config configs/small.py:K=4 --workdir runs/small \
+      --config.data.train_manifests=../shared/data/kathleen/train.jsonl \
+      --config.data.dev_manifest=../shared/data/kathleen/test.jsonl
+
+The workdir receives config.json, the tokenizer (trained from the train manifests
+unless config.data.tokenizer.path is set), checkpoints/ (orbax), tb/ (TensorBoard)
+and metrics.jsonl. Re-running the same command resumes from the latest complete
+checkpoint, with the data iterator where it was. Heads-only training on a frozen
+base: `--config.train.mode=heads_only --config.train.init_from=runs/base`.
+Multi-host (TPU pod / multi-node GPU): add `--multihost` (or MTP_JAX_MULTIHOST=1).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mtp_jax import checkpoint as ckpt_lib
+from mtp_jax import sharding as sharding_lib
+from mtp_jax.config import ModelConfig
+from mtp_jax.data import pipeline
+from mtp_jax.data import tokenizer as tok_lib
+from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.train import eval as eval_lib
+from mtp_jax.train import metrics as metrics_lib
+from mtp_jax.train import optimizer as opt_lib
+from mtp_jax.train import state as state_lib
+from mtp_jax.train import step as step_lib
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive non-finite steps; the last good checkpoint is kept."""
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    logging.info(msg)
+    print(msg, flush=True)
+
+
+def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
+  """Loads config.data.tokenizer.path (copied into the workdir) or trains one there."""
+  path = config.data.tokenizer.path
+  if jax.process_index() == 0:
+    if path:
+      ckpt_lib.copy_tokenizer(path, workdir)
+    tok_lib.get_tokenizer(config.data, workdir)  # trains into workdir if absent
+  multihost_utils.sync_global_devices("tokenizer")
+  tok = tok_lib.Tokenizer.load(workdir)
+  v = config.model.decoder.vocab_size
+  if tok.vocab_size > v:
+    raise ValueError(f"tokenizer has {tok.vocab_size} ids but model.decoder.vocab_size={v}")
+  return tok
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
+                       batch_callback=None, devices=None) -> dict:
+  """Runs (or resumes) training to `config.train.steps`; returns the last metrics.
+
+  Args:
+    config: the full ConfigDict (see configs/).
+    workdir: run directory.
+    stop_after: stop (after checkpointing) once this step is reached, as if the job
+      were preempted there; the schedule still spans `train.steps`.
+    batch_callback: optional `f(step, host_batch)` called before each step (tests).
+    devices: devices for the mesh (default all; tests use a subset).
+  Raises:
+    NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
+  """
+  tcfg = config.train
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  ckpt_lib.save_config(workdir, config)
+  tokenizer = _tokenizer(config, workdir)
+
+  # ---------------------------------------------------------------- mesh, model, optimizer
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  rules = sharding_lib.rules_from_config(config.sharding_rules)
+  mcfg = ModelConfig.from_config(config.model)
+  model, train_model = SpeechLLaMA(mcfg), SpeechLLaMA(mcfg, train=True)
+  _log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices "
+       f"({jax.process_count()} processes); model K={mcfg.mtp.num_heads} "
+       f"{mcfg.mtp.head_type}, dtype {mcfg.dtype}")
+  abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules))
+  tx = opt_lib.make_optimizer(tcfg, abstract_params)
+  labels = (opt_lib.trainable_labels(abstract_params, tcfg.mode)
+            if tcfg.mode != "joint" else None)
+
+  # ---------------------------------------------------------------- data
+  pc = jax.process_count()
+  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
+                                      process_index=jax.process_index(), process_count=pc)
+  for b in data.describe():
+    _log(f"bucket {b}")
+  report = data.bad_input_report()
+  if report["num_skipped"]:
+    _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
+
+  # ---------------------------------------------------------------- state: resume / init
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
+                               async_save=tcfg.async_checkpointing)
+  abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state = ckpt.restore(abstract_state, shardings, latest)
+    if data_state is not None:
+      data.set_state(data_state)
+    _log(f"resumed from step {latest} in {ckpt.directory}")
+  else:
+    state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
+    if tcfg.init_from:
+      loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
+      merged, copied, new = state_lib.merge_params(state.params, loaded)
+      state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
+      _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+    elif tcfg.mode == "heads_only":
+      raise ValueError("train.mode=heads_only needs train.init_from (a trained base)")
+
+  # ---------------------------------------------------------------- compile per bucket shape
+  shapes = [(b * pc, s, l) for b, s, l in data.batch_shapes]
+  step_fn = step_lib.make_train_step(train_model, tx, tcfg, labels)
+  jitted = step_lib.jit_train_step(step_fn, shardings, mesh, rules)
+  t0 = time.perf_counter()
+  compiled = step_lib.compile_for_shapes(jitted, abstract_state_with(abstract_state, shardings),
+                                         shapes, mesh, rules, log=_log)
+  _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
+
+  # ---------------------------------------------------------------- eval setup
+  eval_batches = None
+  if config.data.dev_manifest:
+    per = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
+    bs = -(-int(tcfg.eval_batch_size) // np.lcm(per, pc)) * np.lcm(per, pc)
+    eval_batches = pipeline.make_eval_batches(config.data.dev_manifest, tokenizer, config.data,
+                                              batch_size=int(bs))
+  max_new = int(tcfg.eval_max_new_tokens) or mcfg.decoder.max_text_len - 2
+
+  def run_eval(step: int) -> dict:
+    t = time.perf_counter()
+    res, examples = eval_lib.evaluate(
+        model, state.params, eval_batches, tokenizer, mesh, rules, max_new_tokens=max_new,
+        max_utterances=int(tcfg.eval_max_utterances),
+        numbers_to_words=bool(config.data.numbers_to_words))
+    out = {f"eval/{k}": float(v) for k, v in res.items()}
+    out["eval/seconds"] = time.perf_counter() - t
+    writer.write(step, out)
+    if examples:
+      writer.write_text(step, "eval/examples", "\n\n".join(
+          f"{u}\nREF: {r}\nHYP: {h}" for u, r, h in examples[:5]))
+    _log(f"eval step {step}: WER {res['wer']:.4f} ({res['errors']}/{res['num_ref_words']} "
+         f"words, {res['num_utterances']} utts, {out['eval/seconds']:.1f} s)")
+    return out
+
+  # ---------------------------------------------------------------- the loop
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  total = int(tcfg.steps)
+  start = int(jax.device_get(state.step))
+  thr = metrics_lib.Throughput(total, start)
+  nan_steps = {int(s) for s in tcfg.debug_nan_steps}
+  sr = float(config.data.sample_rate)
+  pending = None  # (step, device metrics) of the last dispatched step
+  last: dict = {}
+  seen_bad = data.bad_input_report()["num_skipped"]
+
+  def check(pending) -> dict:
+    """Fetches a step's metrics; stops on too many non-finite steps in a row."""
+    s, m = pending
+    host = metrics_lib.flatten_step_metrics(jax.device_get(m))
+    if host["train/nonfinite_run"] >= tcfg.max_consecutive_nonfinite:
+      ckpt.wait()
+      raise NonFiniteError(
+          f"{int(host['train/nonfinite_run'])} consecutive non-finite steps (loss or "
+          f"gradient) ending at step {s} (train.max_consecutive_nonfinite="
+          f"{tcfg.max_consecutive_nonfinite}); last good checkpoint: step "
+          f"{ckpt.latest_step()} in {ckpt.directory}")
+    return host
+
+  end = total if stop_after is None else min(total, int(stop_after))
+  try:
+    for step in range(start, end):
+      batch = next(data)
+      if batch_callback is not None:
+        batch_callback(step, batch)
+      if step in nan_steps:  # TEST HOOK (train.debug_nan_steps): poison this batch.
+        batch["audio"] = np.full_like(batch["audio"], np.nan)
+      thr.add_audio(float(np.sum(batch["audio_len"])) / sr * pc)
+      shape = (batch["audio"].shape[0] * pc, batch["audio"].shape[1], batch["text"].shape[1])
+      state, metrics = compiled[shape](state, step_lib.device_batch(batch, mesh, rules))
+      if pending is not None:
+        last = check(pending)
+      pending = (step + 1, metrics)
+      done = step + 1
+      log_now = done % tcfg.log_every == 0 or done == total
+      save_now = done % tcfg.checkpoint_every == 0 or done in (total, end)
+      eval_now = eval_batches is not None and (
+          (tcfg.eval_every and done % tcfg.eval_every == 0) or done == total)
+      if log_now or save_now or eval_now:
+        last = check(pending)
+        pending = None
+      if log_now:
+        bad = data.bad_input_report()
+        scalars = dict(last, **thr.report(done))
+        scalars["data/bad_inputs_skipped"] = float(bad["num_skipped"])
+        writer.write(done, scalars)
+        _log(metrics_lib.progress_line(done, total, scalars))
+        if bad["num_skipped"] != seen_bad:
+          _log(f"bad inputs so far ({bad['num_skipped']}): {bad['epochs']}")
+          seen_bad = bad["num_skipped"]
+      if save_now:
+        ckpt.save(state, data.get_state())
+      if eval_now:
+        last.update(run_eval(done))
+    if pending is not None:
+      last = check(pending)
+  finally:
+    ckpt.close()
+    writer.close()
+    data.close()
+  last["step"] = int(jax.device_get(state.step))
+  return last
+
+
+def abstract_state_with(abstract, shardings):
+  """ShapeDtypeStructs carrying the shardings (for `.lower`)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def main(argv) -> None:
+  del argv
+  flags = _FLAGS
+  if flags.multihost or os.environ.get("MTP_JAX_MULTIHOST") == "1":
+    kwargs = {}
+    if flags.coordinator_address:
+      kwargs = dict(coordinator_address=flags.coordinator_address,
+                    num_processes=flags.num_processes, process_id=flags.process_id)
+    jax.distributed.initialize(**kwargs)
+  logging.getLogger().setLevel(logging.INFO)
+  train_and_evaluate(flags.config, flags.workdir)
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                  lock_config=False)
+  absl_flags.DEFINE_string("workdir", None, "Run directory (created; resumed if present).")
+  absl_flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods).")
+  absl_flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-GPU).")
+  absl_flags.DEFINE_integer("num_processes", None, "Processes (with coordinator_address).")
+  absl_flags.DEFINE_integer("process_id", None, "This process (with coordinator_address).")
+  absl_flags.mark_flags_as_required(["config", "workdir"])
+  _FLAGS = absl_flags.FLAGS
+  app.run(main)
