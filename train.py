@@ -64,6 +64,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
                        batch_callback=None, devices=None) -> dict:
   """Runs (or resumes) training to `config.train.steps`; returns the last metrics.
 
+  With `config.train.max_minutes` > 0 the run also stops (checkpointed, evaluated) at
+  the first logging step after that much wall time since this call started.
+
   Args:
     config: the full ConfigDict (see configs/).
     workdir: run directory.
@@ -74,6 +77,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   Raises:
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
   """
+  t_start = time.time()
   tcfg = config.train
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -182,6 +186,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     return host
 
   end = total if stop_after is None else min(total, int(stop_after))
+  deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
   try:
     for step in range(start, end):
       batch = next(data)
@@ -196,10 +201,16 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         last = check(pending)
       pending = (step + 1, metrics)
       done = step + 1
-      log_now = done % tcfg.log_every == 0 or done == total
-      save_now = done % tcfg.checkpoint_every == 0 or done in (total, end)
+      out_of_time = done % tcfg.log_every == 0 and time.time() > deadline
+      if out_of_time and jax.process_count() > 1:  # every host must stop at the same step
+        out_of_time = bool(multihost_utils.broadcast_one_to_all(np.bool_(out_of_time)))
+      if out_of_time:
+        _log(f"train.max_minutes={tcfg.max_minutes} reached at step {done}/{total}: "
+             "checkpointing and stopping")
+      log_now = done % tcfg.log_every == 0 or done == total or out_of_time
+      save_now = done % tcfg.checkpoint_every == 0 or done in (total, end) or out_of_time
       eval_now = eval_batches is not None and (
-          (tcfg.eval_every and done % tcfg.eval_every == 0) or done == total)
+          (tcfg.eval_every and done % tcfg.eval_every == 0) or done == total or out_of_time)
       if log_now or save_now or eval_now:
         last = check(pending)
         pending = None
@@ -216,6 +227,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         ckpt.save(state, data.get_state())
       if eval_now:
         last.update(run_eval(done))
+      if out_of_time:
+        break
     if pending is not None:
       last = check(pending)
   finally:

@@ -12,6 +12,7 @@ def train_defaults() -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   c.steps = 1000                  # optimizer steps in total (the schedule's length)
+  c.max_minutes = 0.0             # > 0: also stop (checkpoint + eval) after this wall time
   c.mode = "joint"                # joint | heads_only (frozen base; needs init_from)
   c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
   c.init_step = -1                # step of init_from to load; -1 = latest

@@ -1,0 +1,124 @@
+"""Decoding strategies side by side: WER, calls/utt, call reduction and speedup vs greedy.
+
+Trained models (one workdir per head type, K=4):
+  python bench/decode.py --workdirs runs/ind,runs/lat,runs/seq --max_utts 100
+Randomly initialized `small` models (plumbing/speed only; WER and acceptance are
+meaningless, a random model's drafts are rarely accepted):
+  python bench/decode.py --random_init --max_utts 8 --max_new_tokens 32
+
+Every ratio compares strategies of one model measured in this run at the same
+batch size; compile time is reported apart. Writes bench/results/decode_<date>.json.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("workdirs", [], "trained workdirs (one per head type)")
+flags.DEFINE_bool("random_init", False, "use randomly initialized configs/small.py models")
+flags.DEFINE_list("head_types", ["independent", "latent", "sequential"], "for --random_init")
+flags.DEFINE_integer("K", 4, "heads for --random_init")
+flags.DEFINE_string("manifest", "/work/shared/data/kathleen/test.jsonl", "test manifest")
+flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
+                    "tokenizer training text for --random_init")
+flags.DEFINE_integer("max_utts", 32, "first N utterances of the manifest")
+flags.DEFINE_list("batch_sizes", ["1", "16"], "batch sizes")
+flags.DEFINE_list("strategies", ["greedy", "verify", "threshold", "beam"], "strategies")
+flags.DEFINE_float("threshold", 0.8, "tau")
+flags.DEFINE_integer("beam", 4, "beam width")
+flags.DEFINE_integer("max_new_tokens", None, "token cap (default config.data.max_text_tokens)")
+flags.DEFINE_string("out", None, "JSON path (default bench/results/decode_<date>.json)")
+
+
+def _models(tmp):
+  """Yields (name, model, params, tokenizer, config)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mtp_jax.config import ModelConfig, load_config_file  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
+  if FLAGS.random_init:
+    from mtp_jax.data.tokenizer import train_tokenizer  # pylint: disable=g-import-not-at-top
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for ht in FLAGS.head_types:
+      config = load_config_file(os.path.join(root, "configs/small.py"), f"K={FLAGS.K},head={ht}")
+      tok = train_tokenizer(FLAGS.train_manifest, tmp,
+                            vocab_size=config.data.tokenizer.vocab_size)
+      model = SpeechLLaMA(ModelConfig.from_config(config.model))
+      params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16000)),
+                                   jnp.full((1,), 16000, jnp.int32), jnp.ones((1, 4), jnp.int32))
+      yield f"random-{ht}-K{FLAGS.K}", model, params, tok, config
+  from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
+  for wd in FLAGS.workdirs:
+    config, params, tok = restore_for_inference(wd)
+    yield wd, SpeechLLaMA(ModelConfig.from_config(config.model)), params, tok, config
+
+
+def _first_utts(tmp):
+  path = os.path.join(tmp, "test_subset.jsonl")
+  base = os.path.dirname(os.path.abspath(FLAGS.manifest))
+  with open(FLAGS.manifest) as f, open(path, "w") as g:
+    for i, line in enumerate(f):
+      if i >= FLAGS.max_utts:
+        break
+      e = json.loads(line)
+      if not os.path.isabs(e["audio_filepath"]):
+        e["audio_filepath"] = os.path.join(base, e["audio_filepath"])
+      g.write(json.dumps(e) + "\n")
+  return path
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    manifest = _first_utts(tmp)
+    for name, model, params, tok, config in _models(tmp):
+      max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
+      for bs in map(int, FLAGS.batch_sizes):
+        batches = list(make_eval_batches(manifest, tok, config.data, batch_size=bs))
+        base = None
+        for strategy in FLAGS.strategies:
+          s = decode_batches(model, params, tok, batches, strategy=strategy,
+                             max_new_tokens=max_new, threshold=FLAGS.threshold,
+                             beam=FLAGS.beam, sample_rate=int(config.data.sample_rate))["summary"]
+          s = dict(s, model=name, batch_size=bs, random_init=FLAGS.random_init)
+          if strategy == "greedy":
+            base = s
+          if base is not None:
+            s["calls_reduction"] = base["calls_per_utt"] / max(s["calls_per_utt"], 1e-9)
+            s["speedup"] = base["decode_s"] / max(s["decode_s"], 1e-9)
+          rows.append(s)
+          print(format_table([s], ["model", "batch_size", "strategy", "wer", "calls_per_utt",
+                                   "calls_reduction", "speedup", "rtfx", "compile_s"]),
+                flush=True)
+  info = dict(platform=platform.platform(), processor=platform.processor(),
+              cpu_count=os.cpu_count(), jax_version=jax.__version__,
+              devices=[str(d) for d in jax.devices()],
+              date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              argv=sys.argv, random_init=FLAGS.random_init)
+  out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                  f"decode_{datetime.date.today().isoformat()}.json")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(dict(machine=info, rows=rows), f, indent=2)
+  print()
+  print(format_table(rows, ["model", "batch_size", "strategy", "wer", "calls_per_utt",
+                            "calls_reduction", "tokens_per_call", "speedup", "rtfx",
+                            "compile_s", "latency_p50_s", "latency_p90_s"]))
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""Decodes a manifest with a trained model and reports WER, calls, acceptance, RTFx.
+
+  python decode.py --workdir runs/x --manifest test.jsonl --strategy verify \
+      [--threshold 0.8] [--beam 4] [--batch_size 16] [--out hyps.jsonl]
+
+Writes hypotheses JSONL (utt_id, ref, hyp, calls, tokens), a summary JSON next to
+it (`<out>.summary.json`) and prints a table. Loads config, params and tokenizer
+with `mtp_jax.checkpoint.restore_for_inference(workdir, step)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from mtp_jax.decode.api import STRATEGIES
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "training workdir (config, checkpoints, tokenizer)")
+flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
+flags.DEFINE_string("manifest", None, "JSONL manifest to decode")
+flags.DEFINE_enum("strategy", "greedy", list(STRATEGIES), "decoding strategy")
+flags.DEFINE_float("threshold", 0.8, "tau for --strategy=threshold")
+flags.DEFINE_integer("beam", 4, "beam width for --strategy=beam")
+flags.DEFINE_integer("batch_size", 16, "utterances per batch")
+flags.DEFINE_integer("max_new_tokens", None, "token cap (default: config.data.max_text_tokens)")
+flags.DEFINE_bool("use_kernels", None, "fused verification kernel (default: config.kernels.enabled)")
+flags.DEFINE_string("out", None, "hypotheses JSONL (default: <workdir>/decode_<strategy>.jsonl)")
+flags.mark_flags_as_required(["workdir", "manifest"])
+
+
+def main(argv):
+  del argv
+  from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
+  from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
+
+  config, params, tokenizer = restore_for_inference(FLAGS.workdir, step=FLAGS.step)
+  model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  batches = make_eval_batches(FLAGS.manifest, tokenizer, config.data, batch_size=FLAGS.batch_size)
+  max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
+  use_kernels = FLAGS.use_kernels
+  if use_kernels is None:
+    use_kernels = bool(config.kernels.enabled) and FLAGS.strategy == "verify"
+  out = decode_batches(model, params, tokenizer, batches, strategy=FLAGS.strategy,
+                       max_new_tokens=max_new, threshold=FLAGS.threshold, beam=FLAGS.beam,
+                       use_kernels=use_kernels, sample_rate=int(config.data.sample_rate))
+  path = FLAGS.out or os.path.join(FLAGS.workdir, f"decode_{FLAGS.strategy}.jsonl")
+  with open(path, "w") as f:
+    for r in out["records"]:
+      f.write(json.dumps(r) + "\n")
+  s = dict(out["summary"], workdir=FLAGS.workdir, manifest=FLAGS.manifest,
+           batch_size=FLAGS.batch_size, max_new_tokens=max_new)
+  with open(os.path.splitext(path)[0] + ".summary.json", "w") as f:
+    json.dump(s, f, indent=2)
+  print(format_table([s], ["strategy", "utterances", "wer", "substitutions", "deletions",
+                           "insertions", "calls_per_utt", "tokens_per_call",
+                           "acceptance_per_head", "rtfx", "compile_s", "latency_p50_s",
+                           "latency_p90_s"]))
+  print(f"hypotheses: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
