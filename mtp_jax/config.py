@@ -15,6 +15,9 @@ import ml_collections
 HEAD_TYPES = ("independent", "latent", "sequential")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+REDUCTION_METHODS = ("none", "fastadasp_dense", "fastadasp_sparse", "random_merge",
+                     "random_evict", "atome", "fastv")
+REDUCTION_SCHEDULES = ("decay", "constant")
 
 
 class ConfigError(ValueError):
@@ -90,6 +93,27 @@ class MTPConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReductionConfig:
+  """Audio-token reduction in the decoder prefill (FastAdaSP and baselines).
+
+  See `mtp_jax/model/reduction.py` for the methods. The per-layer token budget comes
+  either from `flops_reduction` (a target fraction of decoder prefill FLOPs, solved
+  for (start_layer, ratio) by `mtp_jax.flops.solve_reduction`) or, when that is 0,
+  from `start_layer` and `ratio` directly (`ratio` = tokens removed at the start
+  layer as a fraction of the audio prefix length P).
+  """
+  method: str = "none"
+  flops_reduction: float = 0.0
+  schedule: str = "decay"     # multi-layer methods; fastv/fastadasp_sparse merge once
+  start_layer: int = -1       # -1: chosen by the solver
+  ratio: float = 0.0
+  sparse_layer: int = -1      # fastadasp_sparse: layer from `reduction.choose_sparse_layer`
+  max_step_ratio: float = 0.5  # multi-layer methods: cap on tokens removed at one layer
+  #                              (fraction of the audio tokens entering it)
+  seed: int = 0               # random_merge / random_evict
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Everything `SpeechLLaMA` needs."""
   frontend: FrontendConfig = FrontendConfig()
@@ -97,6 +121,7 @@ class ModelConfig:
   projector: ProjectorConfig = ProjectorConfig()
   decoder: DecoderConfig = DecoderConfig()
   mtp: MTPConfig = MTPConfig()
+  reduction: ReductionConfig = ReductionConfig()
   dtype: str = "float32"        # compute dtype
   param_dtype: str = "float32"
   scan_layers: bool = False
@@ -125,6 +150,7 @@ class ModelConfig:
 _SUBCONFIGS = {
     "frontend": FrontendConfig, "encoder": EncoderConfig,
     "projector": ProjectorConfig, "decoder": DecoderConfig, "mtp": MTPConfig,
+    "reduction": ReductionConfig,
 }
 
 
@@ -189,6 +215,27 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(cfg.param_dtype in DTYPES, f"{p}.param_dtype={cfg.param_dtype!r}: expected one of {DTYPES}")
   _require(cfg.remat_policy in REMAT_POLICIES,
            f"{p}.remat_policy={cfg.remat_policy!r}: expected one of {REMAT_POLICIES}")
+  validate_reduction(cfg.reduction, dec.num_layers, f"{p}.reduction")
+
+
+def validate_reduction(r: ReductionConfig, num_layers: int, p: str = "model.reduction") -> None:
+  """Raises ConfigError naming the first invalid `model.reduction` field."""
+  _require(r.method in REDUCTION_METHODS,
+           f"{p}.method={r.method!r}: expected one of {REDUCTION_METHODS}")
+  _require(r.schedule in REDUCTION_SCHEDULES,
+           f"{p}.schedule={r.schedule!r}: expected one of {REDUCTION_SCHEDULES}")
+  _require(0.0 <= r.flops_reduction < 0.95,
+           f"{p}.flops_reduction={r.flops_reduction}: must be in [0, 0.95)")
+  _require(0.0 <= r.ratio < 1.0, f"{p}.ratio={r.ratio}: must be in [0, 1)")
+  _require(not (r.flops_reduction > 0 and r.ratio > 0),
+           f"{p}.ratio={r.ratio} and {p}.flops_reduction={r.flops_reduction}: set one "
+           "(flops_reduction is solved for ratio)")
+  _require(-1 <= r.start_layer < num_layers,
+           f"{p}.start_layer={r.start_layer}: must be -1 (solver) or in [0, {num_layers})")
+  _require(-1 <= r.sparse_layer < num_layers,
+           f"{p}.sparse_layer={r.sparse_layer}: must be -1 or in [0, {num_layers})")
+  _require(0.0 < r.max_step_ratio <= 1.0,
+           f"{p}.max_step_ratio={r.max_step_ratio}: must be in (0, 1]")
 
 
 def model_defaults() -> ml_collections.ConfigDict:
@@ -210,6 +257,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
   c.kernels = ml_collections.ConfigDict({"enabled": False})
   c.seed = 0
+  from mtp_jax.train.config import train_defaults  # pylint: disable=g-import-not-at-top
+  c.train = train_defaults()
   return c
 
 

@@ -93,6 +93,106 @@ def prefill_flops(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: int 
   return [decoder_layer_flops(cfg, n, mean_ctx) for _ in range(cfg.decoder.num_layers)]
 
 
+def prefill_layer_flops(cfg: ModelConfig, tokens_in: int, tokens_out: int | None = None,
+                        causal: bool = True) -> float:
+  """Matmul FLOPs of one decoder layer in a prefill that may drop tokens mid-layer.
+
+  Token reduction (mtp_jax/model/reduction.py) runs after attention and before the
+  MLP, so q/k/v/o projections and attention see `tokens_in` tokens and the SwiGLU
+  sees `tokens_out`.
+
+  Args:
+    cfg: the model config.
+    tokens_in: tokens entering the layer (audio + text).
+    tokens_out: tokens leaving the attention block (default `tokens_in`).
+    causal: count only the causal half of the score/value matmuls (ideal kernel);
+      False counts the dense [T, T] matmuls the masked XLA attention actually runs.
+  """
+  c = cfg.decoder
+  tokens_out = tokens_in if tokens_out is None else tokens_out
+  hd = c.head_dim
+  qkvo = 2 * tokens_in * c.d_model * hd * (2 * c.num_heads + 2 * c.num_kv_heads)
+  keys = (tokens_in + 1) / 2.0 if causal else float(tokens_in)
+  attn = 2 * 2 * tokens_in * keys * c.num_heads * hd
+  mlp = 2 * tokens_out * 3 * c.d_model * c.ff_dim
+  return qkvo + attn + mlp
+
+
+def reduced_prefill_flops(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: int,
+                          merges, causal: bool = True) -> list[float]:
+  """Per-layer decoder prefill FLOPs when layer l removes `merges[l]` audio tokens.
+
+  With `merges` all zero and causal=True this equals `prefill_flops`.
+  """
+  out, p = [], num_audio_tokens
+  for n in merges:
+    t = p + num_text_tokens
+    out.append(prefill_layer_flops(cfg, t, t - n, causal))
+    p -= n
+  return out
+
+
+def solve_reduction(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: int,
+                    target: float, *, schedule: str, method: str = "fastadasp_dense",
+                    start_layer: int = -1, max_step_ratio: float = 0.5,
+                    causal: bool = True) -> dict:
+  """(start_layer, ratio) removing at least `target` of the decoder prefill FLOPs.
+
+  Policy: the latest start layer that can reach the target (shallow layers are the
+  most sensitive to reduction), with the smallest start-layer token count n0 there
+  (found by bisection; FLOPs fall monotonically in n0). If no start layer reaches the
+  target, the plan with the largest reduction is returned (`achieved < target`).
+
+  Args:
+    cfg: model config (decoder sizes).
+    num_audio_tokens: P, the (padded) audio prefix length of the batch.
+    num_text_tokens: T0 text tokens in the prefill.
+    target: fraction in [0, 1) of decoder-layer prefill FLOPs to remove.
+    schedule: "decay" | "constant" (ignored for single-layer methods).
+    method: a `model.reduction.method` (sets single-layer and per-layer caps).
+    start_layer: fixed start layer, or -1 to search.
+    max_step_ratio: cap on tokens removed at one layer, as a fraction of P.
+  Returns:
+    dict(start_layer, n0, ratio = n0 / P, merges (tuple per layer), achieved, target).
+  """
+  from mtp_jax.model import reduction  # pylint: disable=g-import-not-at-top
+  num_layers = cfg.decoder.num_layers
+  full = sum(reduced_prefill_flops(cfg, num_audio_tokens, num_text_tokens,
+                                   [0] * num_layers, causal))
+
+  def make(l0, n0):
+    merges = reduction.merge_schedule(method, schedule, num_layers, l0, n0, num_audio_tokens,
+                                      max_step_ratio)
+    f = sum(reduced_prefill_flops(cfg, num_audio_tokens, num_text_tokens, merges, causal))
+    return merges, 1.0 - f / full
+
+  layers = [start_layer] if start_layer >= 0 else list(range(num_layers - 1, -1, -1))
+  best = None
+  for l0 in layers:
+    hi = max(num_audio_tokens - 1, 0)
+    merges, got = make(l0, hi)
+    if best is None or got > best[2] + 1e-12:
+      best = (l0, hi, got, merges)
+    if got < target or target <= 0:
+      continue
+    lo = 0  # make(l0, lo) < target <= make(l0, hi)
+    while hi - lo > 1:
+      mid = (lo + hi) // 2
+      if make(l0, mid)[1] >= target:
+        hi = mid
+      else:
+        lo = mid
+    merges, got = make(l0, hi)
+    best = (l0, hi, got, merges)
+    break
+  if target <= 0:
+    l0 = layers[0]
+    best = (l0, 0, 0.0, make(l0, 0)[0])
+  l0, n0, got, merges = best
+  return {"start_layer": l0, "n0": n0, "ratio": n0 / max(num_audio_tokens, 1),
+          "merges": tuple(merges), "achieved": got, "target": target}
+
+
 def encoder_flops_per_second(cfg: ModelConfig) -> float:
   """Matmul FLOPs of frontend-to-projector for one second of audio (conv + Conformer)."""
   e, fe = cfg.encoder, cfg.frontend

@@ -6,6 +6,9 @@ decoding loops (`lax.while_loop`) carry it as state.
 Cache layout (per layer, stacked on a leading layer axis):
   k, v: [L, B, S, Hkv, D] where S = P + max_text_len; slots [0, P) hold the audio
   prefix (padded per row), slots [P, S) hold the text, written at per-row offsets.
+After a prefill with audio-token reduction (mtp_jax/model/reduction.py) layer l holds
+fewer valid audio slots, compacted to the front of [0, P); the model then keeps a
+per-layer prefix mask and passes decode a per-layer attention mask [L, B, T, S].
 """
 from __future__ import annotations
 
@@ -40,13 +43,18 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype
 
   @nn.compact
-  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True):
+  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True,
+               return_aux=False):
+    """Self-attention; with `return_aux` (no cache) also returns a dict of the layer's
+    pre-rotary keys "k_raw", rotated keys "k", values "v" ([B, T, Hkv, D]) and
+    attention probabilities "probs" [B, Hkv, G, T, T] (for token reduction)."""
     c = self.cfg
     h, hkv, d = c.num_heads, c.num_kv_heads, c.head_dim
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     q = dense((h, d), ("embed", "heads", "head_dim"), name="q", **kw)(x)
     k = dense((hkv, d), ("embed", "kv_heads", "head_dim"), name="k", **kw)(x)
     v = dense((hkv, d), ("embed", "kv_heads", "head_dim"), name="v", **kw)(x)
+    k_raw = k
     q = apply_rope(q, positions, c.rope_theta)
     k = apply_rope(k, positions, c.rope_theta)
     q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
@@ -56,6 +64,10 @@ class Attention(nn.Module):
                    "v": write_rows(cache["v"], v, write_index)}
       if attend_cache:
         k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
+    if return_aux:
+      o, probs = dot_product_attention(q, k, v, mask, return_probs=True)
+      o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o", **kw)(o)
+      return o, new_cache, {"k_raw": k_raw, "k": k, "v": v, "probs": probs}
     o = dot_product_attention(q, k, v, mask)
     o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o", **kw)(o)
     return o, new_cache
@@ -85,9 +97,19 @@ class DecoderLayer(nn.Module):
   attend_cache: bool = True
 
   @nn.compact
-  def __call__(self, x, positions, mask, cache=None, write_index=None):
+  def __call__(self, x, positions, mask, cache=None, write_index=None, reduce=None):
+    """One block; `reduce(x, aux) -> x'` (prefill token reduction, no cache) runs
+    between attention and the MLP and then the layer returns (x, aux)."""
     c = self.cfg
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if reduce is not None:
+      y = RMSNorm(c.norm_eps, name="attn_norm", **kw)(x)
+      y, _, aux = Attention(c, name="attn", **kw)(y, positions, mask, return_aux=True)
+      x = reduce(x + nn.Dropout(c.dropout)(y, deterministic=self.deterministic), aux)
+      y = RMSNorm(c.norm_eps, name="mlp_norm", **kw)(x)
+      y = SwiGLU(c, name="mlp", **kw)(y)
+      x = x + nn.Dropout(c.dropout)(y, deterministic=self.deterministic)
+      return constrain(x, ACT), aux
     y = RMSNorm(c.norm_eps, name="attn_norm", **kw)(x)
     y, new_cache = Attention(c, name="attn", **kw)(y, positions, mask, cache, write_index,
                                                    self.attend_cache)
@@ -112,17 +134,23 @@ class DecoderStack(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True):
+  def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True,
+               reduction=None):
     """Runs the stack.
 
     Args:
       x: [B, T, d] input embeddings.
       positions: [B, T] rotary positions.
-      mask: [B, T, T] (no cache, or attend_cache=False) or [B, T, S] attention mask.
+      mask: [B, T, T] (no cache, or attend_cache=False) or [B, T, S] attention mask,
+        or [L, B, T, S] (one per layer: a cache whose layers hold different numbers of
+        valid audio slots after prefill token reduction).
       cache: None or {"k", "v"}: [L, B, S, Hkv, D].
       write_index: [B] slot where the T new keys/values are written.
       attend_cache: attend over the whole cache (decode) or only the new tokens
         (prefill, where the mask is [B, T, T]).
+      reduction: None, or (reducer, audio_valid [B, P], audio_len [B]) for a prefill
+        with audio-token reduction (see `reduced_prefill`); then the return value is
+        that of `reduced_prefill`.
     Returns:
       (hidden [B, T, d] before the final norm, new cache or None)
     """
@@ -134,19 +162,87 @@ class DecoderStack(nn.Module):
                            static_argnums=())
     kw = dict(cfg=c, dtype=dtype, param_dtype=pdtype, deterministic=self.deterministic,
               attend_cache=attend_cache)
+    per_layer_mask = mask.ndim == 4
+    if reduction is not None:
+      if mc.scan_layers:
+        stacked = nn.unbox(self.variables["params"]["layers"])
+        def run_layer(i, *args, **kwargs):
+          p = jax.tree_util.tree_map(lambda a: a[i], stacked)
+          return DecoderLayer(**kw).apply({"params": p}, *args, **kwargs)
+      else:
+        def run_layer(i, *args, **kwargs):
+          return DecoderLayer(name=f"layer{i}", **kw)(*args, **kwargs)
+      return reduced_prefill(run_layer, c.num_layers, x, positions, cache, *reduction)
     if mc.scan_layers:
       scanned = nn.scan(
           layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=c.num_layers,
+          in_axes=(nn.broadcast, 0 if per_layer_mask else nn.broadcast, 0, nn.broadcast),
+          length=c.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
       x, new_cache = scanned(name="layers", **kw)(x, positions, mask, cache, write_index)
       return x, new_cache
     new_k, new_v = [], []
     for i in range(c.num_layers):
       layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
-      x, nc = layer_cls(name=f"layer{i}", **kw)(x, positions, mask, layer_cache, write_index)
+      layer_mask = mask[i] if per_layer_mask else mask
+      x, nc = layer_cls(name=f"layer{i}", **kw)(x, positions, layer_mask, layer_cache,
+                                                 write_index)
       if nc is not None:
         new_k.append(nc["k"])
         new_v.append(nc["v"])
     new_cache = None if cache is None else {"k": jnp.stack(new_k), "v": jnp.stack(new_v)}
     return x, new_cache
+
+
+def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, audio_valid,
+                    audio_len):
+  """Prefill through the stack with audio-token reduction (see mtp_jax/model/reduction.py).
+
+  The sequence is `[P audio tokens][T0 text tokens]`; layer l removes
+  `reducer.merges[l]` audio tokens after its attention, so layer l runs attention on
+  P_l + T0 tokens and its MLP on P_{l+1} + T0 (static shapes per layer).
+
+  Args:
+    run_layer: (layer index, *DecoderLayer args, **kwargs) -> DecoderLayer output.
+    num_layers: L.
+    x: [B, P + T0, d] embeddings; positions: [B, P + T0] rotary positions.
+    cache: {"k", "v"}: [L, B, S, Hkv, D] zeros, S >= P + T0.
+    reducer: a `reduction.Reducer` (static plan).
+    audio_valid: [B, P] valid audio tokens; audio_len: [B] their count.
+  Returns:
+    (hidden [B, T0, d] of the text tokens before the final norm,
+     cache {"k", "v"} with layer l's valid audio keys compacted to slots [0, valid_l)
+     and its text keys at [P, P + T0),
+     prefix_valid [L, B, P] valid audio slots per layer).
+  """
+  b, n_all, _ = x.shape
+  p = reducer.num_audio
+  t0 = n_all - p
+  positions = positions.astype(jnp.float32)
+  valid = audio_valid
+  ks, vs, pv = [], [], []
+  for i in range(num_layers):
+    p_l = valid.shape[1]
+    n = p_l + t0
+    key_valid = jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1)
+    mask = jnp.tril(jnp.ones((n, n), bool))[None] & key_valid[:, None, :]
+    state = {}
+
+    def reduce(h, aux, i=i, p_l=p_l, valid=valid, positions=positions, state=state):
+      xa, va, pa = reducer(i, h[:, :p_l], aux["k_raw"][:, :p_l], aux["probs"], valid,
+                           positions[:, :p_l], audio_len)
+      state["valid"] = va
+      state["positions"] = jnp.concatenate([pa, positions[:, p_l:]], axis=1)
+      return jnp.concatenate([xa, h[:, p_l:]], axis=1)
+
+    x, aux = run_layer(i, x, positions, mask, reduce=reduce)
+    pad = ((0, 0), (0, p - p_l), (0, 0), (0, 0))
+    for name, out in (("k", ks), ("v", vs)):
+      full = cache[name][i]
+      kv = aux[name].astype(full.dtype)
+      audio_part = jnp.pad(kv[:, :p_l], pad)
+      out.append(jax.lax.dynamic_update_slice(
+          full, jnp.concatenate([audio_part, kv[:, p_l:]], axis=1), (0, 0, 0, 0)))
+    pv.append(jnp.pad(valid, ((0, 0), (0, p - p_l))))
+    valid, positions = state["valid"], state["positions"]
+  return x[:, -t0:], {"k": jnp.stack(ks), "v": jnp.stack(vs)}, jnp.stack(pv)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from mtp_jax.config import ModelConfig
 from mtp_jax.model import frontend
+from mtp_jax.model import reduction as reduction_lib
 from mtp_jax.model.decoder import DecoderStack
 from mtp_jax.model.encoder import ConformerEncoder, subsampled_length
 from mtp_jax.model.heads import MTPHeads, Unembed
@@ -171,8 +172,19 @@ class SpeechLLaMA(nn.Module):
     Returns:
       (out, cache): out has "logits" [B, T0, K, V] and "hidden" [B, T0, d] for the text
       positions; the cache holds P + T0 filled slots (text_index = T0 next).
+      With `cfg.reduction` active (mtp_jax/model/reduction.py) the audio tokens are
+      reduced inside the decoder layers and `cache["prefix_valid"]` is [L, B, P].
     """
     emb, valid, alen = self.encode(audio, audio_len)
+    return self.prefill_from_embeddings(emb, valid, alen, text_in, max_text_len)
+
+  def prefill_from_embeddings(self, emb, valid, alen, text_in, max_text_len: int):
+    """`prefill` over precomputed audio tokens (see `encode`); same outputs.
+
+    Args:
+      emb: [B, P, d] audio tokens; valid: [B, P]; alen: [B] valid audio tokens.
+      text_in: [B, T0]; max_text_len: as in `prefill`.
+    """
     b, p, _ = emb.shape
     t0 = text_in.shape[1]
     cache = self.init_cache(b, p, max_text_len)
@@ -182,9 +194,17 @@ class SpeechLLaMA(nn.Module):
     key_valid = jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1)
     mask = jnp.tril(jnp.ones((p + t0, p + t0), bool))[None] & key_valid[:, None, :]
     layers = {"k": cache["k"], "v": cache["v"]}
-    h, layers = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
-                             attend_cache=False)
-    hn = self.final_norm(h[:, p:])
+    plan = reduction_lib.make_plan(self.cfg, p, t0)
+    if plan is not None:
+      reducer = reduction_lib.Reducer(self.cfg.reduction.method, plan, p,
+                                      self.cfg.reduction.seed)
+      h, layers, valid = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
+                                      attend_cache=False, reduction=(reducer, valid, alen))
+      hn = self.final_norm(h)
+    else:
+      h, layers = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
+                               attend_cache=False)
+      hn = self.final_norm(h[:, p:])
     cache = dict(cache, k=layers["k"], v=layers["v"], prefix_valid=valid, prefix_len=alen)
     return {"logits": self.heads(hn), "hidden": hn}, cache
 
@@ -203,13 +223,15 @@ class SpeechLLaMA(nn.Module):
       query at slot j only sees text slots <= j.
     """
     b, t = tokens.shape
-    p = cache["prefix_valid"].shape[1]
+    p = cache["prefix_valid"].shape[-1]
     s = cache["k"].shape[2]
     slot = p + text_index[:, None] + jnp.arange(t)[None]  # [B, T]
     pos = cache["prefix_len"][:, None] + text_index[:, None] + jnp.arange(t)[None]
     j = jnp.arange(s)[None, None, :]
-    prefix_ok = jnp.pad(cache["prefix_valid"], ((0, 0), (0, s - p)))[:, None, :]
-    mask = (prefix_ok & (j < p)) | ((j >= p) & (j <= slot[..., None]))
+    pv = cache["prefix_valid"]  # [B, P], or [L, B, P] after prefill token reduction
+    widths = ((0, 0),) * (pv.ndim - 1) + ((0, s - p),)
+    prefix_ok = jnp.expand_dims(jnp.pad(pv, widths), -2)
+    mask = (prefix_ok & (j < p)) | ((j >= p) & (j <= slot[..., None]))  # [(L,) B, T, S]
     x = self.embed(tokens).astype(dtype_of(self.cfg.dtype))
     layers = {"k": cache["k"], "v": cache["v"]}
     h, layers = self.decoder(x, pos, mask, layers, p + text_index)
