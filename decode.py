@@ -14,6 +14,7 @@ import os
 
 from absl import app, flags
 
+from mtp_jax.config import REDUCTION_METHODS, REDUCTION_SCHEDULES
 from mtp_jax.decode.api import STRATEGIES
 
 FLAGS = flags.FLAGS
@@ -27,6 +28,14 @@ flags.DEFINE_integer("batch_size", 16, "utterances per batch")
 flags.DEFINE_integer("max_new_tokens", None, "token cap (default: config.data.max_text_tokens)")
 flags.DEFINE_bool("use_kernels", None, "fused verification kernel (default: config.kernels.enabled)")
 flags.DEFINE_string("out", None, "hypotheses JSONL (default: <workdir>/decode_<strategy>.jsonl)")
+flags.DEFINE_enum("reduce", None, list(REDUCTION_METHODS),
+                  "audio-token reduction in the prefill (default: the config's)")
+flags.DEFINE_float("flops_reduction", None, "target decoder-prefill FLOPs reduction, e.g. 0.3")
+flags.DEFINE_enum("schedule", None, list(REDUCTION_SCHEDULES), "merge schedule")
+flags.DEFINE_integer("reduce_start_layer", None, "start layer l0 (-1: solved)")
+flags.DEFINE_float("reduce_ratio", None, "tokens removed at l0 / P (instead of --flops_reduction)")
+flags.DEFINE_integer("sparse_layer", None, "fastadasp_sparse layer (-1: transfer-entropy choice)")
+flags.DEFINE_integer("reduce_seed", None, "seed of random_merge / random_evict")
 flags.mark_flags_as_required(["workdir", "manifest"])
 
 
@@ -39,8 +48,19 @@ def main(argv):
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
 
   config, params, tokenizer = restore_for_inference(FLAGS.workdir, step=FLAGS.step)
-  model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  red = config.model.reduction
+  for flag, field in (("reduce", "method"), ("flops_reduction", "flops_reduction"),
+                      ("schedule", "schedule"), ("reduce_start_layer", "start_layer"),
+                      ("reduce_ratio", "ratio"), ("sparse_layer", "sparse_layer"),
+                      ("reduce_seed", "seed")):
+    if getattr(FLAGS, flag) is not None:
+      red[field] = getattr(FLAGS, flag)
   batches = make_eval_batches(FLAGS.manifest, tokenizer, config.data, batch_size=FLAGS.batch_size)
+  if red.method == "fastadasp_sparse" and red.sparse_layer < 0:
+    red.sparse_layer = _calibrate_sparse_layer(config, params, batches)
+  if red.method != "none" and FLAGS.strategy == "tree":
+    raise app.UsageError("--strategy=tree does not support --reduce yet; use verify")
+  model = SpeechLLaMA(ModelConfig.from_config(config.model))
   max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
   use_kernels = FLAGS.use_kernels
   if use_kernels is None:
@@ -61,6 +81,17 @@ def main(argv):
                            "acceptance_per_head", "rtfx", "compile_s", "latency_p50_s",
                            "latency_p90_s"]))
   print(f"hypotheses: {path}")
+
+
+def _calibrate_sparse_layer(config, params, batches) -> int:
+  """Transfer-entropy layer choice for fastadasp_sparse on the first batch."""
+  from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import reduction  # pylint: disable=g-import-not-at-top
+  batch = next(iter(batches))
+  target = float(config.model.reduction.flops_reduction) or 0.3
+  layer, _ = reduction.calibrate_sparse_layer(ModelConfig.from_config(config.model), params,
+                                              batch["audio"], batch["audio_len"], target)
+  return int(layer)
 
 
 if __name__ == "__main__":

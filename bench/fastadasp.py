@@ -188,24 +188,6 @@ def decode_all(cfg, params, batches, strategy, max_new, tokenizer):
   return hyps, refs, tokens, secs
 
 
-def sparse_layer_for(cfg, params, batch, target):
-  """Transfer-entropy layer choice on one calibration batch (greedy hypotheses as text)."""
-  from mtp_jax.decode.api import decode  # pylint: disable=g-import-not-at-top
-  model = SpeechLLaMA(cfg)
-  audio, alen = jnp.asarray(batch[0]), jnp.asarray(batch[1])
-  res = decode(model, params, audio, alen, strategy="greedy", max_new_tokens=24)
-  toks, lens = np.asarray(res.tokens), np.asarray(res.lengths)
-  t = int(max(lens.max(), 1)) + 1
-  text = np.zeros((toks.shape[0], t), np.int32)
-  text[:, 0] = BOS
-  text[:, 1:] = toks[:, :t - 1]
-  text_valid = (np.arange(t)[None] <= lens[:, None]) & (np.asarray(alen)[:, None] > 0)
-  emb, valid, n = jax.jit(lambda p, a, l: model.apply(p, a, l, method=model.encode))(
-      params, audio, alen)
-  return reduction.choose_sparse_layer(cfg, params, emb, valid, n, jnp.asarray(text),
-                                       jnp.asarray(text_valid), target)
-
-
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--workdir", default=None, help="trained run (restore_for_inference)")
@@ -285,7 +267,8 @@ def main():
                                              max_text, force_zero_plan=True)}
     sparse = None
     if "fastadasp_sparse" in methods:
-      layer, losses = sparse_layer_for(base, params, batches[0], args.sparse_calib_target)
+      layer, losses = reduction.calibrate_sparse_layer(
+          base, params, batches[0][0], batches[0][1], args.sparse_calib_target)
       sparse = {"layer": layer, "calib_target": args.sparse_calib_target,
                 "te_losses": {str(k): v for k, v in losses.items()}}
       print("sparse layer (transfer entropy):", json.dumps(sparse), flush=True)

@@ -42,14 +42,18 @@ def _fold(h1, h2, tok):
 
 
 def _gather_rows(tree, index):
-  """Selects batch rows `index` [R] of the cache (k/v have the layer axis first)."""
+  """Selects batch rows `index` [R] of the cache (k/v have the layer axis first;
+  `prefix_valid` is [B, P], or [L, B, P] after FastAdaSP-style reduction)."""
+  pv = tree["prefix_valid"]
   return {"k": tree["k"][:, index], "v": tree["v"][:, index],
-          "prefix_valid": tree["prefix_valid"][index], "prefix_len": tree["prefix_len"][index]}
+          "prefix_valid": pv[:, index] if pv.ndim == 3 else pv[index],
+          "prefix_len": tree["prefix_len"][index]}
 
 
 def _repeat_rows(tree, w):
   return {"k": jnp.repeat(tree["k"], w, axis=1), "v": jnp.repeat(tree["v"], w, axis=1),
-          "prefix_valid": jnp.repeat(tree["prefix_valid"], w, axis=0),
+          "prefix_valid": jnp.repeat(tree["prefix_valid"], w,
+                                     axis=tree["prefix_valid"].ndim - 2),
           "prefix_len": jnp.repeat(tree["prefix_len"], w, axis=0)}
 
 

@@ -438,3 +438,31 @@ def choose_sparse_layer(cfg: ModelConfig, params, emb, valid, alen, text_in, tex
     raise ValueError(f"mtp_jax/model/reduction.py: flops_reduction={flops_reduction} is not "
                      f"reachable with one merge at any of layers {candidates}")
   return min(losses, key=losses.get), losses
+
+
+def calibrate_sparse_layer(cfg, params, audio, audio_len, flops_reduction: float,
+                           max_new_tokens: int = 24):
+  """Transfer-entropy layer choice on one calibration batch, greedy hypotheses as text.
+
+  Args:
+    cfg: ModelConfig; params: its params.
+    audio: [B, S]; audio_len: [B].
+    flops_reduction: the target the single merge must reach.
+  Returns:
+    (layer, {layer: information loss}) as `choose_sparse_layer`.
+  """
+  from mtp_jax.decode.api import decode  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
+  model = SpeechLLaMA(cfg)
+  audio, alen = jnp.asarray(audio), jnp.asarray(audio_len)
+  res = decode(model, params, audio, alen, strategy="greedy", max_new_tokens=max_new_tokens)
+  toks, lens = np.asarray(res.tokens), np.asarray(res.lengths)
+  t = int(max(lens.max(), 1)) + 1
+  text = np.zeros((toks.shape[0], t), np.int32)
+  text[:, 0] = 1  # BOS
+  text[:, 1:] = toks[:, :t - 1]
+  text_valid = (np.arange(t)[None] <= lens[:, None]) & (np.asarray(alen)[:, None] > 0)
+  emb, valid, n = jax.jit(lambda p, a, l: model.apply(p, a, l, method=model.encode))(
+      params, audio, alen)
+  return choose_sparse_layer(cfg, params, emb, valid, n, jnp.asarray(text),
+                             jnp.asarray(text_valid), flops_reduction)
