@@ -1,9 +1,9 @@
-"""Small Speech-LLaMA (~15M parameters), trainable on a 2-core CPU in under an hour.
+"""Small Speech-LLaMA (~10.7M parameters with K=4), trainable on a 2-core CPU in under an hour.
 
 Run:
   python train.py --config configs/small.py:K=4 --workdir runs/small \
       --config.data.train_manifests=runs/synth/train.jsonl
-Expected: `python -m mtp_jax.flops --config configs/small.py:K=4` reports ~15M parameters;
+Expected: `python -m mtp_jax.flops --config configs/small.py:K=4` reports ~10.7M parameters;
 on the synthetic demo corpus it reaches a low WER on held-out synthetic speech within
 the README demo's time budget (see README results).
 Arg: "K=<heads>,head=<independent|latent|sequential>".

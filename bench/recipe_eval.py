@@ -1,0 +1,146 @@
+"""Evaluates a real-speech recipe model on Kathleen, FSDD and AN4 test: greedy vs verify.
+
+For each test set and strategy this does what
+`python decode.py --workdir W --manifest <set> --strategy <s>` does (same library
+calls: `restore_for_inference`, `make_eval_batches`, `decode_batches`; hypotheses
+JSONL and summary written next to each other under `<workdir>/recipe_eval/`), but in
+ONE process, so the checkpoint is loaded once and the verify-vs-greedy speedup is a
+ratio measured side by side on the same machine. Compile time is reported apart
+(`compile_s`); `decode_s` is steady state. FSDD is 8 kHz and is resampled by the loader.
+
+  python bench/recipe_eval.py --workdir runs/realmix_cpu --max_utts 100
+  python bench/recipe_eval.py --workdir runs/realmix_gpu --batch_size 32
+
+Writes bench/results/recipe_eval.json: {"machine", "date", "command", "workdir", "step",
+"rows": [summary + test_set, calls_reduction, speedup, decode_py_command]}.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
+             "an4_test": "an4/test.jsonl"}
+
+
+def subset_manifest(manifest: str, max_utts: int, tmp: str) -> str:
+  """The first `max_utts` lines of `manifest` with absolute audio paths (0 = all)."""
+  if not max_utts:
+    return manifest
+  base = os.path.dirname(os.path.abspath(manifest))
+  out = os.path.join(tmp, os.path.basename(os.path.dirname(manifest)) + "_subset.jsonl")
+  with open(manifest) as f, open(out, "w") as g:
+    for i, line in enumerate(f):
+      if i >= max_utts:
+        break
+      e = json.loads(line)
+      if not os.path.isabs(e["audio_filepath"]):
+        e["audio_filepath"] = os.path.join(base, e["audio_filepath"])
+      g.write(json.dumps(e) + "\n")
+  return out
+
+
+def add_ratios(rows: list[dict]) -> None:
+  """Sets calls_reduction and speedup of each row vs the greedy row of its test set."""
+  greedy = {r["test_set"]: r for r in rows if r["strategy"] == "greedy"}
+  for r in rows:
+    g = greedy.get(r["test_set"])
+    if g is not None:
+      r["calls_reduction"] = g["calls_per_utt"] / max(r["calls_per_utt"], 1e-9)
+      r["speedup"] = g["decode_s"] / max(r["decode_s"], 1e-9)
+
+
+def _latest_step(workdir: str) -> int | None:
+  """The largest numbered folder under <workdir>/checkpoints (what restore picks by default)."""
+  ckpt = pathlib.Path(workdir) / "checkpoints"
+  steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+  return max(steps) if steps else None
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--workdir", required=True, help="training workdir")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                 help="shared data folder (kathleen/, fsdd/, an4/)")
+  p.add_argument("--sets", default=",".join(TEST_SETS))
+  p.add_argument("--strategies", default="greedy,verify")
+  p.add_argument("--batch_size", type=int, default=16)
+  p.add_argument("--max_utts", type=int, default=0, help="first N utterances per set (0 = all)")
+  p.add_argument("--max_new_tokens", type=int, default=0,
+                 help="token cap (0 = config.data.max_text_tokens)")
+  p.add_argument("--hyp_dir", default=None, help="hypotheses (default <workdir>/recipe_eval)")
+  p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe_eval.json"))
+  args = p.parse_args(argv)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
+  from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
+
+  sets = [s for s in args.sets.split(",") if s]
+  for s in sets:
+    if s not in TEST_SETS:
+      p.error(f"--sets: unknown test set {s!r}, expected some of {sorted(TEST_SETS)}")
+  config, params, tokenizer = restore_for_inference(args.workdir, step=args.step)
+  model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  max_new = args.max_new_tokens or int(config.data.max_text_tokens)
+  hyp_dir = pathlib.Path(args.hyp_dir or pathlib.Path(args.workdir) / "recipe_eval")
+  hyp_dir.mkdir(parents=True, exist_ok=True)
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in sets:
+      manifest = os.path.join(args.data, TEST_SETS[name])
+      if not os.path.exists(manifest):
+        print(f"{name}: {manifest} missing, skipped", file=sys.stderr)
+        continue
+      batches = list(make_eval_batches(subset_manifest(manifest, args.max_utts, tmp), tokenizer,
+                                       config.data, batch_size=args.batch_size))
+      for strategy in args.strategies.split(","):
+        out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
+                             max_new_tokens=max_new, sample_rate=int(config.data.sample_rate))
+        hyp = hyp_dir / f"{name}_{strategy}.jsonl"
+        with open(hyp, "w") as f:
+          for r in out["records"]:
+            f.write(json.dumps(r) + "\n")
+        row = dict(out["summary"], test_set=name, manifest=manifest, hypotheses=str(hyp),
+                   decode_py_command=(f"python decode.py --workdir {args.workdir} --manifest "
+                                      f"{manifest} --strategy {strategy} --batch_size "
+                                      f"{args.batch_size}"))
+        with open(hyp.with_suffix(".summary.json"), "w") as f:
+          json.dump(row, f, indent=2)
+        rows.append(row)
+        print(format_table([row], ["test_set", "strategy", "utterances", "wer", "calls_per_utt",
+                                   "tokens_per_call", "rtfx", "compile_s"]), flush=True)
+  add_ratios(rows)
+  cols = ["test_set", "strategy", "wer", "calls_per_utt", "calls_reduction", "speedup"]
+  print("\n" + format_table(rows, cols))
+  result = dict(
+      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
+                   jax=jax.__version__, backend=jax.default_backend(),
+                   device_kind=jax.devices()[0].device_kind),
+      command="python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
+                                   if argv is None else ["bench/recipe_eval.py", *argv]),
+      workdir=args.workdir, step=args.step if args.step is not None else _latest_step(args.workdir),
+      trained=True, max_new_tokens=max_new, rows=rows)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

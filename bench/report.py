@@ -1,0 +1,628 @@
+"""Turns the JSON of every benchmark present into the README's results section.
+
+Reads what the bench scripts wrote (missing files are skipped with a note):
+
+  bench/results/decode*.json          bench/decode.py        head type x strategy
+  bench/results/fastadasp.json        bench/fastadasp.py     method x schedule x FLOPs
+  bench/results/data_padding.json     bench/data_padding.py  random vs 1-D vs 2-D batching
+  bench/results/train_throughput*.json  bench/train_throughput.py
+  bench/results/kernels*.json         bench/kernels.py
+  bench/results/peer_decode.json      bench/peer_decode.py
+  bench/results/recipe_eval.json      bench/recipe_eval.py   real-speech recipe WER
+  runs/demo/demo_results.json         python -m mtp_jax.demo
+  any other bench/results/*.json      (e.g. mwer.json, capacity.json) as generic tables
+
+and renders markdown tables plus PNG plots under bench/results/plots/ (matplotlib,
+Agg backend). Every table and plot names the machine and date it was measured on
+(the JSON's machine/date fields; the file's modification time when absent) and the
+command that reproduces it (the JSON's `command`/`argv`/`args` when present). Results
+from randomly initialized models (`"trained": false`, `random_init: true`) have their
+WER columns labelled "random init (latency only)".
+
+  python bench/report.py                  # print the section
+  python bench/report.py --write_readme   # rewrite README.md between the markers
+
+The README is only changed between `<!-- results:start -->` and `<!-- results:end -->`
+(appended at the end when absent); re-running with the same JSON gives the same file.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import re
+import sys
+from typing import Any, Callable, Iterable, Sequence
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+RANDOM_LABEL = "random init (latency only)"
+HEAD_TYPES = ("independent", "latent", "sequential")
+
+
+# ----------------------------------------------------------------------------
+# Small helpers: loading, labels, formatting.
+
+def load_json(path: str | os.PathLike) -> dict | None:
+  """Returns the parsed JSON object at `path`, or None when absent or unreadable."""
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  return data if isinstance(data, dict) else {"rows": data}
+
+
+def _get(d: Any, *keys, default=None):
+  for k in keys:
+    if not isinstance(d, dict) or k not in d:
+      return default
+    d = d[k]
+  return d
+
+
+def measured_on(data: dict, path: str | os.PathLike) -> str:
+  """`machine, date` from the JSON's machine/date fields (file mtime as fallback)."""
+  m = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+  date = data.get("date") or m.get("date")
+  if isinstance(date, str) and date:
+    date = date[:10]
+  else:
+    try:
+      mtime = os.path.getmtime(path)
+      date = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).date().isoformat()
+      date += " (file date)"
+    except OSError:
+      date = "date unknown"
+  parts = []
+  kind = data.get("device_kind") or m.get("device_kind")
+  backend = data.get("backend") or m.get("backend")
+  if kind and str(kind).lower() != "cpu":
+    parts.append(str(kind))
+  cpu = m.get("cpu") or m.get("processor")
+  if cpu:
+    parts.append(str(cpu))
+  if m.get("cpu_count"):
+    parts.append(f"{m['cpu_count']} CPU cores")
+  if not parts:
+    for key in ("platform",):
+      if m.get(key):
+        parts.append(str(m[key]))
+  if backend and not any(str(backend).lower() in p.lower() for p in parts):
+    parts.append(f"backend {backend}")
+  jax_v = m.get("jax") or m.get("jax_version") or data.get("jax_version")
+  if jax_v:
+    parts.append(f"jax {jax_v}")
+  machine = ", ".join(parts) if parts else "machine unknown"
+  return f"{machine}; {date}"
+
+
+def command_of(data: dict, default: str) -> str:
+  """The command that reproduces `data`: its `command`, `argv` or `args`, else `default`."""
+  cmd = data.get("command") or _get(data, "machine", "command")
+  if isinstance(cmd, list):
+    cmd = " ".join(map(str, cmd))
+  if isinstance(cmd, str) and cmd:
+    return cmd if cmd.startswith("python") else f"python {cmd}"
+  argv = data.get("argv") or _get(data, "machine", "argv")
+  if isinstance(argv, list) and argv:
+    return "python " + " ".join(map(str, argv))
+  args = data.get("args")
+  script = default.split()[:2]
+  if isinstance(args, dict) and args and len(script) == 2 and script[1].endswith(".py"):
+    flags = [f"--{k} {v}" for k, v in args.items()
+             if v is not None and v is not False and k != "out"]
+    flags = [f.replace(" True", "") for f in flags]
+    return " ".join(script + flags)
+  return default
+
+
+def is_random(data: dict) -> bool:
+  """True when the JSON says its model was not trained."""
+  return (data.get("trained") is False or bool(data.get("random_init"))
+          or bool(_get(data, "machine", "random_init")))
+
+
+def fmt(v: Any, kind: str = "") -> str:
+  """Formats one table cell; `kind` in {"pct", "x", "s", "ms", ""}."""
+  if v is None or (isinstance(v, float) and v != v):
+    return "–"
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  if isinstance(v, (int, float)):
+    if kind == "pct":
+      return f"{100 * v:.1f}%"
+    if kind == "x":
+      return f"{v:.2f}×"
+    if kind in ("s", "ms"):
+      return f"{v:.3g} {kind}"
+    if isinstance(v, int):
+      return str(v)
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+  if isinstance(v, (list, tuple)):
+    return "/".join(fmt(x) for x in v)
+  return str(v).replace("|", "\\|")
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+  """A GitHub markdown table."""
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def _caption(data: dict, path, default_cmd: str) -> str:
+  return (f"*Measured on {measured_on(data, path)}. Reproduce: "
+          f"`{command_of(data, default_cmd)}`*")
+
+
+def _rel(path: str | os.PathLike, root: pathlib.Path) -> str:
+  try:
+    return str(pathlib.Path(path).resolve().relative_to(root.resolve()))
+  except ValueError:
+    return str(path)
+
+
+class Section:
+  """One rendered benchmark: markdown text plus the plots it wrote."""
+
+  def __init__(self, title: str, body: str = "", plots: Sequence[str] = ()):
+    self.title, self.body, self.plots = title, body, list(plots)
+
+  def markdown(self) -> str:
+    return f"### {self.title}\n\n{self.body.rstrip()}\n"
+
+
+# ----------------------------------------------------------------------------
+# Plotting (matplotlib, Agg).
+
+def _plt():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, plots_dir: pathlib.Path, name: str, label: str) -> pathlib.Path:
+  fig.text(0.99, 0.005, label, ha="right", va="bottom", fontsize=7, color="0.35")
+  plots_dir.mkdir(parents=True, exist_ok=True)
+  path = plots_dir / name
+  fig.savefig(path, dpi=110, metadata={"Software": None})
+  _plt().close(fig)
+  return path
+
+
+def _img(path: pathlib.Path, root: pathlib.Path, alt: str) -> str:
+  return f"![{alt}]({_rel(path, root)})"
+
+
+# ----------------------------------------------------------------------------
+# Benchmarks.
+
+def _head_type(model: str, root: pathlib.Path = ROOT) -> str:
+  """The MTP head type of a bench/decode.py `model`: its workdir's config, else its name."""
+  for base in (pathlib.Path(str(model)), root / str(model)):
+    cfg = load_json(base / "config.json") if str(model) else None
+    head = _get(cfg, "model", "mtp", "head_type")
+    if head:
+      k = _get(cfg, "model", "mtp", "num_heads")
+      return f"{head} (K={k})" if k else str(head)
+  for h in HEAD_TYPES:
+    if h in str(model):
+      return h
+  return str(model)
+
+
+def render_decode(path, data, plots_dir, root) -> Section:
+  """bench/decode.py: head type x strategy -> WER, calls/utt, reduction, speedup."""
+  rows = data.get("rows") or []
+  rnd = is_random(data) or any(r.get("random_init") for r in rows)
+  wer_h = f"WER: {RANDOM_LABEL}" if rnd else "WER"
+  table = []
+  for r in rows:
+    table.append([_head_type(r.get("model", "?"), root), fmt(r.get("model")),
+                  fmt(r.get("batch_size")),
+                  fmt(r.get("strategy")), "–" if rnd else fmt(r.get("wer"), "pct"),
+                  fmt(r.get("calls_per_utt")), fmt(r.get("tokens_per_call")),
+                  fmt(r.get("calls_reduction"), "x"), fmt(r.get("speedup"), "x"),
+                  fmt(r.get("rtfx"))])
+  label = measured_on(data, path)
+  body = [_caption(data, path, "python bench/decode.py --workdirs runs/ind,runs/lat,runs/seq"),
+          "", md_table(["head type", "model", "batch", "strategy", wer_h, "calls/utt", "tokens/call",
+                        "calls reduction", "speedup vs greedy", "RTFx"], table)]
+  plots = []
+  if rows:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    ykey = "speedup" if rnd else "wer"
+    markers = dict(zip(HEAD_TYPES, "osD"))
+    strategies = sorted({r.get("strategy", "?") for r in rows})
+    colors = {s: f"C{i}" for i, s in enumerate(strategies)}
+    batch = max(int(r.get("batch_size") or 1) for r in rows)
+    for r in rows:
+      if int(r.get("batch_size") or 1) != batch or r.get(ykey) is None:
+        continue
+      y = r[ykey] * (1 if rnd else 100)
+      ax.scatter(r.get("calls_per_utt", 0), y, color=colors[r.get("strategy", "?")],
+                 marker=markers.get(_head_type(r.get("model", ""), root).split(" ")[0], "x"),
+                 s=50)
+    for s in strategies:
+      ax.scatter([], [], color=colors[s], label=s)
+    for h, mk in markers.items():
+      if any(_head_type(r.get("model", ""), root).split(" ")[0] == h for r in rows):
+        ax.scatter([], [], color="0.4", marker=mk, label=f"{h} heads")
+    ax.set_xlabel("decoder calls per utterance")
+    ax.set_ylabel("speedup vs greedy (×)" if rnd else "WER (%)")
+    ax.set_title(f"Decoding strategies, batch {batch}" +
+                 (f" — {RANDOM_LABEL}: speedup, not WER" if rnd else ": WER vs decoder calls"),
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    plots.append(_save(fig, plots_dir, pathlib.Path(path).stem + ".png", label))
+    body += ["", _img(plots[-1], root, "WER vs decoder calls per strategy")]
+  return Section(f"Decoding strategies ({pathlib.Path(path).name})", "\n".join(body), plots)
+
+
+def render_fastadasp(path, data, plots_dir, root) -> Section:
+  """bench/fastadasp.py: method x schedule x FLOPs reduction -> WER, prefill speedup."""
+  rnd = is_random(data)
+  label = measured_on(data, path)
+  body = [_caption(data, path, "python bench/fastadasp.py --workdir runs/small")]
+  if rnd:
+    body.append(f"\nWER: {RANDOM_LABEL} (the model was randomly initialized).")
+  if data.get("notes"):
+    body.append(f"\nNote from the benchmark: {data['notes']}")
+  plots = []
+  sets = data.get("sets") or {}
+  for set_name, s in sets.items():
+    rows = s.get("rows") or []
+    targets = sorted({r.get("target") for r in rows if r.get("target") is not None})
+    groups: dict[tuple, dict] = {}
+    dev = 0.0
+    for r in rows:
+      groups.setdefault((r.get("method"), r.get("schedule")), {})[r.get("target")] = r
+      if r.get("flops_reduction") is not None and r.get("target") is not None:
+        dev = max(dev, abs(r["flops_reduction"] - r["target"]))
+    full_wer = _get(s, "full", "wer")
+    cell = lambda r: ("–" if r is None else  # noqa: E731
+                      f"{'–' if rnd else fmt(r.get('wer'), 'pct')} / "
+                      f"{fmt(r.get('prefill_speedup'), 'x')}")
+    table = [[fmt(m), fmt(sc)] + [cell(g.get(t)) for t in targets]
+             for (m, sc), g in groups.items()]
+    body += ["", f"**{set_name}** — cells: WER / decoder-prefill speedup vs full tokens; "
+             f"full-token WER {'–' if rnd else fmt(full_wer, 'pct')}; planned FLOPs "
+             f"reductions are within {100 * dev:.1f} points of the target.", "",
+             md_table(["method", "schedule"] + [f"−{100 * t:.0f}% FLOPs" for t in targets], table)]
+  if sets:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.8), squeeze=False)
+    for ax, (set_name, s) in zip(axes[0], sets.items()):
+      ykey = "prefill_speedup" if rnd else "wer"
+      for i, ((m, sc), g) in enumerate(
+          {(r.get("method"), r.get("schedule")): None for r in s.get("rows") or []}.items()):
+        pts = sorted((r["flops_reduction"], r[ykey]) for r in s["rows"]
+                     if (r.get("method"), r.get("schedule")) == (m, sc)
+                     and r.get(ykey) is not None and r.get("flops_reduction") is not None)
+        if pts:
+          xs, ys = zip(*pts)
+          ys = ys if rnd else [100 * y for y in ys]
+          ax.plot([100 * x for x in xs], ys, marker="o", ms=4, color=f"C{i % 10}",
+                  ls="-" if sc != "constant" else "--",
+                  label=m if sc in (None, "-") else f"{m} ({sc})")
+      ax.set_xlabel("decoder prefill FLOPs reduction (%)")
+      ax.set_ylabel("prefill speedup vs full tokens (×)" if rnd else "WER (%)")
+      ax.set_title(f"{set_name}" + (f" — {RANDOM_LABEL}" if rnd else ": WER vs FLOPs reduction"),
+                   fontsize=10)
+      ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 0.03))
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    plots.append(_save(fig, plots_dir, "fastadasp.png", label))
+    body += ["", _img(plots[-1], root, "WER vs FLOPs reduction per method")]
+  return Section("FastAdaSP audio-token reduction", "\n".join(body), plots)
+
+
+def render_padding(path, data, plots_dir, root) -> Section:
+  """bench/data_padding.py: random vs 1-D vs 2-D bucketing."""
+  label = measured_on(data, path)
+  body = [_caption(data, path, "python bench/data_padding.py")]
+  datasets = data.get("datasets") or {}
+  for name, d in datasets.items():
+    table = [[fmt(r.get("batching")), fmt(r.get("num_buckets")), fmt(r.get("num_shapes")),
+              fmt(r.get("audio_padding"), "pct"), fmt(r.get("token_padding"), "pct"),
+              fmt(r.get("batches_per_epoch")), fmt(r.get("audio_seconds_per_s"))]
+             for r in d.get("rows") or []]
+    hours = d.get("hours")
+    body += ["", f"**{name}** ({fmt(d.get('utterances'))} utterances"
+             + (f", {hours:.2f} h" if isinstance(hours, (int, float)) else "") + ")", "",
+             md_table(["batching", "buckets", "shapes", "audio padding", "token padding",
+                       "batches/epoch", "audio s/s (pipeline)"], table)]
+  plots = []
+  if datasets:
+    plt = _plt()
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(9, 3.6 * len(datasets)), squeeze=False)
+    for ax, (name, d) in zip(axes[:, 0], datasets.items()):
+      rows = d.get("rows") or []
+      xs = range(len(rows))
+      ax.bar([x - 0.2 for x in xs], [100 * (r.get("audio_padding") or 0) for r in rows],
+             0.4, label="audio padding")
+      ax.bar([x + 0.2 for x in xs], [100 * (r.get("token_padding") or 0) for r in rows],
+             0.4, label="token padding")
+      ax.set_xticks(list(xs))
+      ax.set_xticklabels([str(r.get("batching", "?")).replace(" (dynamic shapes)", "\n(dynamic)")
+                          .replace(" min_padding", "\nmin_pad") for r in rows],
+                         rotation=45, ha="right", fontsize=7)
+      ax.set_ylabel("padding (%)")
+      ax.set_title(f"Padding by batching strategy: {name}", fontsize=10)
+      ax.grid(axis="y", alpha=0.3)
+      ax.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    plots.append(_save(fig, plots_dir, "data_padding.png", label))
+    body += ["", _img(plots[-1], root, "padding: random vs 1-D vs 2-D")]
+  return Section("Batching and padding", "\n".join(body), plots)
+
+
+def render_train_throughput(path, data, plots_dir, root) -> Section:
+  """bench/train_throughput.py: 2-D bucketing vs random batching in one run."""
+  del plots_dir, root
+  table = [[fmt(a.get("batching")), fmt(a.get("num_shapes")), fmt(a.get("compile_s"), "s"),
+            fmt(a.get("steps_per_s")), fmt(a.get("audio_s_per_s")),
+            fmt(a.get("padded_audio_fraction"), "pct"), fmt(a.get("tokens_per_s")),
+            fmt(a.get("mean_batch_size")), fmt(a.get("model_tflops_per_s")),
+            fmt(a.get("mfu"), "pct") if "mfu" in a else "–"] for a in data.get("arms") or []]
+  cfg = data.get("config")
+  default = "python bench/train_throughput.py" + (
+      f" --config {_rel(cfg, ROOT)}" if cfg else "")
+  if data.get("manifest"):
+    default += f" --manifest {data['manifest']}"
+  for key in ("num_utts", "steps"):
+    if data.get(key):
+      default += f" --{key} {data[key]}"
+  body = [_caption(data, path, default), "",
+          md_table(["batching", "shapes", "compile", "steps/s", "audio s/s", "padded audio",
+                    "tokens/s", "mean batch", "model TFLOP/s", "MFU"], table)]
+  ratio = data.get("audio_s_per_s_ratio_2d_over_random")
+  if ratio is not None:
+    body += ["", f"2-D bucketing / random batching, real audio seconds per second: "
+             f"**{fmt(ratio, 'x')}** (side by side, same model and utterances)."]
+  return Section(f"Training throughput ({pathlib.Path(path).name})", "\n".join(body))
+
+
+def render_kernels(path, data, plots_dir, root) -> Section:
+  """bench/kernels.py: Pallas kernels vs their XLA references."""
+  del plots_dir, root
+  table = []
+  for r in data.get("rows") or []:
+    shape = ", ".join(f"{k}={v}" for k, v in r.items()
+                      if k in ("v", "b", "n_tok", "n") and v is not None)
+    if r.get("skipped"):
+      table.append([fmt(r.get("op")), shape, "–", "–", "–", "–", f"skipped: {fmt(r['skipped'])}"])
+      continue
+    check = r.get("argmax_match", r.get("group_index_match"))
+    table.append([fmt(r.get("op")), shape, fmt(_get(r, "reference", "median_ms"), "ms"),
+                  fmt(_get(r, "kernel", "median_ms"), "ms"), fmt(r.get("speedup"), "x"),
+                  fmt(_get(r, "kernel", "compile_s"), "s"),
+                  f"match {fmt(check)}" if check is not None else ""])
+  mode = data.get("kernel_mode")
+  body = [_caption(data, path, "python bench/kernels.py"),
+          "" if not mode else f"\nKernel mode: {mode}"
+          + (" (interpret mode on CPU: timings check plumbing, not kernel speed)"
+             if mode == "interpret" else "") + f", dtype {data.get('dtype', '?')}.", "",
+          md_table(["op", "shape", "reference (median)", "kernel (median)", "speedup",
+                    "kernel compile", "check vs reference"], table)]
+  return Section(f"Pallas kernels ({pathlib.Path(path).name})", "\n".join(body))
+
+
+def render_peer(path, data, plots_dir, root) -> Section:
+  """bench/peer_decode.py: mtp_jax vs Hugging Face generate on the same decoder."""
+  del plots_dir, root
+  table = []
+  for r in data.get("results") or []:
+    for m, v in (r.get("methods") or {}).items():
+      table.append([fmt(r.get("scenario")), fmt(r.get("batch")), m, fmt(v.get("tokens_per_s")),
+                    fmt(v.get("calls_per_token")), fmt(v.get("compile_s"), "s"),
+                    fmt(v.get("match_hf_greedy"), "pct")])
+  ratios = [f"{r.get('scenario')} batch {r.get('batch')}: mtp greedy / HF greedy "
+            f"{fmt(r.get('mtp_greedy_vs_hf_greedy'), 'x')}, mtp verify / best HF "
+            f"{fmt(r.get('mtp_verify_vs_best_hf'), 'x')}" for r in data.get("results") or []]
+  cfg = _get(data, "machine", "config")
+  default = "python bench/peer_decode.py" + (f" --config {cfg}" if cfg else "") + (
+      f" --new_tokens {_get(data, 'machine', 'new_tokens')}"
+      if _get(data, "machine", "new_tokens") else "")
+  body = [_caption(data, path, default), "",
+          md_table(["scenario", "batch", "method", "tokens/s", "calls/token", "compile",
+                    "same tokens as HF greedy"], table)]
+  if ratios:
+    body += ["", "Side-by-side ratios: " + "; ".join(ratios) + "."]
+  return Section("mtp_jax vs Hugging Face generate", "\n".join(body))
+
+
+def render_demo(path, data, plots_dir, root) -> Section:
+  """runs/demo/demo_results.json from `python -m mtp_jax.demo`."""
+  del plots_dir, root
+  table = [[fmt(r.get("strategy")), fmt(r.get("utterances")), fmt(r.get("wer"), "pct"),
+            fmt(r.get("calls_per_utt")), fmt(r.get("tokens_per_call")),
+            fmt(r.get("calls_reduction"), "x"), fmt(r.get("speedup"), "x"), fmt(r.get("rtfx"))]
+           for r in data.get("rows") or []]
+  args = data.get("args") or {}
+  default = "python -m mtp_jax.demo" + "".join(
+      f" --{k} {v}" for k, v in args.items() if v is not None)
+  if not args:
+    default += " --out runs/demo"
+  body = [_caption(data, path, default)]
+  if data.get("total_minutes") is not None:
+    body.append(f"\nTotal wall time: {data['total_minutes']:.1f} min (synthesis, training, decoding).")
+  body += ["", md_table(["strategy", "utterances", "WER", "calls/utt", "tokens/call",
+                         "calls reduction", "speedup vs greedy", "RTFx"], table)]
+  return Section("Demo (synthetic speech, held-out test)", "\n".join(body))
+
+
+def render_recipe(path, data, plots_dir, root) -> Section:
+  """bench/recipe_eval.py: real-speech test sets x strategies."""
+  del plots_dir, root
+  rnd = is_random(data)
+  table = []
+  for r in data.get("rows") or []:
+    table.append([fmt(r.get("test_set")), fmt(r.get("strategy")), fmt(r.get("utterances")),
+                  "–" if rnd else fmt(r.get("wer"), "pct"), fmt(r.get("calls_per_utt")),
+                  fmt(r.get("tokens_per_call")), fmt(r.get("calls_reduction"), "x"),
+                  fmt(r.get("speedup"), "x"), fmt(r.get("rtfx"))])
+  body = [_caption(data, path, "python bench/recipe_eval.py --workdir runs/realmix_cpu")]
+  if data.get("workdir"):
+    body.append(f"\nModel: `{data['workdir']}`" + (f" (step {data['step']})"
+                                                  if data.get("step") is not None else "") + ".")
+  body += ["", md_table(["test set", "strategy", "utterances",
+                         f"WER: {RANDOM_LABEL}" if rnd else "WER", "calls/utt", "tokens/call",
+                         "calls reduction", "speedup vs greedy", "RTFx"], table)]
+  return Section("Real-speech recipe (synthetic + Kathleen training)", "\n".join(body))
+
+
+def _scalar(v) -> bool:
+  return v is None or isinstance(v, (str, int, float, bool))
+
+
+def render_generic(path, data, plots_dir, root) -> Section:
+  """Any other JSON (e.g. bench/mwer.py, bench/capacity.py): its lists of flat records."""
+  del plots_dir, root
+  stem = pathlib.Path(path).stem
+  body = [_caption(data, path, f"python bench/{re.sub(r'_[0-9-]+$', '', stem)}.py")]
+  if is_random(data):
+    body.append(f"\nModel: {RANDOM_LABEL}.")
+  found = False
+  for key, val in data.items():
+    if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
+      cols = [c for c in dict.fromkeys(k for r in val for k in r) if all(
+          _scalar(r.get(c)) or (isinstance(r.get(c), list) and all(map(_scalar, r[c])))
+          for r in val)][:10]
+      body += ["", f"**{key}**", "", md_table(cols, [[fmt(r.get(c)) for c in cols] for r in val])]
+      found = True
+  if not found:
+    flat = {k: v for k, v in data.items() if _scalar(v) and k not in ("command", "date")}
+    body += ["", md_table(["field", "value"], [[k, fmt(v)] for k, v in flat.items()])]
+  return Section(f"{stem} ({pathlib.Path(path).name})", "\n".join(body))
+
+
+# ----------------------------------------------------------------------------
+# Assembly.
+
+# (title, glob patterns relative to results dir, renderer); order = README order.
+KNOWN: list[tuple[str, tuple[str, ...], Callable]] = [
+    ("Demo", (), render_demo),
+    ("Decoding strategies", ("decode*.json",), render_decode),
+    ("Real-speech recipe", ("recipe_eval*.json",), render_recipe),
+    ("FastAdaSP", ("fastadasp*.json",), render_fastadasp),
+    ("Batching and padding", ("data_padding*.json",), render_padding),
+    ("Training throughput", ("train_throughput*.json",), render_train_throughput),
+    ("Pallas kernels", ("kernels*.json",), render_kernels),
+    ("Peer decode", ("peer_decode*.json",), render_peer),
+]
+
+
+def build_sections(results_dir: str | os.PathLike, demo_json: str | os.PathLike | None,
+                   plots_dir: str | os.PathLike, root: str | os.PathLike = ROOT
+                   ) -> tuple[list[Section], list[str]]:
+  """Renders every benchmark found; returns (sections, notes about skipped files)."""
+  results_dir, plots_dir, root = (pathlib.Path(results_dir), pathlib.Path(plots_dir),
+                                  pathlib.Path(root))
+  sections, notes, used = [], [], set()
+  for title, patterns, render in KNOWN:
+    paths = ([pathlib.Path(demo_json)] if render is render_demo and demo_json else
+             sorted(p for pat in patterns for p in results_dir.glob(pat)))
+    paths = [p for p in paths if not p.name.endswith(".tmp")]
+    if render is render_demo and demo_json and not paths[0].exists():
+      paths = []
+    if not paths:
+      notes.append(f"{title}: no results ({_missing_hint(render, results_dir, demo_json, root)})")
+      continue
+    for p in paths:
+      used.add(p.resolve())
+      data = load_json(p)
+      if data is None:
+        notes.append(f"{title}: `{_rel(p, root)}` is not valid JSON, skipped")
+        continue
+      sections.append(render(p, data, plots_dir, root))
+  for p in sorted(results_dir.glob("*.json")):
+    if p.resolve() in used:
+      continue
+    data = load_json(p)
+    if data is None:
+      notes.append(f"`{_rel(p, root)}` is not valid JSON, skipped")
+      continue
+    sections.append(render_generic(p, data, plots_dir, root))
+  return sections, notes
+
+
+def _missing_hint(render, results_dir, demo_json, root) -> str:
+  if render is render_demo:
+    return f"`{_rel(demo_json, root) if demo_json else 'runs/demo/demo_results.json'}` missing"
+  name = {render_decode: "decode_<date>.json", render_recipe: "recipe_eval.json",
+          render_fastadasp: "fastadasp.json", render_padding: "data_padding.json",
+          render_train_throughput: "train_throughput_<platform>.json",
+          render_kernels: "kernels.json", render_peer: "peer_decode.json"}[render]
+  return f"`{_rel(pathlib.Path(results_dir) / name, root)}` missing"
+
+
+def render_markdown(sections: Sequence[Section], notes: Sequence[str]) -> str:
+  """The full results section (without the markers)."""
+  out = ["## Results", "",
+         "Generated by `python bench/report.py --write_readme` from the JSON under "
+         "`bench/results/`; each table names the machine and date it was measured on "
+         "and the command that reproduces it.", ""]
+  for s in sections:
+    out.append(s.markdown())
+  if notes:
+    out += ["Not measured yet (skipped):", ""] + [f"* {n}" for n in notes] + [""]
+  return "\n".join(out).rstrip() + "\n"
+
+
+def replace_between_markers(text: str, section: str) -> str:
+  """Puts `section` between the results markers of `text` (markers appended if absent).
+
+  Everything outside the markers is returned unchanged.
+  """
+  block = f"{START}\n{section.rstrip()}\n{END}"
+  i, j = text.find(START), text.find(END)
+  if i >= 0 and j > i:
+    return text[:i] + block + text[j + len(END):]
+  if (i >= 0) != (j >= 0) or (i >= 0 and j < i):
+    raise ValueError(f"README: found only one of {START!r} / {END!r} (or in the wrong order)")
+  sep = "" if text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+  return text + sep + block + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--results_dir", default=str(ROOT / "bench" / "results"))
+  p.add_argument("--demo_json", default=str(ROOT / "runs" / "demo" / "demo_results.json"))
+  p.add_argument("--plots_dir", default=None, help="default: <results_dir>/plots")
+  p.add_argument("--readme", default=str(ROOT / "README.md"))
+  p.add_argument("--root", default=None, help="paths in the README are relative to this "
+                 "(default: the README's folder)")
+  p.add_argument("--write_readme", action="store_true",
+                 help="rewrite the README between the results markers instead of printing")
+  args = p.parse_args(argv)
+  root = pathlib.Path(args.root or pathlib.Path(args.readme).resolve().parent)
+  plots_dir = args.plots_dir or os.path.join(args.results_dir, "plots")
+  sections, notes = build_sections(args.results_dir, args.demo_json, plots_dir, root)
+  md = render_markdown(sections, notes)
+  if not args.write_readme:
+    print(md)
+    return 0
+  with open(args.readme) as f:
+    old = f.read()
+  new = replace_between_markers(old, md)
+  if new != old:
+    with open(args.readme, "w") as f:
+      f.write(new)
+  print(f"{args.readme}: {'updated' if new != old else 'unchanged'} "
+        f"({len(sections)} tables, {sum(len(s.plots) for s in sections)} plots, "
+        f"{len(notes)} skipped)", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,124 @@
+"""bench/report.py renders benchmark JSON into tables/plots and rewrites the README idempotently.
+
+The JSON below is fabricated test input in the formats the bench scripts write; it is
+not a result.
+"""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "report.py"
+_spec = importlib.util.spec_from_file_location("bench_report", _PATH)
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+MACHINE = {"platform": "Linux-test", "cpu": "TestCPU", "cpu_count": 3, "jax": "9.9"}
+
+
+def _write(path: pathlib.Path, obj) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(obj))
+  return path
+
+
+def _decode_row(model, strategy, wer, calls, decode_s):
+  return {"model": model, "batch_size": 4, "strategy": strategy, "wer": wer,
+          "calls_per_utt": calls, "tokens_per_call": 20.0 / calls, "decode_s": decode_s,
+          "calls_reduction": 20.0 / calls, "speedup": 2.0 / decode_s, "rtfx": 7.0}
+
+
+@pytest.fixture
+def results(tmp_path):
+  res = tmp_path / "bench" / "results"
+  _write(res / "decode_2030-01-02.json", {
+      "machine": dict(MACHINE, date="2030-01-02T10:00:00+00:00",
+                      argv=["bench/decode.py", "--workdirs", "runs/a,runs/b"]),
+      "rows": [_decode_row("runs/a", "greedy", 0.125, 20.0, 2.0),
+               _decode_row("runs/a", "verify", 0.125, 8.0, 1.0),
+               _decode_row("random-latent-K4", "greedy", 0.2, 20.0, 2.0),
+               _decode_row("random-latent-K4", "verify", 0.2, 10.0, 1.25)]})
+  # Head type of a trained model comes from its workdir's config.json.
+  _write(tmp_path / "runs" / "a" / "config.json",
+         {"model": {"mtp": {"head_type": "independent", "num_heads": 4}}})
+  rows = [{"method": m, "schedule": sc, "target": t, "flops_reduction": t + 0.01,
+           "prefill_speedup": 1.0 + t, "wer": None}
+          for m, sc in (("fastadasp_dense", "decay"), ("fastv", "-")) for t in (0.1, 0.3)]
+  _write(res / "fastadasp.json", {
+      "machine": dict(MACHINE, date="2030-02-03T00:00:00"), "trained": False,
+      "args": {"config": "configs/small.py:K=4", "max_utts": 8, "out": "x.json"},
+      "sets": {"kathleen_test": {"full": {"wer": None}, "rows": rows}}})
+  _write(res / "data_padding.json", {
+      "date": "2030-03-04T00:00:00", "command": "bench/data_padding.py --grid 8x4",
+      "datasets": {"kathleen/train": {"utterances": 10, "hours": 0.5, "rows": [
+          {"batching": "random", "num_buckets": 1, "audio_padding": 0.5371,
+           "token_padding": 0.6},
+          {"batching": "2d 8x4", "num_buckets": 17, "audio_padding": 0.0931,
+           "token_padding": 0.23}]}}})
+  # Missing machine/date fields: the file's date is used instead.
+  _write(res / "train_throughput_cpu.json", {"arms": [{"batching": "2d", "steps_per_s": 0.625}]})
+  _write(res / "mwer.json", {"date": "2030-05-06", "rows": [{"objective": "mwer", "wer": 0.31}]})
+  (res / "broken.json").write_text("{not json")
+  demo = _write(tmp_path / "runs" / "demo" / "demo_results.json", {
+      "rows": [{"strategy": "greedy", "wer": 0.05, "calls_per_utt": 12.0, "calls_reduction": 1.0,
+                "speedup": 1.0}], "args": {"out": "runs/demo", "num": 3000}})
+  return tmp_path, res, demo
+
+
+def test_renders_tables_plots_labels_and_notes(results):
+  root, res, demo = results
+  sections, notes = report.build_sections(res, demo, res / "plots", root)
+  md = report.render_markdown(sections, notes)
+  # Decode: head type x strategy with WER, calls, reduction, speedup; machine/date/command.
+  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% | 8 | 2.5 | 2.50× | 2.00× | 7 |" in md
+  assert "| latent | random-latent-K4 | 4 | verify | 20.0% | 10 | 2 | 2.00× | 1.60× | 7 |" in md
+  assert "TestCPU, 3 CPU cores, jax 9.9; 2030-01-02" in md
+  assert "`python bench/decode.py --workdirs runs/a,runs/b`" in md
+  # FastAdaSP from a random-init model: WER labelled, speedups in method x target cells.
+  assert "random init (latency only)" in md
+  assert "| fastadasp_dense | decay | – / 1.10× | – / 1.30× |" in md
+  assert "−10% FLOPs" in md and "2030-02-03" in md
+  assert "--config configs/small.py:K=4 --max_utts 8" in md and "x.json" not in md
+  # Padding and the command taken from the JSON's `command`.
+  assert "| 2d 8x4 | 17 | – | 9.3% | 23.0% |" in md
+  assert "`python bench/data_padding.py --grid 8x4`" in md
+  # Missing machine/date: still rendered, labelled from the file.
+  assert "| 2d | – | – | 0.625 |" in md and "machine unknown" in md and "(file date)" in md
+  # Demo, an unknown benchmark as a generic table, skipped files as notes.
+  assert "| greedy | – | 5.0% | 12 |" in md and "--num 3000" in md
+  assert "| mwer | 0.31 |" in md
+  assert any("kernels.json" in n for n in notes)
+  assert any("broken.json" in n for n in notes)
+  for name in ("decode_2030-01-02.png", "fastadasp.png", "data_padding.png"):
+    png = res / "plots" / name
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"](bench/results/plots/{name})" in md
+
+
+def test_readme_rewrite_is_idempotent_and_touches_only_the_markers(results):
+  root, res, demo = results
+  readme = root / "README.md"
+  before = "# Project\n\nSome text.\n\n## Other\n\n| a | b |\n"
+  readme.write_text(before)
+  argv = ["--results_dir", str(res), "--demo_json", str(demo), "--readme", str(readme),
+          "--write_readme"]
+  assert report.main(argv) == 0
+  first = readme.read_text()
+  assert first.startswith(before)
+  assert first.count(report.START) == 1 and first.count(report.END) == 1
+  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" in first
+  assert report.main(argv) == 0
+  assert readme.read_text() == first
+  # Text around existing markers is kept byte for byte; the old section is replaced.
+  head, tail = "Intro\n", "\n## After\ntrailing text\n"
+  readme.write_text(f"{head}{report.START}\nstale table\n{report.END}{tail}")
+  assert report.main(argv) == 0
+  text = readme.read_text()
+  assert text.startswith(head + report.START) and text.endswith(report.END + tail)
+  assert "stale table" not in text and "| runs/a | 4 | verify | 12.5% |" in text
+
+
+def test_replace_rejects_a_lone_marker():
+  with pytest.raises(ValueError, match="only one"):
+    report.replace_between_markers(f"x\n{report.START}\n", "body")
