@@ -19,7 +19,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mtp_jax.machine import machine_info
 from mtp_jax.data import bucketing  # noqa: E402
 from mtp_jax.data import pipeline  # noqa: E402
 from mtp_jax.data import tokenizer as tok_lib  # noqa: E402
@@ -38,17 +38,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _machine() -> dict:
   import grain  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu,
-          "cpu_count": os.cpu_count(),
-          "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-          "python": platform.python_version(), "numpy": np.__version__,
-          "grain": getattr(grain, "__version__", "?")}
+  return machine_info(
+      affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+      numpy=np.__version__, grain=getattr(grain, "__version__", "?"))
 
 
 def _dynamic_random_stats(buckets, plans, samples, tokens, cfg) -> dict:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 
 from absl import app, flags
+from mtp_jax.machine import machine_info
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -103,11 +103,8 @@ def main(argv):
           print(format_table([s], ["model", "batch_size", "strategy", "wer", "calls_per_utt",
                                    "calls_reduction", "speedup", "rtfx", "compile_s"]),
                 flush=True)
-  info = dict(platform=platform.platform(), processor=platform.processor(),
-              cpu_count=os.cpu_count(), jax_version=jax.__version__,
-              devices=[str(d) for d in jax.devices()],
-              date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              argv=sys.argv, random_init=FLAGS.random_init)
+  info = machine_info(devices=[str(d) for d in jax.devices()], argv=sys.argv,
+                      random_init=FLAGS.random_init)
   out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                   f"decode_{datetime.date.today().isoformat()}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from mtp_jax.machine import machine_info
 from mtp_jax import flops  # noqa: E402
 from mtp_jax.config import ModelConfig, ReductionConfig, load_config_file  # noqa: E402
 from mtp_jax.model import reduction  # noqa: E402
@@ -57,17 +56,7 @@ BOS, EOS = 1, 2
 
 
 def _machine() -> dict:
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu,
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "python": platform.python_version(),
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+  return machine_info(devices=[str(d) for d in jax.devices()])
 
 
 # ---------------------------------------------------------------- data

@@ -21,9 +21,9 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
+from mtp_jax.machine import machine_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -128,9 +128,7 @@ def main(argv=None) -> int:
   print("\n" + format_table(rows, cols))
   result = dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(),
-                   jax=jax.__version__, backend=jax.default_backend(),
-                   device_kind=jax.devices()[0].device_kind),
+      machine=machine_info(),
       command="python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
                                    if argv is None else ["bench/recipe_eval.py", *argv]),
       workdir=args.workdir, step=args.step if args.step is not None else _latest_step(args.workdir),

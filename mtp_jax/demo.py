@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from mtp_jax.machine import machine_info
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STRATEGIES = ("greedy", "threshold", "verify")
 
@@ -109,7 +111,9 @@ def main(argv=None) -> None:
   table = format_rows(rows)
   print(table)
   with open(out / "demo_results.json", "w") as f:
-    json.dump({"rows": rows, "args": vars(args), "total_minutes": (time.time() - t0) / 60},
+    json.dump({"rows": rows, "args": vars(args), "total_minutes": (time.time() - t0) / 60,
+               "machine": machine_info(), "command": "python -m mtp_jax.demo " + " ".join(
+                   sys.argv[1:] if argv is None else argv)},
               f, indent=2)
   print(f"results: {out / 'demo_results.json'} (total {(time.time() - t0) / 60:.1f} min)")
 
