@@ -9,6 +9,8 @@ unless config.data.tokenizer.path is set), checkpoints/ (orbax), tb/ (TensorBoar
 and metrics.jsonl. Re-running the same command resumes from the latest complete
 checkpoint, with the data iterator where it was. Heads-only training on a frozen
 base: `--config.train.mode=heads_only --config.train.init_from=runs/base`.
+MWER fine-tuning of a CE model (N-best from the prefix beam search inside the step):
+`--config.train.objective=mwer --config.train.init_from=runs/small --config.train.learning_rate=1e-4`.
 Multi-host (TPU pod / multi-node GPU): add `--multihost` (or MTP_JAX_MULTIHOST=1).
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mtp_jax.config import ModelConfig
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
 from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
 from mtp_jax.train import metrics as metrics_lib
 from mtp_jax.train import optimizer as opt_lib
@@ -129,7 +132,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
 
   # ---------------------------------------------------------------- compile per bucket shape
   shapes = [(b * pc, s, l) for b, s, l in data.batch_shapes]
-  step_fn = step_lib.make_train_step(train_model, tx, tcfg, labels)
+  word_tables = (word_errors.tables_from_tokenizer(tokenizer)
+                 if tcfg.get("objective", "ce") == "mwer" else None)
+  step_fn = step_lib.make_train_step(train_model, tx, tcfg, labels, word_tables)
   jitted = step_lib.jit_train_step(step_fn, shardings, mesh, rules)
   t0 = time.perf_counter()
   compiled = step_lib.compile_for_shapes(jitted, abstract_state_with(abstract_state, shardings),

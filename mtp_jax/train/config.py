@@ -20,6 +20,16 @@ def train_defaults() -> ml_collections.ConfigDict:
   c.head_weight_decay = 0.8
   c.head_weights = ()             # explicit weights for heads 2..K; empty = decay
   c.label_smoothing = 0.0
+  # Objective: ce (multi-token cross-entropy) | mwer (minimum word error rate over a
+  # prefix-beam-search N-best, plus lambda_ce * ce; see mtp_jax/mwer/loss.py). MWER is
+  # meant for fine-tuning a CE model: set init_from and a small learning rate.
+  c.objective = "ce"
+  c.mwer = ml_collections.ConfigDict()
+  c.mwer.nbest = 4                # N hypotheses per utterance (<= beam)
+  c.mwer.beam = 4                 # beam width of the search
+  c.mwer.block_size = 0           # K tokens per prefix block (<= model heads; 0 = all heads)
+  c.mwer.lambda_ce = 0.01         # weight of the reference cross-entropy
+  c.mwer.max_new_tokens = 0       # hypothesis length cap; 0 = the batch's padded text length
   # Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping.
   c.learning_rate = 1e-3
   c.warmup_steps = 100

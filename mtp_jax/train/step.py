@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from mtp_jax import sharding as sharding_lib
+from mtp_jax.mwer import loss as mwer_lib
 from mtp_jax.train import loss as loss_lib
 from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train.state import TrainState
@@ -21,7 +22,7 @@ BATCH_DTYPES = {"audio": jnp.float32, "audio_len": jnp.int32, "text": jnp.int32,
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
-                    labels: Any | None = None) -> Callable:
+                    labels: Any | None = None, word_tables: Any | None = None) -> Callable:
   """Builds `step(state, batch) -> (state, metrics)` (not yet jitted).
 
   Args:
@@ -29,6 +30,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     tx: the optimizer (see `optimizer.make_optimizer`).
     tcfg: `config.train`.
     labels: "train"/"freeze" per param leaf (heads_only); None trains all.
+    word_tables: `mwer.word_errors.WordTables` of the tokenizer; needed (only) for
+      `tcfg.objective == "mwer"`, which adds a gradient-free prefix beam search of
+      an N-best per utterance (eval-mode model) before the loss (see mtp_jax/mwer/loss.py).
   The step consumes a global batch of `BATCH_KEYS`; with `tcfg.grad_accum` = A > 1
   it scans over A micro-batches of strided rows (b, b+A, ...) and averages their
   gradients. If the loss or the gradient norm is not finite the update is skipped
@@ -49,7 +53,21 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                             "specaug": jax.random.fold_in(rng, 1)})
     return loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  objective = tcfg.get("objective", "ce")
+  if objective == "ce":
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  elif objective == "mwer":
+    if word_tables is None:
+      raise ValueError("train.objective=mwer needs word_tables (mwer.word_errors."
+                       "tables_from_tokenizer) in make_train_step")
+    search, mwer_loss = mwer_lib.make_mwer_objective(model, tcfg.mwer, weights,
+                                                     tcfg.label_smoothing, word_tables)
+    mwer_grad = jax.value_and_grad(mwer_loss, has_aux=True)
+
+    def grad_fn(params, batch, rng):
+      return mwer_grad(params, batch, search(jax.lax.stop_gradient(params), batch), rng)
+  else:
+    raise ValueError(f"train.objective={objective!r}: expected 'ce' or 'mwer'")
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
@@ -93,6 +111,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                "lr": sched(applied), "finite": ok,
                "nonfinite_total": new_state.nonfinite_total,
                "nonfinite_run": new_state.nonfinite_run}
+    if objective == "mwer":
+      metrics.update({f"mwer/{key}": aux[key] for key in mwer_lib.METRICS})
     return new_state, metrics
 
   return step
