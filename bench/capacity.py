@@ -48,6 +48,7 @@ from mtp_jax.model.speech_llama import SpeechLLaMA  # noqa: E402
 from mtp_jax.tools import batch_search as bs  # noqa: E402
 from mtp_jax.train import state as state_lib  # noqa: E402
 from mtp_jax.train import step as step_lib  # noqa: E402
+from mtp_jax.data.manifest import write_subset
 
 flags.DEFINE_string("config", str(ROOT / "configs" / "tiny.py"), "Config file[:arg].")
 flags.DEFINE_string("manifest", str(ROOT.parent / "shared" / "data" / "kathleen" / "train.jsonl"),
@@ -147,11 +148,7 @@ def main(argv):
   config.data.update(num_duration_bins=F.num_duration_bins, num_token_bins=F.num_token_bins)
   config.train.warmup_steps = 2
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_capacity_"))
-  src = pathlib.Path(F.manifest)
-  lines = [json.loads(l) for l in open(src, encoding="utf-8")][:F.num_utts]
-  manifest = tmp / "subset.jsonl"
-  manifest.write_text("".join(json.dumps(dict(r, audio_filepath=str(
-      (src.parent / r["audio_filepath"]).resolve()))) + "\n" for r in lines))
+  manifest = write_subset(F.manifest, tmp / "subset.jsonl", F.num_utts)
   config.data.train_manifests = str(manifest)
   tokenizer = tok_lib.get_tokenizer(config.data, tmp)
   budget = int(F.memory_budget_gb * bs.GIB)

@@ -19,6 +19,7 @@ import tempfile
 
 from absl import app, flags
 from mtp_jax.machine import machine_info
+from mtp_jax.data.manifest import write_subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,17 +64,7 @@ def _models(tmp):
 
 
 def _first_utts(tmp):
-  path = os.path.join(tmp, "test_subset.jsonl")
-  base = os.path.dirname(os.path.abspath(FLAGS.manifest))
-  with open(FLAGS.manifest) as f, open(path, "w") as g:
-    for i, line in enumerate(f):
-      if i >= FLAGS.max_utts:
-        break
-      e = json.loads(line)
-      if not os.path.isabs(e["audio_filepath"]):
-        e["audio_filepath"] = os.path.join(base, e["audio_filepath"])
-      g.write(json.dumps(e) + "\n")
-  return path
+  return write_subset(FLAGS.manifest, os.path.join(tmp, "test_subset.jsonl"), FLAGS.max_utts)
 
 
 def main(argv):

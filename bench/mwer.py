@@ -25,6 +25,7 @@ import tempfile
 import time
 
 from absl import app, flags
+from mtp_jax.data.manifest import write_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -73,17 +74,7 @@ def _manifest(config, tmp):
   """The first --max_utts entries of the manifest, audio paths made absolute."""
   src = FLAGS.manifest or config.data.get("dev_manifest", "") or \
       "/work/shared/data/kathleen/test.jsonl"
-  path = os.path.join(tmp, "subset.jsonl")
-  base = os.path.dirname(os.path.abspath(src))
-  with open(src) as f, open(path, "w") as g:
-    for i, line in enumerate(f):
-      if i >= FLAGS.max_utts:
-        break
-      e = json.loads(line)
-      if not os.path.isabs(e["audio_filepath"]):
-        e["audio_filepath"] = os.path.join(base, e["audio_filepath"])
-      g.write(json.dumps(e) + "\n")
-  return path
+  return write_subset(src, os.path.join(tmp, "subset.jsonl"), FLAGS.max_utts)
 
 
 def _chunks(config, tok, manifest):

@@ -24,6 +24,7 @@ import pathlib
 import sys
 import tempfile
 from mtp_jax.machine import machine_info
+from mtp_jax.data.manifest import write_subset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,17 +37,8 @@ def subset_manifest(manifest: str, max_utts: int, tmp: str) -> str:
   """The first `max_utts` lines of `manifest` with absolute audio paths (0 = all)."""
   if not max_utts:
     return manifest
-  base = os.path.dirname(os.path.abspath(manifest))
   out = os.path.join(tmp, os.path.basename(os.path.dirname(manifest)) + "_subset.jsonl")
-  with open(manifest) as f, open(out, "w") as g:
-    for i, line in enumerate(f):
-      if i >= max_utts:
-        break
-      e = json.loads(line)
-      if not os.path.isabs(e["audio_filepath"]):
-        e["audio_filepath"] = os.path.join(base, e["audio_filepath"])
-      g.write(json.dumps(e) + "\n")
-  return out
+  return write_subset(manifest, out, max_utts)
 
 
 def add_ratios(rows: list[dict]) -> None:

@@ -38,6 +38,7 @@ from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # noqa: E
 from mtp_jax.train import optimizer as opt_lib  # noqa: E402
 from mtp_jax.train import state as state_lib  # noqa: E402
 from mtp_jax.train import step as step_lib  # noqa: E402
+from mtp_jax.data.manifest import write_subset
 
 flags.DEFINE_string("config", str(ROOT / "configs" / "small.py"), "Config file[:arg].")
 flags.DEFINE_string("manifest", str(ROOT.parent / "shared" / "data" / "kathleen" / "train.jsonl"),
@@ -135,11 +136,7 @@ def main(argv):
   config.data.num_token_bins = F.num_token_bins
   config.train.warmup_steps = 2
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_train_"))
-  src = pathlib.Path(F.manifest)
-  lines = [json.loads(l) for l in open(src, encoding="utf-8")][:F.num_utts]
-  manifest = tmp / "subset.jsonl"
-  manifest.write_text("".join(json.dumps(dict(r, audio_filepath=str(
-      (src.parent / r["audio_filepath"]).resolve()))) + "\n" for r in lines))
+  manifest = write_subset(F.manifest, tmp / "subset.jsonl", F.num_utts)
   config.data.train_manifests = str(manifest)
   tokenizer = tok_lib.get_tokenizer(config.data, tmp)
   mesh = sharding_lib.make_mesh(config.mesh)

@@ -214,3 +214,17 @@ def test_librispeech_missing_audio_names_transcript_line(tmp_path):
   os.remove(root / "19" / "198" / "19-198-0001.flac")
   with pytest.raises(ValueError, match=r"19-198\.trans\.txt:2: audio file not found"):
     librispeech.import_librispeech(root, tmp_path / "m.jsonl")
+
+
+def test_write_subset_makes_paths_absolute(tmp_path):
+  from mtp_jax.data.manifest import load_manifest, write_subset
+  src_dir = tmp_path / "src"
+  src_dir.mkdir()
+  src = src_dir / "m.jsonl"
+  src.write_text("".join(json.dumps({"audio_filepath": f"audio/{i}.flac", "duration": 1.0,
+                                     "text": f"word {i}"}) + "\n" for i in range(5)))
+  out = write_subset(src, tmp_path / "sub.jsonl", 3)
+  recs = [json.loads(l) for l in open(out)]
+  assert [r["text"] for r in recs] == ["word 0", "word 1", "word 2"]
+  assert all(r["audio_filepath"] == str(src_dir / "audio" / f"{i}.flac") for i, r in enumerate(recs))
+  assert len(load_manifest(out, errors=[])) <= 3

@@ -150,3 +150,20 @@ def write_manifest(path: str | os.PathLike, records: Iterable[dict]) -> int:
       f.write(json.dumps(rec, ensure_ascii=False) + "\n")
       n += 1
   return n
+
+
+def write_subset(src: str | os.PathLike, dst: str | os.PathLike, max_utts: int) -> str:
+  """Writes the first `max_utts` lines of manifest `src` to `dst`, audio paths made
+  absolute (so `dst` can live anywhere). Returns `dst` as a string."""
+  base = os.path.dirname(os.path.abspath(src))
+  records = []
+  with open(src, encoding="utf-8") as f:
+    for i, line in enumerate(f):
+      if i >= max_utts:
+        break
+      rec = json.loads(line)
+      if not os.path.isabs(rec["audio_filepath"]):
+        rec["audio_filepath"] = os.path.join(base, rec["audio_filepath"])
+      records.append(rec)
+  write_manifest(dst, records)
+  return os.fspath(dst)
