@@ -7,17 +7,17 @@ Used by `python -m mtp_jax.demo` (the README's first command). By hand:
       --config.data.dev_manifest=runs/demo/corpus/test.jsonl
 Expected: stops after `train.max_minutes` (20) on a 2-core CPU; see the README results
 for the WER and decoder-call reduction of greedy / threshold / verify decoding.
-Arg: "K=<heads>,head=<independent|latent|sequential>,minutes=<train minutes>".
+Arg: "K=<heads>,head=<independent|latent|sequential>,minutes=<train minutes>,ctc=<weight>".
 """
 from mtp_jax.config import default_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  args = parse_arg(arg, K=4, head="independent", minutes=20.0)
+  args = parse_arg(arg, K=4, head="independent", minutes=20.0, ctc=0.5)
   c = default_config()
   m = c.model
   m.encoder.update(d_model=144, num_layers=4, num_heads=4, ff_mult=4, conv_kernel=15,
-                   subsampling_channels=32, dropout=0.1)
+                   subsampling_channels=32, dropout=0.1, ctc_head=True)
   m.projector.stack = 2
   m.decoder.update(vocab_size=256, d_model=192, num_layers=4, num_heads=6, num_kv_heads=2,
                    ff_dim=512, max_text_len=96, dropout=0.0)
@@ -38,4 +38,7 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every = 250
   c.train.eval_max_utterances = 100
   c.train.head_weight_decay = 1.0
+  # Auxiliary encoder CTC: without it this small from-scratch model learns a text-only
+  # LM that ignores the audio (greedy WER ~100% after 30 min in our first demo runs).
+  c.train.ctc_weight = float(args.ctc)
   return c

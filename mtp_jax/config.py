@@ -56,6 +56,10 @@ class EncoderConfig:
   conv_kernel: int = 15
   subsampling_channels: int = 64
   dropout: float = 0.1
+  # A linear CTC classifier over the decoder vocabulary (blank = PAD id 0) on the
+  # encoder output, trained with the auxiliary loss `train.ctc_weight`. It makes a
+  # from-scratch model learn to read the audio instead of letting the LM ignore it.
+  ctc_head: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,9 +61,17 @@ def mtp_head_params(cfg: ModelConfig) -> int:
   return (k - 1) * per
 
 
+def ctc_head_params(cfg: ModelConfig) -> int:
+  """The encoder's auxiliary CTC classifier (d_enc -> vocab, with bias), if any."""
+  if not cfg.encoder.ctc_head:
+    return 0
+  return _dense(cfg.encoder.d_model, cfg.decoder.vocab_size, True)
+
+
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
   out = {"encoder": encoder_params(cfg), "projector": projector_params(cfg),
-         "decoder": decoder_params(cfg), "mtp_heads": mtp_head_params(cfg)}
+         "decoder": decoder_params(cfg), "mtp_heads": mtp_head_params(cfg),
+         "ctc_head": ctc_head_params(cfg)}
   out["total"] = sum(out.values())
   return out
 

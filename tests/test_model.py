@@ -112,6 +112,29 @@ def test_kv_cache_decode_equals_full_forward(head_type, scan):
   np.testing.assert_allclose(jnp.concatenate(logits, 1), full["logits"], atol=1e-5)
 
 
+@pytest.mark.parametrize("head_type", HEAD_TYPES)
+def test_decode_step_partial_heads_and_heads_at_one_position(head_type):
+  """num_heads=n gives heads 1..n of the full step; heads() on one position's hidden
+  state gives every head's logits there (what the decoding loops use for drafts)."""
+  cfg = make_cfg(head_type, k=3)
+  audio, alen, text = inputs(seed=5, l=6)
+  model, params = init(cfg, audio, alen, text)
+  _, cache = model.apply(params, audio, alen, text[:, :1], 12, method=model.prefill)
+  idx = jnp.ones((2,), jnp.int32)
+  full, _ = model.apply(params, text[:, 1:5], idx, cache, method=model.decode_step)
+  for n in (1, 2):
+    part, _ = model.apply(params, text[:, 1:5], idx, cache, num_heads=n,
+                          method=model.decode_step)
+    assert part["logits"].shape == (2, 4, n, 64)
+    np.testing.assert_array_equal(part["logits"], full["logits"][:, :, :n])
+  none, _ = model.apply(params, text[:, 1:5], idx, cache, num_heads=0, method=model.decode_step)
+  assert set(none) == {"hidden"}
+  at2 = model.apply(params, full["hidden"][:, 2:3], method=model.heads)
+  np.testing.assert_allclose(at2[:, 0], full["logits"][:, 2], atol=1e-6)
+  with pytest.raises(ValueError, match="num_heads"):
+    model.apply(params, full["hidden"], num_heads=4, method=model.heads)
+
+
 def test_kv_cache_per_row_offsets_and_stale_slots():
   """Rows at different text offsets in one call; stale slots beyond are never seen."""
   cfg = make_cfg("independent")

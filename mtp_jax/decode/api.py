@@ -20,7 +20,7 @@ from mtp_jax.decode.greedy import make_greedy
 from mtp_jax.decode.threshold import make_threshold
 from mtp_jax.decode.verify import make_verify
 
-STRATEGIES = ("greedy", "threshold", "verify", "tree", "beam")
+STRATEGIES = ("greedy", "threshold", "verify", "tree", "beam", "ctc")
 
 
 @flax.struct.dataclass
@@ -66,6 +66,9 @@ def make_decode_fn(model, *, strategy: str = "greedy", max_new_tokens: int,
     return make_tree(model, max_new_tokens=max_new_tokens)
   if strategy == "beam":
     return make_beam(model, max_new_tokens=max_new_tokens, beam=beam, nbest=nbest)
+  if strategy == "ctc":
+    from mtp_jax.decode.ctc import make_ctc  # pylint: disable=g-import-not-at-top
+    return make_ctc(model, max_new_tokens=max_new_tokens)
   raise ValueError(f"mtp_jax/decode/api.py: strategy={strategy!r}: expected one of {STRATEGIES}")
 
 

@@ -24,9 +24,10 @@ PAD, BOS, EOS = 0, 1, 2
 class ModelFns(NamedTuple):
   """The model entry points the loops use, closed over (model, params)."""
   prefill: Callable      # (audio, audio_len, text_in0, max_text_len) -> (out, cache)
-  step: Callable         # (tokens [B,T], text_index [B], cache) -> (out, cache), out as
-                         # decode_step's: "logits" [B,T,K,V], "hidden" [B,T,d]
+  step: Callable         # (tokens [B,T], text_index [B], cache, num_heads=None) -> (out,
+                         # cache), out as decode_step's: "logits" [B,T,n,V], "hidden" [B,T,d]
   unembedding: Callable  # () -> [d, V]
+  heads: Callable        # (hidden [B,T,d]) -> [B,T,K,V] logits of every head
 
 
 def model_fns(model, params) -> ModelFns:
@@ -34,13 +35,25 @@ def model_fns(model, params) -> ModelFns:
   def prefill(audio, audio_len, text_in0, max_text_len):
     return model.apply(params, audio, audio_len, text_in0, max_text_len, method=model.prefill)
 
-  def step(tokens, text_index, cache):
-    return model.apply(params, tokens, text_index, cache, method=model.decode_step)
+  def step(tokens, text_index, cache, num_heads=None):
+    return model.apply(params, tokens, text_index, cache, num_heads=num_heads,
+                       method=model.decode_step)
 
   def unembedding():
     return model.apply(params, method=model.unembedding_matrix)
 
-  return ModelFns(prefill, step, unembedding)
+  def heads(hidden):
+    return model.apply(params, hidden, method=model.heads)
+
+  return ModelFns(prefill, step, unembedding, heads)
+
+
+def heads_at(f: ModelFns, hidden: jax.Array, index: jax.Array) -> jax.Array:
+  """Every head's logits at one position per row: hidden [B, T, d], index [B] -> [B, K, V].
+
+  The decoding loops run `f.step` with head 1 only and call this where drafts are
+  needed, so heads 2..K cost one position per call instead of every fed position."""
+  return f.heads(take_position(hidden, index)[:, None])[:, 0]
 
 
 def take_position(x: jax.Array, index: jax.Array) -> jax.Array:

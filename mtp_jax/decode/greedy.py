@@ -33,10 +33,11 @@ def make_greedy(model, *, max_new_tokens: int):
       return jnp.any(~s["done"]) & (s["total"] <= n)
 
     def body(s):
-      out, cache = f.step(s["tok"][:, None], s["ti"], s["cache"])
+      out, cache = f.step(s["tok"][:, None], s["ti"], s["cache"], num_heads=1)
       tok = jnp.argmax(out["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
       e = common.emit(s["out"], s["n_out"], s["done"], tok[:, None], jnp.ones((b,), jnp.int32), n)
-      return dict(cache=cache, ti=s["ti"] + (~s["done"]).astype(jnp.int32), tok=tok, out=e.out, n_out=e.n_out, done=e.done,
+      return dict(cache=cache, ti=s["ti"] + (~s["done"]).astype(jnp.int32), tok=tok,
+                  out=e.out, n_out=e.n_out, done=e.done,
                   calls=s["calls"] + (~s["done"]).astype(jnp.int32), total=s["total"] + 1,
                   kept=s["kept"] + e.kept)
 

@@ -59,8 +59,9 @@ def make_threshold(model, *, max_new_tokens: int, threshold: float):
       return jnp.any(~s["done"]) & (s["total"] <= n)
 
     def body(s):
-      out, cache = f.step(s["tok"], s["ti"], s["cache"])
-      tok, cnt = propose(out["logits"], s["cnt"] - 1)
+      out, cache = f.step(s["tok"], s["ti"], s["cache"], num_heads=0)
+      tok, cnt = propose(common.heads_at(f, out["hidden"], s["cnt"] - 1)[:, None],
+                         jnp.zeros((b,), jnp.int32))
       live = ~s["done"]
       e = common.emit(s["out"], s["n_out"], s["done"], tok, cnt, n)
       return dict(cache=cache, ti=s["ti"] + jnp.where(live, s["cnt"], 0), tok=tok, cnt=cnt,

@@ -76,29 +76,35 @@ class MTPHeads(nn.Module):
                   for i in range(2, k + 1)]
       self.norms = [RMSNorm(c.norm_eps, name=f"norm{i}", **kw) for i in range(2, k + 1)]
 
-  def __call__(self, hn, prev_tokens=None):
-    """Logits of every head.
+  def __call__(self, hn, prev_tokens=None, num_heads: int | None = None):
+    """Logits of the first `num_heads` heads (all K by default).
 
     Args:
       hn: [B, T, d] final-normed decoder hidden states.
       prev_tokens: for `sequential` heads only: [B, T, K-1] int32, the tokens
         y_{t+1}..y_{t+K-1} heads 2..K condition on (teacher forcing). None: each head
         conditions on the previous head's argmax (inference).
+      num_heads: compute only heads 1..num_heads (static, 1..K). Decoding loops use
+        1 at every fed position and all K only where drafts are needed, so a K-head
+        model's decoder call costs what a 1-head model's does.
     Returns:
-      [B, T, K, V] float32 logits; [..., 0, :] is the ordinary next-token head.
+      [B, T, num_heads, V] float32 logits; [..., 0, :] is the ordinary next-token head.
     """
     mc = self.cfg
+    n = mc.mtp.num_heads if num_heads is None else int(num_heads)
+    if not 1 <= n <= mc.mtp.num_heads:
+      raise ValueError(f"num_heads={n}: expected 1..{mc.mtp.num_heads}")
     logits = [self.unembed(hn)]
     t = mc.mtp.head_type
     if t == "independent":
-      for res, out in zip(self.res, self.out):
+      for res, out in list(zip(self.res, self.out))[:n - 1]:
         logits.append(out(hn + nn.silu(res(hn))))
     elif t == "latent":
-      for m, norm in zip(self.maps, self.norms):
+      for m, norm in list(zip(self.maps, self.norms))[:n - 1]:
         logits.append(self.unembed(norm(m(hn))))
     else:
       s = hn
-      for i, (mix, norm) in enumerate(zip(self.mix, self.norms)):
+      for i, (mix, norm) in list(enumerate(zip(self.mix, self.norms)))[:n - 1]:
         if prev_tokens is not None:
           tok = prev_tokens[..., i]
         else:

@@ -82,6 +82,9 @@ class SpeechLLaMA(nn.Module):
     self.final_norm = RMSNorm(mc.decoder.norm_eps, dtype=dtype, param_dtype=pdtype)
     self.unembed = Unembed(mc, self.embed)
     self.mtp = MTPHeads(mc, self.embed, self.unembed)
+    if mc.encoder.ctc_head:
+      self.ctc_head = dense(mc.decoder.vocab_size, ("embed", "vocab"), dtype=dtype,
+                            param_dtype=pdtype, use_bias=True)
 
   # ---------------------------------------------------------------- audio
   def encode(self, audio, audio_len):
@@ -95,19 +98,36 @@ class SpeechLLaMA(nn.Module):
       valid: [B, P] bool.
       length: [B] int32 valid audio tokens.
     """
+    return self._project(*self.encode_frames(audio, audio_len))
+
+  def encode_frames(self, audio, audio_len):
+    """Audio -> Conformer frames before stacking: ([B, T, d_enc], [B] int32 lengths)."""
     mc = self.cfg
     feats, feat_len = frontend.log_mel(audio, audio_len, mc.frontend)
     if self.train:
       feats = frontend.spec_augment(self.make_rng("specaug"), feats, feat_len, mc.frontend)
     x, length = self.encoder(feats.astype(dtype_of(mc.dtype)), feat_len, self.train)
+    return x, length.astype(jnp.int32)
+
+  def _project(self, x, length):
     emb, length = self.projector(x, length)
     valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
     return constrain(emb, ACT), valid, length.astype(jnp.int32)
 
+  def ctc_logits(self, frames):
+    """[B, T, d_enc] encoder frames -> [B, T, V] float32 CTC logits (blank = id 0).
+
+    Only for models built with `encoder.ctc_head`.
+    """
+    if not self.cfg.encoder.ctc_head:
+      raise ValueError("ctc_logits needs a model built with model.encoder.ctc_head=True")
+    return self.ctc_head(frames).astype(jnp.float32)
+
   # ---------------------------------------------------------------- heads
-  def heads(self, hn, prev_tokens=None):
-    """[B, T, d] final-normed hidden -> [B, T, K, V] float32 logits (see MTPHeads)."""
-    return self.mtp(hn, prev_tokens)
+  def heads(self, hn, prev_tokens=None, num_heads: int | None = None):
+    """[B, T, d] final-normed hidden -> [B, T, K, V] float32 logits (see MTPHeads);
+    with `num_heads` = n only heads 1..n ([B, T, n, V])."""
+    return self.mtp(hn, prev_tokens, num_heads)
 
   def unembedding_matrix(self):
     """Head 1's vocabulary projection as [d, V] (for the fused verification kernel)."""
@@ -123,10 +143,15 @@ class SpeechLLaMA(nn.Module):
       prev_tokens: [B, L, K-1] teacher-forcing tokens for sequential heads (else None).
     Returns:
       dict with "logits" [B, L, K, V] (float32) for the text positions, "hidden"
-      [B, L, d] final-normed hidden states, "audio_len" [B] audio tokens per row.
+      [B, L, d] final-normed hidden states, "audio_len" [B] audio tokens per row;
+      with `encoder.ctc_head` also "ctc_logits" [B, T, V] (float32) over the encoder
+      frames and "ctc_len" [B] their valid lengths.
     """
-    emb, valid, alen = self.encode(audio, audio_len)
-    return self.forward_text(emb, valid, alen, text_in, prev_tokens)
+    frames, flen = self.encode_frames(audio, audio_len)
+    out = self.forward_text(*self._project(frames, flen), text_in, prev_tokens)
+    if self.cfg.encoder.ctc_head:
+      out = dict(out, ctc_logits=self.ctc_logits(frames), ctc_len=flen)
+    return out
 
   def forward_text(self, emb, valid, alen, text_in, prev_tokens=None):
     """Teacher-forced decoder pass over precomputed audio tokens (see `encode`).
@@ -208,7 +233,8 @@ class SpeechLLaMA(nn.Module):
     cache = dict(cache, k=layers["k"], v=layers["v"], prefix_valid=valid, prefix_len=alen)
     return {"logits": self.heads(hn), "hidden": hn}, cache
 
-  def decode_step(self, tokens, text_index, cache: Cache, prev_tokens=None):
+  def decode_step(self, tokens, text_index, cache: Cache, prev_tokens=None,
+                  num_heads: int | None = None):
     """Feeds T new text tokens per row at per-row offsets and attends over the cache.
 
     Args:
@@ -217,8 +243,10 @@ class SpeechLLaMA(nn.Module):
         tokens go to slots P + text_index[b] + i.
       cache: from `prefill` or a previous `decode_step`.
       prev_tokens: optional teacher-forcing tokens for sequential heads.
+      num_heads: heads whose logits are computed (static; default all K, 0 = none:
+        `out` then has only "hidden").
     Returns:
-      (out, cache) with out "logits" [B, T, K, V] and "hidden" [B, T, d].
+      (out, cache) with out "logits" [B, T, num_heads, V] and "hidden" [B, T, d].
       Slots past the last token fed are left stale and are never attended: row b's
       query at slot j only sees text slots <= j.
     """
@@ -237,4 +265,6 @@ class SpeechLLaMA(nn.Module):
     h, layers = self.decoder(x, pos, mask, layers, p + text_index)
     hn = self.final_norm(h)
     cache = dict(cache, k=layers["k"], v=layers["v"])
-    return {"logits": self.heads(hn, prev_tokens), "hidden": hn}, cache
+    if num_heads == 0:
+      return {"hidden": hn}, cache
+    return {"logits": self.heads(hn, prev_tokens, num_heads), "hidden": hn}, cache

@@ -20,6 +20,10 @@ def train_defaults() -> ml_collections.ConfigDict:
   c.head_weight_decay = 0.8
   c.head_weights = ()             # explicit weights for heads 2..K; empty = decay
   c.label_smoothing = 0.0
+  # Auxiliary CTC loss on the encoder output (needs model.encoder.ctc_head=True):
+  # loss = MTP CE + ctc_weight * CTC. 0 = off. ~0.3 lets a from-scratch model learn
+  # to read the audio; without it the decoder can settle for a text-only LM.
+  c.ctc_weight = 0.0
   # Objective: ce (multi-token cross-entropy) | mwer (minimum word error rate over a
   # prefix-beam-search N-best, plus lambda_ce * ce; see mtp_jax/mwer/loss.py). MWER is
   # meant for fine-tuning a CE model: set init_from and a small learning rate.

@@ -11,8 +11,8 @@ from mtp_jax import text as text_lib
 
 def evaluate(model, params, batches, tokenizer, mesh, rules, *, max_new_tokens: int,
              max_utterances: int = 0, numbers_to_words: bool = False,
-             decode_fn=None) -> tuple[dict, list[tuple[str, str, str]]]:
-  """Greedy-decodes every utterance of `batches` and scores WER.
+             decode_fn=None, strategy: str = "greedy") -> tuple[dict, list[tuple[str, str, str]]]:
+  """Decodes every utterance of `batches` (greedy by default) and scores WER.
 
   Args:
     model: eval-mode SpeechLLaMA; params: its (sharded) params.
@@ -22,7 +22,8 @@ def evaluate(model, params, batches, tokenizer, mesh, rules, *, max_new_tokens: 
     max_new_tokens: decode budget per utterance.
     max_utterances: stop after this many (0 = all).
     numbers_to_words: WER normalization option.
-    decode_fn: default `mtp_jax.decode.api.decode` (greedy, head 1).
+    decode_fn: default `mtp_jax.decode.api.decode`.
+    strategy: passed to `decode_fn` ("greedy": head 1; "ctc": the encoder's CTC head).
   Returns:
     ({"wer", "num_ref_words", "errors", "num_utterances"}, [(utt_id, ref, hyp)] of
     this process).
@@ -40,7 +41,7 @@ def evaluate(model, params, batches, tokenizer, mesh, rules, *, max_new_tokens: 
           sharding_lib.batch_sharding(mesh, rules, x.ndim), x)
               for x in (np.asarray(batch["audio"], np.float32),
                         np.asarray(batch["audio_len"], np.int32))]
-      out = decode_fn(model, params, arrs[0], arrs[1], strategy="greedy",
+      out = decode_fn(model, params, arrs[0], arrs[1], strategy=strategy,
                       max_new_tokens=max_new_tokens)
       tokens = np.asarray(multihost_utils.process_allgather(out.tokens, tiled=True))
       lengths = np.asarray(multihost_utils.process_allgather(out.lengths, tiled=True))

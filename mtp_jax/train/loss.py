@@ -86,3 +86,34 @@ def mtp_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array,
   acc_k = (correct * m).sum(axis=(0, 1)) / denom
   w = jnp.asarray(weights, jnp.float32)
   return jnp.sum(w * loss_k), {"loss_k": loss_k, "acc_k": acc_k, "tokens_k": tokens}
+
+
+def ctc_loss(logits: jax.Array, logit_len: jax.Array, text: jax.Array, text_len: jax.Array,
+             audio_len: jax.Array):
+  """Auxiliary CTC loss of the encoder (blank = PAD id 0), per target token.
+
+  Rows that cannot be aligned (fewer frames than labels plus repeated labels) and
+  batch-padding rows (audio_len == 0) are left out rather than allowed to blow up.
+
+  Args:
+    logits: [B, T, V] CTC logits over the encoder frames.
+    logit_len: [B] valid frames.
+    text: [B, L] int32 transcript ids without BOS/EOS (padded with 0).
+    text_len: [B] transcript lengths.
+    audio_len: [B] samples; 0 marks a batch-padding row.
+  Returns:
+    (loss scalar = sum of row losses / sum of their tokens, aux dict with
+    "ctc_loss" (the same scalar) and "ctc_rows" (rows counted)).
+  """
+  b, t, _ = logits.shape
+  l = text.shape[1]
+  text = text.astype(jnp.int32)
+  in_text = jnp.arange(l)[None] < text_len[:, None]
+  repeats = jnp.sum((text[:, 1:] == text[:, :-1]) & in_text[:, 1:], axis=1)
+  ok = (audio_len > 0) & (text_len > 0) & (logit_len >= text_len + repeats)
+  logit_pad = (jnp.arange(t)[None] >= logit_len[:, None]).astype(jnp.float32)
+  label_pad = (~in_text).astype(jnp.float32)
+  per_row = optax.ctc_loss(logits.astype(jnp.float32), logit_pad, text, label_pad, blank_id=0)
+  okf = ok.astype(jnp.float32)
+  loss = jnp.sum(jnp.where(ok, per_row, 0.0)) / jnp.maximum(jnp.sum(okf * text_len), 1.0)
+  return loss, {"ctc_loss": loss, "ctc_rows": jnp.sum(okf)}

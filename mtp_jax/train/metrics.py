@@ -66,8 +66,11 @@ class MetricWriter:
 class Throughput:
   """Steps/s and audio-seconds/s since the last report, and the ETA."""
 
-  def __init__(self, total_steps: int, start_step: int):
+  def __init__(self, total_steps: int, start_step: int, max_seconds: float = 0.0):
+    """`max_seconds` > 0: the run also stops after that much wall time (train.max_minutes),
+    so the ETA is the sooner of the two."""
     self.total, self._step0 = total_steps, start_step
+    self._max_seconds = float(max_seconds)
     self._t0 = time.perf_counter()
     self._audio = 0.0
     self._start_time, self._start_step = self._t0, start_step
@@ -81,7 +84,10 @@ class Throughput:
     steps_s = (step - self._step0) / dt
     out = {"perf/steps_per_s": steps_s, "perf/audio_s_per_s": self._audio / dt}
     overall = (step - self._start_step) / max(now - self._start_time, 1e-9)
-    out["perf/eta_s"] = (self.total - step) / overall if overall > 0 else float("inf")
+    eta = (self.total - step) / overall if overall > 0 else float("inf")
+    if self._max_seconds > 0:
+      eta = min(eta, max(self._max_seconds - (now - self._start_time), 0.0))
+    out["perf/eta_s"] = eta
     self._t0, self._step0, self._audio = now, step, 0.0
     return out
 
@@ -95,6 +101,8 @@ def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
   while f"train/acc_head{k}" in scalars:
     parts.append(f"acc{k} {scalars[f'train/acc_head{k}']:.3f}")
     k += 1
+  if "train/ctc_loss" in scalars:
+    parts.append(f"ctc {scalars['train/ctc_loss']:.3f}")
   parts += [f"{scalars.get('perf/steps_per_s', 0):.2f} steps/s",
             f"{scalars.get('perf/audio_s_per_s', 0):.1f} audio-s/s", f"ETA {eta_s}"]
   if scalars.get("train/nonfinite_total", 0):

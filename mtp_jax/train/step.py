@@ -43,6 +43,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
   weights = loss_lib.head_weights(k, tcfg.head_weight_decay, tuple(tcfg.head_weights))
   accum = int(tcfg.grad_accum)
   sched = opt_lib.schedule(tcfg)
+  ctc_weight = float(tcfg.get("ctc_weight", 0.0))
+  if ctc_weight < 0:
+    raise ValueError(f"train.ctc_weight={ctc_weight}: must be >= 0")
+  if ctc_weight > 0 and not model.cfg.encoder.ctc_head:
+    raise ValueError(f"train.ctc_weight={ctc_weight} needs model.encoder.ctc_head=True "
+                     "(the encoder's CTC classifier)")
 
   def loss_fn(params, batch, rng):
     text_in, targets, mask, prev = loss_lib.make_targets(
@@ -51,7 +57,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                       prev if (sequential and k > 1) else None,
                       rngs={"dropout": jax.random.fold_in(rng, 0),
                             "specaug": jax.random.fold_in(rng, 1)})
-    return loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
+    loss, aux = loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
+    if ctc_weight > 0:
+      ctc, ctc_aux = loss_lib.ctc_loss(out["ctc_logits"], out["ctc_len"], batch["text"],
+                                       batch["text_len"], batch["audio_len"])
+      loss = loss + ctc_weight * ctc
+      aux = dict(aux, **ctc_aux)
+    return loss, aux
 
   objective = tcfg.get("objective", "ce")
   if objective == "ce":
@@ -111,6 +123,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                "lr": sched(applied), "finite": ok,
                "nonfinite_total": new_state.nonfinite_total,
                "nonfinite_run": new_state.nonfinite_run}
+    if ctc_weight > 0:
+      metrics.update(ctc_loss=aux["ctc_loss"], ctc_rows=aux["ctc_rows"])
     if objective == "mwer":
       metrics.update({f"mwer/{key}": aux[key] for key in mwer_lib.METRICS})
     return new_state, metrics

@@ -1,0 +1,173 @@
+"""The encoder's auxiliary CTC head: loss vs brute force, collapse, train step, decoding."""
+import itertools
+
+import flax.linen as nn
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mtp_jax import flops
+from mtp_jax.config import ModelConfig
+from mtp_jax.decode import api
+from mtp_jax.decode.ctc import collapse
+from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.train import loss as loss_lib
+from mtp_jax.train import optimizer as opt_lib
+from mtp_jax.train import step as step_lib
+from mtp_jax.train.config import train_defaults
+from mtp_jax.train.state import TrainState
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+CFG = dict(
+    encoder=dict(d_model=32, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=5,
+                 subsampling_channels=8, dropout=0.0, ctc_head=True),
+    decoder=dict(vocab_size=40, d_model=32, num_layers=1, num_heads=4, num_kv_heads=2, ff_dim=64),
+    mtp=dict(num_heads=2))
+
+
+def _collapse_ref(ids, n):
+  out, prev = [], 0
+  for x in ids[:n]:
+    if x != 0 and x != prev:
+      out.append(int(x))
+    prev = x
+  return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=9, max_size=9), min_size=1, max_size=4),
+       st.data())
+def test_collapse_matches_python(rows, data):
+  ids = np.asarray(rows, np.int32)
+  lens = np.asarray([data.draw(st.integers(0, 9)) for _ in rows], np.int32)
+  n = data.draw(st.integers(1, 9))
+  tokens, lengths = collapse(jnp.asarray(ids), jnp.asarray(lens), n)
+  for r in range(len(rows)):
+    want = _collapse_ref(ids[r], lens[r])[:n]
+    assert int(lengths[r]) == len(want)
+    assert np.asarray(tokens[r, :len(want)]).tolist() == want
+    assert not np.asarray(tokens[r, len(want):]).any()
+
+
+def _brute_force_nll(logp, label):
+  """-log sum over all T-frame paths that collapse to `label` (blank 0)."""
+  t, v = logp.shape
+  total = 0.0
+  for path in itertools.product(range(v), repeat=t):
+    if _collapse_ref(path, t) == list(label):
+      total += np.exp(sum(logp[i, p] for i, p in enumerate(path)))
+  return -np.log(total)
+
+
+def test_ctc_loss_matches_brute_force_and_skips_bad_rows():
+  rng = np.random.default_rng(0)
+  b, t, v, l = 5, 5, 4, 3
+  logits = rng.normal(size=(b, t, v)).astype(np.float32)
+  logit_len = np.array([5, 4, 5, 2, 5], np.int32)
+  text = np.array([[1, 2, 0], [3, 3, 0], [2, 1, 3], [1, 1, 2], [1, 0, 0]], np.int32)
+  text_len = np.array([2, 2, 3, 3, 1], np.int32)
+  audio_len = np.array([100, 100, 100, 100, 0], np.int32)  # row 4: batch padding
+  loss, aux = loss_lib.ctc_loss(jnp.asarray(logits), jnp.asarray(logit_len), jnp.asarray(text),
+                                jnp.asarray(text_len), jnp.asarray(audio_len))
+  # Row 3 cannot be aligned (3 labels + 1 repeat > 2 frames); row 4 is padding.
+  logp = jax.nn.log_softmax(logits, -1)
+  nll = [_brute_force_nll(np.asarray(logp[i, :logit_len[i]]), text[i, :text_len[i]])
+         for i in range(3)]
+  np.testing.assert_allclose(float(loss), sum(nll) / text_len[:3].sum(), rtol=1e-5)
+  assert float(aux["ctc_rows"]) == 3
+
+
+def _model_and_batch(seed=0, b=3):
+  cfg = ModelConfig.from_config(CFG)
+  rng = np.random.default_rng(seed)
+  alen = np.array([16000, 12000, 9000][:b], np.int32)
+  audio = (rng.normal(size=(b, 16000)) * 0.1).astype(np.float32)
+  audio[np.arange(16000)[None] >= alen[:, None]] = 0
+  text_len = np.array([5, 3, 4][:b], np.int32)
+  text = rng.integers(4, 40, (b, 6)).astype(np.int32)
+  text[np.arange(6)[None] >= text_len[:, None]] = 0
+  batch = {"audio": jnp.asarray(audio), "audio_len": jnp.asarray(alen),
+           "text": jnp.asarray(text), "text_len": jnp.asarray(text_len)}
+  return cfg, batch
+
+
+def test_ctc_head_params_counted_and_outputs_shaped():
+  cfg, batch = _model_and_batch()
+  model = SpeechLLaMA(cfg)
+  params = model.init(jax.random.PRNGKey(0), batch["audio"], batch["audio_len"],
+                      batch["text"])
+  n = sum(x.size for x in jax.tree.leaves(params))
+  assert n == flops.param_counts(cfg)["total"]
+  assert flops.param_counts(cfg)["ctc_head"] == 32 * 40 + 40
+  out = model.apply(params, batch["audio"], batch["audio_len"], batch["text"])
+  frames, flen = model.apply(params, batch["audio"], batch["audio_len"],
+                             method=model.encode_frames)
+  assert out["ctc_logits"].shape == frames.shape[:2] + (40,)
+  np.testing.assert_array_equal(out["ctc_len"], flen)
+
+
+def _train(cfg, batch, ctc_weight, steps):
+  tcfg = train_defaults()
+  tcfg.update(ctc_weight=ctc_weight, learning_rate=3e-3, warmup_steps=1, steps=steps)
+  model = SpeechLLaMA(cfg, train=True)
+  params = nn.unbox(SpeechLLaMA(cfg).init(jax.random.PRNGKey(0), batch["audio"],
+                                          batch["audio_len"], batch["text"]))
+  tx = opt_lib.make_optimizer(tcfg, params)
+  zero = jnp.zeros((), jnp.int32)
+  state = TrainState(step=zero, params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(1), nonfinite_total=zero, nonfinite_run=zero)
+  step = jax.jit(step_lib.make_train_step(model, tx, tcfg))
+  history = []
+  for _ in range(steps):
+    new, m = step(state, batch)
+    history.append(m)
+    if not history[1:]:
+      first_params = state.params
+    state = new
+  return first_params, state, history
+
+
+def test_train_step_ctc_loss_falls_and_reaches_the_encoder():
+  cfg, batch = _model_and_batch()
+  p0, state, hist = _train(cfg, batch, 0.5, 25)
+  ctc = [float(m["ctc_loss"]) for m in hist]
+  assert all(np.isfinite(ctc)) and float(hist[0]["ctc_rows"]) == 3
+  assert ctc[-1] < 0.7 * ctc[0], ctc
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), p0, state.params)
+  assert moved["params"]["ctc_head"]["kernel"] > 0
+  # With weight 0 the CTC head receives no gradient (only weight decay could move it:
+  # biases are excluded and AdamW's update of a zero gradient is zero).
+  _, state0, hist0 = _train(cfg, batch, 0.0, 2)
+  assert "ctc_loss" not in hist0[0]
+  np.testing.assert_array_equal(state0.params["params"]["ctc_head"]["bias"],
+                                p0["params"]["ctc_head"]["bias"])
+
+
+def test_ctc_weight_without_head_is_a_clear_error():
+  cfg = ModelConfig.from_config(dict(CFG, encoder=dict(CFG["encoder"], ctc_head=False)))
+  tcfg = train_defaults()
+  tcfg.ctc_weight = 0.3
+  with pytest.raises(ValueError, match="ctc_head"):
+    step_lib.make_train_step(SpeechLLaMA(cfg, train=True), optax.sgd(0.1), tcfg)
+  with pytest.raises(ValueError, match="ctc_head"):
+    api.make_decode_fn(SpeechLLaMA(cfg), strategy="ctc", max_new_tokens=8)
+
+
+def test_ctc_decode_batched_equals_unbatched():
+  cfg, batch = _model_and_batch(seed=3)
+  model = SpeechLLaMA(cfg)
+  params = model.init(jax.random.PRNGKey(2), batch["audio"], batch["audio_len"], batch["text"])
+  full = api.decode(model, params, batch["audio"], batch["audio_len"], strategy="ctc",
+                    max_new_tokens=30)
+  assert int(full.total_calls) == 0 and int(full.lengths.max()) > 0
+  for r in range(3):
+    n = int(batch["audio_len"][r])
+    one = api.decode(model, params, batch["audio"][r:r + 1, :n], batch["audio_len"][r:r + 1],
+                     strategy="ctc", max_new_tokens=30)
+    assert int(one.lengths[0]) == int(full.lengths[r])
+    np.testing.assert_array_equal(one.tokens[0], full.tokens[r])
