@@ -33,7 +33,8 @@ flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
                     "tokenizer training text for --random_init")
 flags.DEFINE_integer("max_utts", 32, "first N utterances of the manifest")
 flags.DEFINE_list("batch_sizes", ["1", "16"], "batch sizes")
-flags.DEFINE_list("strategies", ["greedy", "verify", "threshold", "beam"], "strategies")
+flags.DEFINE_list("strategies", ["greedy", "verify", "threshold", "beam"],
+                  "strategies (add ctc for models trained with a CTC head)")
 flags.DEFINE_float("threshold", 0.8, "tau")
 flags.DEFINE_integer("beam", 4, "beam width")
 flags.DEFINE_integer("max_new_tokens", None, "token cap (default config.data.max_text_tokens)")
@@ -88,7 +89,9 @@ def main(argv):
           if strategy == "greedy":
             base = s
           if base is not None:
-            s["calls_reduction"] = base["calls_per_utt"] / max(s["calls_per_utt"], 1e-9)
+            # "ctc" (encoder-only, models with a CTC head) makes no decoder call at all.
+            s["calls_reduction"] = (base["calls_per_utt"] / s["calls_per_utt"]
+                                    if s["calls_per_utt"] > 0 else None)
             s["speedup"] = base["decode_s"] / max(s["decode_s"], 1e-9)
           rows.append(s)
           print(format_table([s], ["model", "batch_size", "strategy", "wer", "calls_per_utt",

@@ -182,7 +182,8 @@ def main():
   ap.add_argument("--workdir", default=None, help="trained run (restore_for_inference)")
   ap.add_argument("--config", default="configs/small.py:K=4",
                   help="config for a random-init model when --workdir is absent")
-  ap.add_argument("--sets", default="kathleen_test,fsdd_test")
+  ap.add_argument("--sets", default="kathleen_test,fsdd_test",
+                  help="comma list of kathleen_test, fsdd_test or name=manifest.jsonl")
   ap.add_argument("--max_utts", type=int, default=64)
   ap.add_argument("--batch_size", type=int, default=8)
   ap.add_argument("--targets", default="0.1,0.2,0.3,0.4,0.5")
@@ -230,8 +231,12 @@ def main():
                       "verify acceptance is near zero, so the combined speedup is not "
                       "representative of a trained model"),
             "sets": {}}
-  for set_name in args.sets.split(","):
-    batches = load_set(paths[set_name], args.max_utts, args.batch_size)
+  for set_spec in args.sets.split(","):
+    set_name, _, path = set_spec.partition("=")  # "name=manifest" for any other test set
+    if not path and set_name not in paths:
+      raise SystemExit(f"--sets: unknown set {set_name!r}; use one of {sorted(paths)} or "
+                       "name=path/to/manifest.jsonl")
+    batches = load_set(path or paths[set_name], args.max_utts, args.batch_size)
     timing_batch = batches[-1]  # the longest batch
     p_timing = int(audio_token_count(timing_batch[0].shape[1], base))
     rows = []
