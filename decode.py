@@ -26,7 +26,9 @@ flags.DEFINE_float("threshold", 0.8, "tau for --strategy=threshold")
 flags.DEFINE_integer("beam", 4, "beam width for --strategy=beam")
 flags.DEFINE_integer("batch_size", 16, "utterances per batch")
 flags.DEFINE_integer("max_new_tokens", None, "token cap (default: config.data.max_text_tokens)")
-flags.DEFINE_bool("use_kernels", None, "fused verification kernel (default: config.kernels.enabled)")
+flags.DEFINE_bool("use_kernels", None, "Pallas kernels: fused verification (--strategy=verify) "
+                  "and FastAdaSP token merging (--reduce=fastadasp_*) "
+                  "(default: config.kernels.enabled)")
 flags.DEFINE_string("out", None, "hypotheses JSONL (default: <workdir>/decode_<strategy>.jsonl)")
 flags.DEFINE_enum("reduce", None, list(REDUCTION_METHODS),
                   "audio-token reduction in the prefill (default: the config's)")
@@ -60,6 +62,13 @@ def main(argv):
     red.sparse_layer = _calibrate_sparse_layer(config, params, batches)
   if red.method != "none" and FLAGS.strategy == "tree":
     raise app.UsageError("--strategy=tree does not support --reduce yet; use verify")
+  if red.method != "none":
+    # FastAdaSP merging through the Pallas kernel (interpreted off GPU/TPU): the flag
+    # wins, else config.kernels.enabled turns it on, else model.reduction.use_kernel.
+    if FLAGS.use_kernels is not None:
+      red.use_kernel = bool(FLAGS.use_kernels)
+    elif config.kernels.enabled:
+      red.use_kernel = True
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
   max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
   use_kernels = FLAGS.use_kernels

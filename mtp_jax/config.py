@@ -115,6 +115,8 @@ class ReductionConfig:
   max_step_ratio: float = 0.5  # multi-layer methods: cap on tokens removed at one layer
   #                              (fraction of the audio tokens entering it)
   seed: int = 0               # random_merge / random_evict
+  use_kernel: bool = False    # fastadasp_*: merge with the Pallas token-merge kernel
+  #                             (pallas_kernels/token_merge.py; interpreted off GPU/TPU)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,6 +74,7 @@ def fused_verify(h: jax.Array, w: jax.Array, drafts: jax.Array, *,
 def merge_tokens(x: jax.Array, keys: jax.Array, weights: jax.Array,
                  valid: jax.Array, n: int, *,
                  positions: jax.Array | None = None,
+                 quota: jax.Array | None = None,
                  use_kernel: bool | None = None,
                  interpret: bool = False) -> MergeOutput:
   """FastAdaSP merging of n adjacent token pairs per row.
@@ -85,6 +86,8 @@ def merge_tokens(x: jax.Array, keys: jax.Array, weights: jax.Array,
     valid: [B, N] bool; padding (False) at the end of each row.
     n: static number of merges, 0 <= n <= N-1.
     positions: optional [B, N] positions to merge alongside.
+    quota: optional [B] int valid-valid merges per row (FastAdaSP's tiered
+      selection, see ``token_merge``); None: the plain top-n selection.
     use_kernel: True / False / None (auto: kernel on GPU and TPU).
     interpret: run the kernel in the Pallas interpreter (tests on CPU).
 
@@ -94,5 +97,6 @@ def merge_tokens(x: jax.Array, keys: jax.Array, weights: jax.Array,
   """
   if kernel_selected(use_kernel, interpret):
     return token_merge.merge_kernel(x, keys, weights, valid, n, positions,
-                                    interpret=interpret)
-  return token_merge.merge_reference(x, keys, weights, valid, n, positions)
+                                    quota, interpret=interpret)
+  return token_merge.merge_reference(x, keys, weights, valid, n, positions,
+                                     quota)

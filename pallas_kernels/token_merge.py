@@ -15,6 +15,18 @@ Semantics (``merge_reference`` is the definition; the kernels match it):
    tokens first merges all its valid tokens into one group and then merges
    padding tokens together, from the lowest index up; padding stays behind
    the valid tokens and output shapes are always [B, N-n, ...].
+   With a per-row ``quota`` ([B] int, clipped to [0, n]) the selection is
+   tiered instead (``mtp_jax.model.reduction.select_tiered``'s rule):
+   * tier A: the min(quota[b], #valid-valid) valid-valid edges of highest
+     cosine (ties to the lower index);
+   * then the rest of the n merges go to padding-padding edges (lower index
+     first), then boundary edges (lower index first), then the remaining
+     valid-valid edges by cosine (ties to the lower index).
+   Equivalently: the n highest of the priorities A = 4, padding-padding = 3,
+   boundary = 2, other valid-valid = the cosine.  So a row removes exactly
+   quota[b] of its valid tokens whenever it can (its result does not depend on
+   how much padding the batch gives it); ``quota = n`` for every row selects
+   the same edges as ``quota=None``.
 3. A chain of chosen edges forms one group of consecutive tokens; groups are
    numbered left to right, ``group_index[b, j]`` is token j's output slot.
 4. A group's output is the weighted mean of its valid members with weights
@@ -29,7 +41,8 @@ Semantics (``merge_reference`` is the definition; the kernels match it):
 
 Kernels: a "plan" kernel per row (similarity, top-n selection via a 32-step
 bit-wise bisection for the n-th largest priority plus a prefix count for
-ties, group ids via a prefix count) and a "combine" kernel per (row, block of
+ties; with a quota an earlier such selection picks tier A; group ids via a
+prefix count) and a "combine" kernel per (row, block of
 groups) doing the weighted segment sum as a one-hot matmul over only the
 tokens of those groups.  "gpu" bodies target Triton, "tpu" bodies Mosaic.
 """
@@ -48,6 +61,11 @@ from jax.experimental.pallas import triton as plgpu
 EPS = 1e-6
 PAD_PAD_PRIORITY = -2.0
 BOUNDARY_PRIORITY = -3.0
+# Tiered selection (with a quota): tier A > padding-padding > boundary > the
+# remaining valid-valid edges (their cosine, in [-1, 1]).
+TIER_A_PRIORITY = 4.0
+TIER_PAD_PAD_PRIORITY = 3.0
+TIER_BOUNDARY_PRIORITY = 2.0
 _NEG_INF = float("-inf")
 _INT_MIN = -(2 ** 31)
 _HIGHEST = lax.Precision.HIGHEST
@@ -70,8 +88,8 @@ class MergeOutput(NamedTuple):
   merged_positions: jax.Array | None
 
 
-def _check_inputs(x, keys, weights, valid, n, positions):
-  """Validates shapes/dtypes and n; returns (B, N, d, dk)."""
+def _check_inputs(x, keys, weights, valid, n, positions, quota=None):
+  """Validates shapes/dtypes and n (and quota); returns (B, N, d, dk)."""
   if x.ndim != 3:
     raise ValueError(f"x must be [B, N, d], got shape {x.shape}")
   b, n_tok, d = x.shape
@@ -94,6 +112,11 @@ def _check_inputs(x, keys, weights, valid, n, positions):
     raise ValueError(f"n must be a static Python int, got {type(n).__name__}")
   if not 0 <= n <= n_tok - 1:
     raise ValueError(f"n must be in [0, N-1={n_tok - 1}], got {n}")
+  if quota is not None:
+    if quota.shape != (b,):
+      raise ValueError(f"quota must be [B={b}], got {quota.shape}")
+    if not jnp.issubdtype(quota.dtype, jnp.integer):
+      raise ValueError(f"quota must be integer, got {quota.dtype}")
   return b, n_tok, d, keys.shape[2]
 
 
@@ -116,6 +139,23 @@ def edge_priority(dot, sq_a, sq_b, valid_a, valid_b):
   return jnp.where(valid_a & valid_b, cos,
                    jnp.where(valid_a | valid_b, BOUNDARY_PRIORITY,
                              PAD_PAD_PRIORITY))
+
+
+def tiered_priority(prio, valid_a, valid_b, tier_a):
+  """Selection priority of edges under a quota (elementwise; module docstring).
+
+  Args:
+    prio: ``edge_priority`` of the edges (the cosine on valid-valid edges).
+    valid_a, valid_b: bool validity of the two tokens.
+    tier_a: bool, the edge is one of the row's tier-A (quota) edges.
+
+  Returns:
+    float32 priority, same shape as ``prio``.
+  """
+  return jnp.where(
+      tier_a, TIER_A_PRIORITY,
+      jnp.where(~valid_a & ~valid_b, TIER_PAD_PAD_PRIORITY,
+                jnp.where(valid_a & valid_b, prio, TIER_BOUNDARY_PRIORITY)))
 
 
 def group_scales(w_sum, valid_count, count):
@@ -157,6 +197,30 @@ def _reference_priority(keys, valid):
   sq = jnp.sum(k * k, axis=-1)
   dot = jnp.sum(k[:, :-1] * k[:, 1:], axis=-1)
   return edge_priority(dot, sq[:, :-1], sq[:, 1:], valid[:, :-1], valid[:, 1:])
+
+
+def _reference_tiered(prio, valid, n, quota):
+  """Tiered priorities [B, N-1] under a quota (see the module docstring).
+
+  Args:
+    prio: [B, N-1] from ``_reference_priority``.
+    valid: [B, N] bool.
+    n: static number of merges.
+    quota: [B] int, valid-valid merges per row.
+
+  Returns:
+    [B, N-1] float32; its n highest entries (ties to the lower index) are the
+    chosen edges.
+  """
+  b = prio.shape[0]
+  va, vb = valid[:, :-1], valid[:, 1:]
+  cos = jnp.where(va & vb, prio, _NEG_INF)
+  vals, idx = lax.top_k(cos, n)  # Ties -> lower edge index.
+  take = jnp.clip(quota.astype(jnp.int32), 0, n)
+  ok = (jnp.arange(n)[None] < take[:, None]) & jnp.isfinite(vals)
+  tier_a = jnp.zeros(prio.shape, jnp.bool_).at[
+      jnp.arange(b)[:, None], idx].max(ok)
+  return tiered_priority(prio, va, vb, tier_a)
 
 
 def group_index_from_edges(chosen):
@@ -209,7 +273,8 @@ def _token_coefficients(gid, weights, valid, num_groups):
 @functools.partial(jax.jit, static_argnames=("n",))
 def merge_reference(x: jax.Array, keys: jax.Array, weights: jax.Array,
                     valid: jax.Array, n: int,
-                    positions: jax.Array | None = None) -> MergeOutput:
+                    positions: jax.Array | None = None,
+                    quota: jax.Array | None = None) -> MergeOutput:
   """Pure-JAX token merging (the definition of the semantics).
 
   Args:
@@ -219,13 +284,18 @@ def merge_reference(x: jax.Array, keys: jax.Array, weights: jax.Array,
     valid: [B, N] bool; padding (False) sits at the end of each row.
     n: static number of merges per row, 0 <= n <= N-1.
     positions: optional [B, N] token positions.
+    quota: optional [B] int valid-valid merges per row (tiered selection, see
+      the module docstring; values are clipped to [0, n]); None: the plain
+      top-n selection.
 
   Returns:
     MergeOutput with G = N - n groups per row.
   """
-  b, n_tok, _, _ = _check_inputs(x, keys, weights, valid, n, positions)
+  b, n_tok, _, _ = _check_inputs(x, keys, weights, valid, n, positions, quota)
   num_groups = n_tok - n
   prio = _reference_priority(keys, valid)
+  if quota is not None:
+    prio = _reference_tiered(prio, valid, n, quota)
   _, top = lax.top_k(prio, n)  # Ties -> lower edge index.
   chosen = jnp.zeros((b, n_tok - 1), jnp.bool_).at[
       jnp.arange(b)[:, None], top].set(True)
@@ -255,7 +325,8 @@ def _select_top(prio, n, exclusive_prefix):
   Args:
     prio: [L] or [1, L] float32 priorities (padding lanes -inf, at least n
       finite entries).
-    n: static number to select.
+    n: number to select: a static int, or a float32 count per row (shape
+      broadcastable against ``prio``'s row sums, e.g. [1] or [1, 1]).
     exclusive_prefix: fn(float32 0/1 vector) -> exclusive prefix sums.
 
   Returns:
@@ -294,9 +365,31 @@ def _matmul_exclusive(v):
                  preferred_element_type=jnp.float32)
 
 
-def _plan_gpu_kernel(keys_ref, valid_ref, gid_ref, *, n_merge, n_tok, dk,
-                     block_tokens, block_k):
-  """Triton plan body (one row): keys [N, dk], valid [N] i32 -> gid [N]."""
+def _quota_chosen(prio, pair_valid, quota, exclusive_prefix):
+  """Tier A of a row: its min(quota, #valid-valid) best valid-valid edges.
+
+  Args:
+    prio: [L] or [1, L] ``edge_priority`` (lanes past the last edge -inf).
+    pair_valid: bool like ``prio``, the edge is valid-valid (and real).
+    quota: float32 quota of the row, shaped like a row sum ([1] / [1, 1]).
+    exclusive_prefix: as in ``_select_top``.
+
+  Returns:
+    bool like ``prio``.
+  """
+  cos = jnp.where(pair_valid, prio, _NEG_INF)
+  have = jnp.sum(pair_valid.astype(jnp.float32), axis=-1, keepdims=True)
+  return _select_top(cos, jnp.minimum(quota, have), exclusive_prefix)
+
+
+def _plan_gpu_kernel(keys_ref, valid_ref, *refs, n_merge, n_tok, dk,
+                     block_tokens, block_k, with_quota):
+  """Triton plan body (one row): keys [N, dk], valid [N] i32 (, quota [N]
+  f32, the row's quota in every lane) -> gid [N]."""
+  if with_quota:
+    quota_ref, gid_ref = refs
+  else:
+    (gid_ref,) = refs
   r = lax.broadcasted_iota(jnp.int32, (block_tokens,), 0)
   in_a, in_b = r < n_tok, r + 1 < n_tok
   kcol = lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
@@ -317,18 +410,28 @@ def _plan_gpu_kernel(keys_ref, valid_ref, gid_ref, *, n_merge, n_tok, dk,
                                   (zeros, zeros, zeros))
   va = plgpu.load(valid_ref.at[r], mask=in_a, other=0) > 0
   vb = plgpu.load(valid_ref.at[r + 1], mask=in_b, other=0) > 0
-  prio = jnp.where(r < n_tok - 1, edge_priority(dot, sq_a, sq_b, va, vb),
-                   _NEG_INF)
+  edge = r < n_tok - 1
+  prio = jnp.where(edge, edge_priority(dot, sq_a, sq_b, va, vb), _NEG_INF)
+  if with_quota:
+    quota = jnp.max(plgpu.load(quota_ref.at[r], mask=in_a, other=0.0),
+                    keepdims=True)
+    tier_a = _quota_chosen(prio, edge & va & vb, quota, _cumsum_exclusive)
+    prio = jnp.where(edge, tiered_priority(prio, va, vb, tier_a), _NEG_INF)
   chosen = _select_top(prio, n_merge, _cumsum_exclusive)
   before = _cumsum_exclusive(chosen.astype(jnp.int32))
   plgpu.store(gid_ref.at[r], r - before, mask=in_a)
 
 
-def _plan_tpu_kernel(keyst_ref, valid_ref, gid_ref, *, n_merge, n_tok):
+def _plan_tpu_kernel(keyst_ref, valid_ref, *refs, n_merge, n_tok, with_quota):
   """Mosaic plan body (one row), lane-dense rows of length L (128-aligned).
 
-  keyst_ref: [dk, L] transposed keys; valid_ref: [1, L] f32; gid_ref: [1, L].
+  keyst_ref: [dk, L] transposed keys; valid_ref: [1, L] f32; (quota_ref:
+  [1, L] f32, the row's quota in every lane;) gid_ref: [1, L].
   """
+  if with_quota:
+    quota_ref, gid_ref = refs
+  else:
+    (gid_ref,) = refs
   size = keyst_ref.shape[-1]
   k = keyst_ref[...].astype(jnp.float32)
   k_next = pltpu.roll(k, size - 1, 1)  # k_next[:, i] = k[:, i + 1]
@@ -338,8 +441,13 @@ def _plan_tpu_kernel(keyst_ref, valid_ref, gid_ref, *, n_merge, n_tok):
   v = valid_ref[...]
   vb = pltpu.roll(v, size - 1, 1)
   r = lax.broadcasted_iota(jnp.int32, (1, size), 1)
-  prio = jnp.where(r < n_tok - 1, edge_priority(dot, sq_a, sq_b, v > 0, vb > 0),
-                   _NEG_INF)
+  edge = r < n_tok - 1
+  va, vb = v > 0, vb > 0
+  prio = jnp.where(edge, edge_priority(dot, sq_a, sq_b, va, vb), _NEG_INF)
+  if with_quota:
+    quota = jnp.max(quota_ref[...], axis=1, keepdims=True)
+    tier_a = _quota_chosen(prio, edge & va & vb, quota, _matmul_exclusive)
+    prio = jnp.where(edge, tiered_priority(prio, va, vb, tier_a), _NEG_INF)
   chosen = _select_top(prio, n_merge, _matmul_exclusive)
   before = _matmul_exclusive(chosen.astype(jnp.float32))
   gid_ref[...] = r - before.astype(jnp.int32)
@@ -464,8 +572,8 @@ def _pow2_at_least(name, val, low=16):
                      f"kernel, got {val}")
 
 
-def _merge_gpu(x, keys, vi, vw, vf, pos, n, *, block_groups, block_tokens,
-               block_d, block_k, num_warps, interpret):
+def _merge_gpu(x, keys, vi, vw, vf, pos, qrow, n, *, block_groups,
+               block_tokens, block_d, block_k, num_warps, interpret):
   b, n_tok, d = x.shape
   dk = keys.shape[2]
   g_total = n_tok - n
@@ -485,16 +593,18 @@ def _merge_gpu(x, keys, vi, vw, vf, pos, n, *, block_groups, block_tokens,
   gid_alloc = row if interpret else n_tok
   g_alloc = _round_up(g_total, bg) if interpret else g_total
   d_alloc = _round_up(d, bd) if interpret else d
+  with_quota = qrow is not None
+  plan_row = pl.BlockSpec((None, n_tok), lambda i: (i, 0))
   gid = pl.pallas_call(
       functools.partial(_plan_gpu_kernel, n_merge=n, n_tok=n_tok, dk=dk,
-                        block_tokens=row, block_k=bk),
+                        block_tokens=row, block_k=bk, with_quota=with_quota),
       grid=(b,),
       in_specs=[pl.BlockSpec((None, n_tok, dk), lambda i: (i, 0, 0)),
-                pl.BlockSpec((None, n_tok), lambda i: (i, 0))],
+                plan_row] + ([plan_row] if with_quota else []),
       out_specs=pl.BlockSpec((None, gid_alloc), lambda i: (i, 0)),
       out_shape=jax.ShapeDtypeStruct((b, gid_alloc), jnp.int32),
       compiler_params=params, interpret=interpret, name="merge_plan_gpu",
-  )(keys, vi)[:, :n_tok]
+  )(keys, vi, *([qrow] if with_quota else []))[:, :n_tok]
   row_spec = pl.BlockSpec((None, n_tok), lambda i, j: (i, 0))
   grp_spec = pl.BlockSpec((None, g_alloc), lambda i, j: (i, 0))
   with_pos = pos is not None
@@ -519,7 +629,8 @@ def _merge_gpu(x, keys, vi, vw, vf, pos, n, *, block_groups, block_tokens,
   return gid, [outs[0][:, :g_total, :d]] + [o[:, :g_total] for o in outs[1:]]
 
 
-def _merge_tpu(x, keys, vi, vw, vf, pos, n, *, block_groups, interpret):
+def _merge_tpu(x, keys, vi, vw, vf, pos, qrow, n, *, block_groups,
+               interpret):
   b, n_tok, d = x.shape
   dk = keys.shape[2]
   g_total = n_tok - n
@@ -529,17 +640,20 @@ def _merge_tpu(x, keys, vi, vw, vf, pos, n, *, block_groups, interpret):
     raise ValueError(f"block_groups must be a multiple of 8 on TPU, got {bg}")
   keyst = jnp.pad(jnp.swapaxes(keys, 1, 2), ((0, 0), (0, 0),
                                              (0, lanes - n_tok)))
-  valid_row = jnp.pad(vf, ((0, 0), (0, lanes - n_tok)))[:, None, :]
+  lane_row = lambda a: jnp.pad(a, ((0, 0), (0, lanes - n_tok)))[:, None, :]
+  plan_rows = [lane_row(vf)] + ([] if qrow is None else [lane_row(qrow)])
+  lane_spec = pl.BlockSpec((None, 1, lanes), lambda i: (i, 0, 0))
   gid = pl.pallas_call(
-      functools.partial(_plan_tpu_kernel, n_merge=n, n_tok=n_tok),
+      functools.partial(_plan_tpu_kernel, n_merge=n, n_tok=n_tok,
+                        with_quota=qrow is not None),
       grid=(b,),
-      in_specs=[pl.BlockSpec((None, dk, lanes), lambda i: (i, 0, 0)),
-                pl.BlockSpec((None, 1, lanes), lambda i: (i, 0, 0))],
-      out_specs=pl.BlockSpec((None, 1, lanes), lambda i: (i, 0, 0)),
+      in_specs=[pl.BlockSpec((None, dk, lanes), lambda i: (i, 0, 0))] +
+      [lane_spec] * len(plan_rows),
+      out_specs=lane_spec,
       out_shape=jax.ShapeDtypeStruct((b, 1, lanes), jnp.int32),
       compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
       interpret=interpret, name="merge_plan_tpu",
-  )(keyst, valid_row)[:, 0, :n_tok]
+  )(keyst, *plan_rows)[:, 0, :n_tok]
   with_pos = pos is not None
   rows = [gid, vw, vf] + ([pos] if with_pos else [])
   rows = [r[:, None, :] for r in rows]
@@ -571,7 +685,8 @@ def _merge_tpu(x, keys, vi, vw, vf, pos, n, *, block_groups, interpret):
                      "block_d", "block_k", "num_warps", "interpret"))
 def merge_kernel(x: jax.Array, keys: jax.Array, weights: jax.Array,
                  valid: jax.Array, n: int,
-                 positions: jax.Array | None = None, *,
+                 positions: jax.Array | None = None,
+                 quota: jax.Array | None = None, *,
                  platform: str | None = None,
                  block_groups: int | None = None,
                  block_tokens: int | None = None,
@@ -588,6 +703,8 @@ def merge_kernel(x: jax.Array, keys: jax.Array, weights: jax.Array,
     valid: [B, N] bool; padding (False) sits at the end of each row.
     n: static number of merges per row, 0 <= n <= N-1.
     positions: optional [B, N] token positions.
+    quota: optional [B] int valid-valid merges per row (tiered selection, as
+      ``merge_reference``); None: the plain top-n selection.
     platform: "gpu" (Triton bodies) or "tpu" (Mosaic bodies); None picks by
       backend ("gpu" on CPU, for interpret mode).
     block_groups: output groups per combine program (GPU: power of two >= 16,
@@ -601,20 +718,24 @@ def merge_kernel(x: jax.Array, keys: jax.Array, weights: jax.Array,
   Returns:
     MergeOutput with G = N - n groups per row.
   """
-  _check_inputs(x, keys, weights, valid, n, positions)
+  b, n_tok, _, _ = _check_inputs(x, keys, weights, valid, n, positions, quota)
   platform = platform or ("tpu" if jax.default_backend() == "tpu" else "gpu")
   vi = valid.astype(jnp.int32)
   vf = valid.astype(jnp.float32)
   vw = jnp.where(valid, weights.astype(jnp.float32), 0.0)
   pos = None if positions is None else positions.astype(jnp.float32)
+  # The row's quota in every lane (a float32 row like `vf`; exact, n < 2**24).
+  qrow = None if quota is None else jnp.broadcast_to(
+      jnp.clip(quota.astype(jnp.int32), 0, n).astype(jnp.float32)[:, None],
+      (b, n_tok))
   if platform == "gpu":
-    gid, outs = _merge_gpu(x, keys, vi, vw, vf, pos, n,
+    gid, outs = _merge_gpu(x, keys, vi, vw, vf, pos, qrow, n,
                            block_groups=block_groups,
                            block_tokens=block_tokens, block_d=block_d,
                            block_k=block_k, num_warps=num_warps,
                            interpret=interpret)
   elif platform == "tpu":
-    gid, outs = _merge_tpu(x, keys, vi, vw, vf, pos, n,
+    gid, outs = _merge_tpu(x, keys, vi, vw, vf, pos, qrow, n,
                            block_groups=block_groups, interpret=interpret)
   else:
     raise ValueError(f"platform must be 'gpu' or 'tpu', got {platform!r}")

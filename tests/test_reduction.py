@@ -374,3 +374,48 @@ def test_every_method_reduces_one_layer(method):
   assert xr.shape == (b, n_tok - n, 8) and pr.shape == (b, n_tok - n)
   np.testing.assert_array_equal(np.asarray(vr).sum(1), [10 - 4, 6 - 2])  # quota 4*6/10 -> 2
   assert (np.diff(np.asarray(pr), axis=1) > 0).all()  # order (and rotary positions) kept
+
+
+@pytest.mark.parametrize("method", ["fastadasp_dense", "fastadasp_sparse"])
+def test_reducer_kernel_path_matches_reduction_merge(method):
+  """Reducer(use_kernel=True / None) merges exactly as the in-module merge_tokens."""
+  rng = np.random.default_rng(11)
+  b, n_tok, t, n = 3, 13, 2, 5
+  x = jnp.asarray(rng.normal(size=(b, n_tok, 8)), jnp.float32)
+  keys = jnp.asarray(rng.normal(size=(b, n_tok, 2, 4)), jnp.float32)
+  probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, 2, 2, n_tok + t, n_tok + t))), -1)
+  orig = jnp.array([13, 7, 2], jnp.int32)
+  valid = jnp.arange(n_tok)[None] < orig[:, None]
+  pos = jnp.tile(jnp.arange(n_tok, dtype=jnp.float32), (b, 1))
+  args = (x, keys, probs, valid, pos, orig)
+  run = lambda red: jax.jit(lambda *a: red(0, *a))(*args)
+  want = run(reduction.Reducer(method, (n,), n_tok))
+  for use_kernel in (True, None):  # None on CPU: the kernel's XLA reference
+    got = run(reduction.Reducer(method, (n,), n_tok, use_kernel=use_kernel,
+                                interpret=jax.default_backend() not in ("gpu", "tpu")))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[2].dtype == jnp.float32
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-5)
+
+
+def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
+  """fastadasp_dense prefill through the Pallas merge kernel (interpreted on CPU)."""
+  from pallas_kernels import token_merge  # pylint: disable=g-import-not-at-top
+  calls = []
+  kernel = token_merge.merge_kernel
+  monkeypatch.setattr(token_merge, "merge_kernel",
+                      lambda *a, **kw: calls.append(kw) or kernel(*a, **kw))
+  cfg, params, emb, valid, alen, text = setup
+  red = dict(method="fastadasp_dense", flops_reduction=0.3)
+  want, want_cache = prefill(make_cfg(**red), params, emb, valid, alen, text[:, :1])
+  assert not calls
+  got, cache = prefill(make_cfg(use_kernel=True, **red), params, emb, valid, alen,
+                       text[:, :1])
+  assert calls and all(kw["interpret"] == (jax.default_backend() not in ("gpu", "tpu"))
+                       for kw in calls)
+  assert int(cache["prefix_valid"][-1, 0].sum()) < P  # really reduced
+  np.testing.assert_array_equal(cache["prefix_valid"], want_cache["prefix_valid"])
+  np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-5, atol=1e-5)
+  for k in ("k", "v"):
+    np.testing.assert_allclose(cache[k], want_cache[k], rtol=1e-5, atol=1e-5)

@@ -6,6 +6,10 @@ every implementation: the merge plan (group_index, merged_valid) must match
 exactly, ties included.  Merged values are float32 sums in a different order
 (kernel: one-hot matmul per block; reference: segment_sum), compared at
 float32 rounding level, or at one bfloat16 ulp for bfloat16 outputs.
+
+With a per-row ``quota`` (FastAdaSP's tiered selection) the reference must
+equal ``mtp_jax.model.reduction.merge_tokens`` and a brute-force oracle, and
+the kernels must equal the reference, under the same rules.
 """
 import functools
 
@@ -16,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mtp_jax.model import reduction
 from pallas_kernels import dispatch
 from pallas_kernels import token_merge as tm
 
@@ -41,8 +46,12 @@ def _inputs(rng, b, n_tok, d, dk, dtype, lengths=None):
           jnp.asarray(positions, jnp.float32))
 
 
-def _numpy_merge(x, keys, weights, valid, n, positions):
-  """Brute force: explicit sorted edge list, group walk, float64 means."""
+def _numpy_merge(x, keys, weights, valid, n, positions, quota=None):
+  """Brute force: explicit sorted edge list, group walk, float64 means.
+
+  With ``quota``: tier A = the quota[b] best valid-valid edges by an explicit
+  sort, then padding-padding, boundary, remaining valid-valid (module doc).
+  """
   x = np.asarray(x, np.float64)
   k = np.asarray(keys, np.float32)
   weights, valid = np.asarray(weights, np.float64), np.asarray(valid)
@@ -71,7 +80,16 @@ def _numpy_merge(x, keys, weights, valid, n, positions):
       else:
         prio = tm.PAD_PAD_PRIORITY
       edges.append((-prio, i))
-    chosen = {i for _, i in sorted(edges)[:n]}
+    if quota is None:
+      chosen = {i for _, i in sorted(edges)[:n]}
+    else:
+      q = min(max(int(quota[row]), 0), n)
+      pair = [(p, i) for p, i in edges if valid[row, i] and valid[row, i + 1]]
+      chosen = {i for _, i in sorted(pair)[:q]}
+      tier = {tm.PAD_PAD_PRIORITY: -3.0, tm.BOUNDARY_PRIORITY: -2.0}
+      rest = sorted((tier.get(-p, p), i) for p, i in edges if i not in chosen)
+      chosen |= {i for _, i in rest[:n - len(chosen)]}
+    assert len(chosen) == n
     groups, current = [], [0]
     for j in range(1, n_tok):
       if j - 1 in chosen:
@@ -224,6 +242,109 @@ def test_padding_rules_by_hand():
                                  [4.0] + [0.0] * (5 - n))
 
 
+def _quota_case(rng, b, n_tok, n):
+  """Row lengths (a full row, a short padded row, random) and quotas in [0, n]
+  (n and 0 included when b >= 2)."""
+  lengths = rng.integers(0, n_tok + 1, b)
+  lengths[0] = n_tok
+  if b >= 3:
+    lengths[1] = rng.integers(0, 4)
+  quota = rng.integers(0, n + 1, b)
+  quota[0] = n
+  if b >= 2:
+    quota[-1] = 0
+  return lengths, jnp.asarray(quota, jnp.int32)
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+@hypothesis.settings(max_examples=4, **_SETTINGS)
+@hypothesis.given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.sampled_from([3, 5]),
+    n_tok=st.sampled_from([23, 37]),
+    frac=st.sampled_from([0.3, 0.7, 1.0]),
+    dtype=st.sampled_from(sorted(_DTYPES)),
+)
+def test_kernel_matches_reference_with_quota(platform, seed, b, n_tok, frac,
+                                             dtype):
+  # Odd B, N not a multiple of any block; fresh data every example.
+  n = int(round(frac * (n_tok - 1)))
+  rng = np.random.default_rng(seed)
+  lengths, quota = _quota_case(rng, b, n_tok, n)
+  x, keys, weights, valid, pos = _inputs(rng, b, n_tok, 24, 20, _DTYPES[dtype],
+                                         lengths=lengths)
+  ref = tm.merge_reference(x, keys, weights, valid, n, pos, quota)
+  out = tm.merge_kernel(x, keys, weights, valid, n, pos, quota, interpret=True,
+                        **_CONFIGS[platform])
+  _assert_plan_equal(out, ref)
+  _assert_values_close(out, ref, _DTYPES[dtype])
+  assert out.merged_positions.dtype == jnp.float32
+
+
+@hypothesis.settings(max_examples=10, **_SETTINGS)
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), b=st.sampled_from([1, 3]),
+                  n_tok=st.sampled_from([2, 9, 24]),
+                  frac=st.sampled_from([0.0, 0.4, 1.0]),
+                  integer_keys=st.booleans())
+def test_reference_with_quota_matches_reduction_and_numpy(seed, b, n_tok, frac,
+                                                          integer_keys):
+  n = int(round(frac * (n_tok - 1)))
+  rng = np.random.default_rng(seed)
+  lengths, quota = _quota_case(rng, b, n_tok, n)
+  x, keys, weights, valid, pos = _inputs(rng, b, n_tok, 6, 3, jnp.float32,
+                                         lengths=lengths)
+  if not integer_keys:
+    keys = jnp.asarray(rng.normal(size=keys.shape), jnp.float32)
+  ref = tm.merge_reference(x, keys, weights, valid, n, pos, quota)
+  # FastAdaSP's own merge in mtp_jax (the model's reduction without kernels).
+  merged, m_valid, m_pos, gid = jax.jit(reduction.merge_tokens,
+                                        static_argnums=5)(
+      x, keys, weights, valid, pos, n, quota)
+  np.testing.assert_array_equal(ref.group_index, gid)
+  np.testing.assert_array_equal(ref.merged_valid, m_valid)
+  np.testing.assert_allclose(ref.merged, merged, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(ref.merged_positions, m_pos, rtol=1e-6, atol=1e-6)
+  # Brute force.
+  merged, m_valid, m_w, gid, m_pos = _numpy_merge(x, keys, weights, valid, n,
+                                                  pos, np.asarray(quota))
+  np.testing.assert_array_equal(ref.group_index, gid)
+  np.testing.assert_array_equal(ref.merged_valid, m_valid)
+  np.testing.assert_allclose(ref.merged, merged, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ref.merged_weights, m_w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ref.merged_positions, m_pos, rtol=1e-5, atol=1e-4)
+  # A full quota (every row n) selects exactly what quota=None selects.
+  full = tm.merge_reference(x, keys, weights, valid, n, pos,
+                            jnp.full((b,), n, jnp.int32))
+  plain = tm.merge_reference(x, keys, weights, valid, n, pos)
+  for a, c in zip(full, plain):
+    np.testing.assert_array_equal(a, c)
+
+
+def test_quota_tiers_by_hand():
+  """4 valid tokens + 4 padding, n = 4: the quota decides the valid merges."""
+  # Valid edges: e0 cos 1, e1 cos 0, e2 cos 0.707; e3 boundary; e4-e6 pad-pad.
+  keys = jnp.asarray([[[1, 0], [1, 0], [0, 1], [1, 1]] + [[1, 0]] * 4] * 4,
+                     jnp.float32)
+  x = jnp.arange(32, dtype=jnp.float32).reshape(4, 8, 1)
+  weights = jnp.ones((4, 8))
+  valid = jnp.asarray([[True] * 4 + [False] * 4] * 4)
+  quota = jnp.asarray([1, 0, 3, 4], jnp.int32)
+  expect = [[0, 0, 1, 2, 3, 3, 3, 3],   # A = {e0}, then all pad-pad.
+            [0, 1, 2, 3, 3, 3, 3, 3],   # pad-pad, then the boundary e3.
+            [0, 0, 0, 0, 1, 1, 2, 3],   # A = every valid edge, then e4.
+            [0, 0, 0, 0, 1, 1, 2, 3]]   # quota > #valid edges: as quota=None.
+  kernels = [functools.partial(tm.merge_kernel, interpret=True, **_CONFIGS[p])
+             for p in ("gpu", "tpu")]
+  plain = tm.merge_reference(x, keys, weights, valid, 4)
+  np.testing.assert_array_equal(plain.group_index[0], expect[3])
+  for fn in [tm.merge_reference] + kernels:
+    out = fn(x, keys, weights, valid, 4, None, quota)
+    np.testing.assert_array_equal(out.group_index, expect)
+    np.testing.assert_array_equal(out.merged_valid.sum(1), 4 - np.minimum(quota, 3))
+    # Row 1's last group holds valid token 3 and padding: padding is left out.
+    assert float(out.merged[1, 3, 0]) == 11.0
+
+
 def test_dispatch():
   rng = np.random.default_rng(5)
   x, keys, weights, valid, pos = _inputs(rng, 2, 20, 8, 4, jnp.float32)
@@ -236,6 +357,16 @@ def test_dispatch():
       dispatch.merge_tokens(x, keys, weights, valid, 6, use_kernel=True)
   out = dispatch.merge_tokens(x, keys, weights, valid, 6, positions=pos,
                               use_kernel=True, interpret=True)
+  _assert_plan_equal(out, ref)
+  _assert_values_close(out, ref, jnp.float32)
+  quota = jnp.asarray([2, 0], jnp.int32)
+  ref = tm.merge_reference(x, keys, weights, valid, 6, pos, quota)
+  out = dispatch.merge_tokens(x, keys, weights, valid, 6, positions=pos,
+                              quota=quota, use_kernel=False)
+  np.testing.assert_array_equal(out.group_index, ref.group_index)
+  np.testing.assert_array_equal(out.merged, ref.merged)
+  out = dispatch.merge_tokens(x, keys, weights, valid, 6, positions=pos,
+                              quota=quota, use_kernel=True, interpret=True)
   _assert_plan_equal(out, ref)
   _assert_values_close(out, ref, jnp.float32)
 
@@ -260,6 +391,11 @@ def test_bad_inputs():
         fn(*args)
   with pytest.raises(ValueError, match="positions must be"):
     tm.merge_reference(x, keys, w, v, 3, jnp.zeros((2, 3)))
+  for fn in (tm.merge_reference, tm.merge_kernel):
+    with pytest.raises(ValueError, match="quota must be \\[B=2\\]"):
+      fn(x, keys, w, v, 3, None, jnp.zeros((3,), jnp.int32))
+    with pytest.raises(ValueError, match="quota must be integer"):
+      fn(x, keys, w, v, 3, None, jnp.zeros((2,), jnp.float32))
   with pytest.raises(ValueError, match="block_groups must be a power of two"):
     tm.merge_kernel(x, keys, w, v, 3, platform="gpu", block_groups=24,
                     interpret=True)
@@ -267,19 +403,21 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("platform, lowering", [("gpu", "cuda"), ("tpu", "tpu")])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_kernel_lowers_for_hardware(platform, lowering, dtype):
+@pytest.mark.parametrize("with_quota", [False, True])
+def test_kernel_lowers_for_hardware(platform, lowering, dtype, with_quota):
   """Triton / Mosaic lowering succeeds at benchmark shapes (no execution)."""
   b, n_tok, n = 4, 750, 225
 
-  def fn(x, keys, weights, valid, positions):
+  def fn(x, keys, weights, valid, positions, quota):
     return tm.merge_kernel(x, keys, weights, valid, n, positions,
-                           platform=platform)
+                           quota if with_quota else None, platform=platform)
 
   args = (jax.ShapeDtypeStruct((b, n_tok, 768), dtype),
           jax.ShapeDtypeStruct((b, n_tok, 64), dtype),
           jax.ShapeDtypeStruct((b, n_tok), jnp.float32),
           jax.ShapeDtypeStruct((b, n_tok), jnp.bool_),
-          jax.ShapeDtypeStruct((b, n_tok), jnp.float32))
+          jax.ShapeDtypeStruct((b, n_tok), jnp.float32),
+          jax.ShapeDtypeStruct((b,), jnp.int32))
   text = jax.jit(fn).trace(*args).lower(lowering_platforms=(lowering,)).as_text()
   assert ("tpu_custom_call" if platform == "tpu" else "triton") in text
 

@@ -299,11 +299,32 @@ class Reducer:
     merges: tokens removed per layer.
     num_audio: P, the original audio prefix length.
     seed: for the random baselines.
+    use_kernel: fastadasp_dense / fastadasp_sparse merging: False = this
+      module's `merge_tokens`; True = the Pallas kernel
+      (`pallas_kernels.dispatch.merge_tokens`, same selection and means);
+      None = the dispatch's choice (kernel on GPU/TPU, its XLA reference elsewhere).
+    interpret: run that kernel in the Pallas interpreter (needed off GPU/TPU).
   """
   method: str
   merges: tuple[int, ...]
   num_audio: int
   seed: int = 0
+  use_kernel: bool | None = False
+  interpret: bool = False
+
+  def _weighted_merge(self, x, keys, weights, valid, positions, n: int, quota):
+    """FastAdaSP merge: `merge_tokens`, or the Pallas kernel per `use_kernel`.
+
+    Args and returns as `merge_tokens` (keys [B, N, dk] already averaged over heads).
+    """
+    if self.use_kernel is False:
+      return merge_tokens(x, keys, weights, valid, positions, n, quota)
+    from pallas_kernels import dispatch  # pylint: disable=g-import-not-at-top
+    out = dispatch.merge_tokens(x, keys, weights, valid, n, positions=positions,
+                                quota=quota, use_kernel=self.use_kernel,
+                                interpret=self.interpret)
+    return (out.merged, out.merged_valid, out.merged_positions.astype(jnp.float32),
+            out.group_index)
 
   def __call__(self, layer: int, x, keys, probs, valid, positions, orig_len):
     """Reduces the audio span of one layer.
@@ -327,7 +348,8 @@ class Reducer:
     m = self.method
     if m in ("fastadasp_dense", "fastadasp_sparse"):
       received = jnp.sum(probs, axis=(1, 2, 3))[:, :n_tok]
-      out = merge_tokens(x, jnp.mean(keys, axis=2), received, valid, positions, n, quota)
+      out = self._weighted_merge(x, jnp.mean(keys, axis=2), received, valid, positions, n,
+                                 quota)
     elif m == "random_merge":
       score = jax.random.uniform(rng, (b, n_tok - 1))
       out = merge_tokens(x, None, jnp.ones((b, n_tok)), valid, positions, n, quota,

@@ -221,8 +221,10 @@ class SpeechLLaMA(nn.Module):
     layers = {"k": cache["k"], "v": cache["v"]}
     plan = reduction_lib.make_plan(self.cfg, p, t0)
     if plan is not None:
-      reducer = reduction_lib.Reducer(self.cfg.reduction.method, plan, p,
-                                      self.cfg.reduction.seed)
+      r = self.cfg.reduction
+      reducer = reduction_lib.Reducer(
+          r.method, plan, p, r.seed, use_kernel=r.use_kernel,
+          interpret=jax.default_backend() not in ("gpu", "tpu"))
       h, layers, valid = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
                                       attend_cache=False, reduction=(reducer, valid, alen))
       hn = self.final_norm(h)
