@@ -358,17 +358,24 @@ def test_transfer_entropy_choice(setup):
   assert set(losses) == {0, 1} and losses[layer] == min(losses.values())
 
 
-@pytest.mark.parametrize("method", [m for m in reduction.METHODS if m != "none"])
-def test_every_method_reduces_one_layer(method):
-  """Each method (baselines included) removes exactly n tokens, valid ones first by quota."""
-  rng = np.random.default_rng(7)
-  b, n_tok, t, n = 2, 10, 3, 4
+def _layer_inputs(seed, n_tok, t, lengths):
+  """Random (x, keys, probs, valid, positions, orig_len) of one layer's audio span."""
+  rng = np.random.default_rng(seed)
+  b = len(lengths)
   x = jnp.asarray(rng.normal(size=(b, n_tok, 8)), jnp.float32)
   keys = jnp.asarray(rng.normal(size=(b, n_tok, 2, 4)), jnp.float32)
   probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, 2, 2, n_tok + t, n_tok + t))), -1)
-  orig = jnp.array([10, 6], jnp.int32)
+  orig = jnp.array(lengths, jnp.int32)
   valid = jnp.arange(n_tok)[None] < orig[:, None]
   pos = jnp.tile(jnp.arange(n_tok, dtype=jnp.float32), (b, 1))
+  return x, keys, probs, valid, pos, orig
+
+
+@pytest.mark.parametrize("method", [m for m in reduction.METHODS if m != "none"])
+def test_every_method_reduces_one_layer(method):
+  """Each method (baselines included) removes exactly n tokens, valid ones first by quota."""
+  b, n_tok, n = 2, 10, 4
+  x, keys, probs, valid, pos, orig = _layer_inputs(7, n_tok, 3, [10, 6])
   red = reduction.Reducer(method, (n,), n_tok, seed=3)
   xr, vr, pr = jax.jit(lambda *a: red(0, *a))(x, keys, probs, valid, pos, orig)
   assert xr.shape == (b, n_tok - n, 8) and pr.shape == (b, n_tok - n)
@@ -379,15 +386,8 @@ def test_every_method_reduces_one_layer(method):
 @pytest.mark.parametrize("method", ["fastadasp_dense", "fastadasp_sparse"])
 def test_reducer_kernel_path_matches_reduction_merge(method):
   """Reducer(use_kernel=True / None) merges exactly as the in-module merge_tokens."""
-  rng = np.random.default_rng(11)
-  b, n_tok, t, n = 3, 13, 2, 5
-  x = jnp.asarray(rng.normal(size=(b, n_tok, 8)), jnp.float32)
-  keys = jnp.asarray(rng.normal(size=(b, n_tok, 2, 4)), jnp.float32)
-  probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, 2, 2, n_tok + t, n_tok + t))), -1)
-  orig = jnp.array([13, 7, 2], jnp.int32)
-  valid = jnp.arange(n_tok)[None] < orig[:, None]
-  pos = jnp.tile(jnp.arange(n_tok, dtype=jnp.float32), (b, 1))
-  args = (x, keys, probs, valid, pos, orig)
+  n_tok, n = 13, 5
+  args = _layer_inputs(11, n_tok, 2, [13, 7, 2])
   run = lambda red: jax.jit(lambda *a: red(0, *a))(*args)
   want = run(reduction.Reducer(method, (n,), n_tok))
   for use_kernel in (True, None):  # None on CPU: the kernel's XLA reference
