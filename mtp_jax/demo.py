@@ -1,6 +1,6 @@
 """The end-to-end demo: synthesize speech, train a K=4 model, compare decoding strategies.
 
-    python -m mtp_jax.demo [--out runs/demo] [--train_minutes 20] [--num 3000]
+    python -m mtp_jax.demo [--out runs/demo] [--train_minutes 24] [--num 3000]
 
 Needs nothing but this package: the corpus is synthesized with espeak-ng from the
 project's own sentence generator. Steps (each shows its own progress):
@@ -91,7 +91,7 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", default="runs/demo", help="output folder")
   p.add_argument("--num", type=int, default=3000, help="utterances to synthesize")
-  p.add_argument("--train_minutes", type=float, default=20.0)
+  p.add_argument("--train_minutes", type=float, default=24.0)
   p.add_argument("--head", default="independent", help="MTP head type")
   p.add_argument("--test_utts", type=int, default=100, help="test utterances to decode")
   p.add_argument("--batch_size", type=int, default=1, help="decode batch size")
