@@ -1,4 +1,4 @@
-"""Demo model (4.0M parameters, K=4 heads, encoder CTC head) trained on synthetic espeak-ng speech on a CPU.
+"""Demo model (4.0M parameters, K=4 heads, encoder CTC head) on synthetic espeak-ng speech.
 
 Used by `python -m mtp_jax.demo` (the README's first command). By hand:
   python -m mtp_jax.data.synth --out runs/demo/corpus --num 3000 --seed 0
