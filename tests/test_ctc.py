@@ -171,3 +171,24 @@ def test_ctc_decode_batched_equals_unbatched():
                      strategy="ctc", max_new_tokens=30)
     assert int(one.lengths[0]) == int(full.lengths[r])
     np.testing.assert_array_equal(one.tokens[0], full.tokens[r])
+
+
+def test_mwer_objective_on_a_ctc_model_traces_without_the_ctc_term():
+  """MWER fine-tuning of a CTC-trained model: the step builds and has no CTC metric."""
+  from mtp_jax.mwer import word_errors as we
+  cfg, batch = _model_and_batch()
+  tcfg = train_defaults()
+  tcfg.update(objective="mwer", ctc_weight=1.0)
+  tcfg.mwer.update(nbest=2, beam=2, max_new_tokens=4)
+  params = nn.unbox(SpeechLLaMA(cfg).init(jax.random.PRNGKey(0), batch["audio"],
+                                          batch["audio_len"], batch["text"]))
+  tx = opt_lib.make_optimizer(tcfg, params)
+  zero = jnp.zeros((), jnp.int32)
+  state = TrainState(step=zero, params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(1), nonfinite_total=zero, nonfinite_run=zero)
+  pieces = ["<pad>", "<s>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
+  step = step_lib.make_train_step(SpeechLLaMA(cfg, train=True), tx, tcfg,
+                                  word_tables=we.build_tables(pieces))
+  _, metrics = jax.eval_shape(step, state, batch)
+  assert "mwer/expected_errors" in metrics
+  assert not [k for k in metrics if k.startswith("ctc")]

@@ -23,6 +23,7 @@ def train_defaults() -> ml_collections.ConfigDict:
   # Auxiliary CTC loss on the encoder output (needs model.encoder.ctc_head=True):
   # loss = MTP CE + ctc_weight * CTC. 0 = off. ~0.3 lets a from-scratch model learn
   # to read the audio; without it the decoder can settle for a text-only LM.
+  # Only with objective=ce (MWER fine-tuning does not add it).
   c.ctc_weight = 0.0
   # Objective: ce (multi-token cross-entropy) | mwer (minimum word error rate over a
   # prefix-beam-search N-best, plus lambda_ce * ce; see mtp_jax/mwer/loss.py). MWER is

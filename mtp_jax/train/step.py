@@ -43,7 +43,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
   weights = loss_lib.head_weights(k, tcfg.head_weight_decay, tuple(tcfg.head_weights))
   accum = int(tcfg.grad_accum)
   sched = opt_lib.schedule(tcfg)
-  ctc_weight = float(tcfg.get("ctc_weight", 0.0))
+  # The auxiliary CTC term belongs to CE training; MWER fine-tuning leaves it out.
+  ctc_weight = float(tcfg.get("ctc_weight", 0.0)) if tcfg.get("objective", "ce") == "ce" else 0.0
   if ctc_weight < 0:
     raise ValueError(f"train.ctc_weight={ctc_weight}: must be >= 0")
   if ctc_weight > 0 and not model.cfg.encoder.ctc_head:
