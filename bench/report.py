@@ -312,16 +312,20 @@ def render_fastadasp(path, data, plots_dir, root) -> Section:
           ax.plot([100 * x for x in xs], ys, marker="o", ms=4, color=f"C{i % 10}",
                   ls="-" if sc != "constant" else "--",
                   label=m if sc in (None, "-") else f"{m} ({sc})")
+      full = (s.get("full") or {}).get("wer")
+      if not rnd and full is not None:
+        ax.axhline(100 * full, color="0.3", lw=1, ls=":", label="full tokens")
       ax.set_xlabel("decoder prefill FLOPs reduction (%)")
       ax.set_ylabel("prefill speedup vs full tokens (×)" if rnd else "WER (%)")
       ax.set_title(f"{set_name}" + (f" — {RANDOM_LABEL}" if rnd else ": WER vs FLOPs reduction"),
                    fontsize=10)
       ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False,
+    ncol = 3 if len(sets) == 1 else 5
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, 0.03))
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
-    plots.append(_save(fig, plots_dir, "fastadasp.png", label))
+    fig.tight_layout(rect=(0, 0.2 if len(sets) == 1 else 0.14, 1, 1))
+    plots.append(_save(fig, plots_dir, pathlib.Path(path).stem + ".png", label))
     body += ["", _img(plots[-1], root, "WER vs FLOPs reduction per method")]
   return Section("FastAdaSP audio-token reduction", "\n".join(body), plots)
 
