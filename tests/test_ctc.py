@@ -111,16 +111,21 @@ def test_ctc_head_params_counted_and_outputs_shaped():
   np.testing.assert_array_equal(out["ctc_len"], flen)
 
 
-def _train(cfg, batch, ctc_weight, steps):
-  tcfg = train_defaults()
-  tcfg.update(ctc_weight=ctc_weight, learning_rate=3e-3, warmup_steps=1, steps=steps)
-  model = SpeechLLaMA(cfg, train=True)
+def _fresh_state(cfg, batch, tcfg):
+  """(optimizer, TrainState at step 0) of a freshly initialized model."""
   params = nn.unbox(SpeechLLaMA(cfg).init(jax.random.PRNGKey(0), batch["audio"],
                                           batch["audio_len"], batch["text"]))
   tx = opt_lib.make_optimizer(tcfg, params)
   zero = jnp.zeros((), jnp.int32)
-  state = TrainState(step=zero, params=params, opt_state=tx.init(params),
-                     rng=jax.random.PRNGKey(1), nonfinite_total=zero, nonfinite_run=zero)
+  return tx, TrainState(step=zero, params=params, opt_state=tx.init(params),
+                        rng=jax.random.PRNGKey(1), nonfinite_total=zero, nonfinite_run=zero)
+
+
+def _train(cfg, batch, ctc_weight, steps):
+  tcfg = train_defaults()
+  tcfg.update(ctc_weight=ctc_weight, learning_rate=3e-3, warmup_steps=1, steps=steps)
+  model = SpeechLLaMA(cfg, train=True)
+  tx, state = _fresh_state(cfg, batch, tcfg)
   step = jax.jit(step_lib.make_train_step(model, tx, tcfg))
   history = []
   for _ in range(steps):
@@ -180,12 +185,7 @@ def test_mwer_objective_on_a_ctc_model_traces_without_the_ctc_term():
   tcfg = train_defaults()
   tcfg.update(objective="mwer", ctc_weight=1.0)
   tcfg.mwer.update(nbest=2, beam=2, max_new_tokens=4)
-  params = nn.unbox(SpeechLLaMA(cfg).init(jax.random.PRNGKey(0), batch["audio"],
-                                          batch["audio_len"], batch["text"]))
-  tx = opt_lib.make_optimizer(tcfg, params)
-  zero = jnp.zeros((), jnp.int32)
-  state = TrainState(step=zero, params=params, opt_state=tx.init(params),
-                     rng=jax.random.PRNGKey(1), nonfinite_total=zero, nonfinite_run=zero)
+  tx, state = _fresh_state(cfg, batch, tcfg)
   pieces = ["<pad>", "<s>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
   step = step_lib.make_train_step(SpeechLLaMA(cfg, train=True), tx, tcfg,
                                   word_tables=we.build_tables(pieces))
