@@ -152,34 +152,32 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
 
   def run_eval(step: int) -> dict:
     t = time.perf_counter()
-    res, examples = eval_lib.evaluate(
-        model, state.params, eval_batches, tokenizer, mesh, rules, max_new_tokens=max_new,
-        max_utterances=int(tcfg.eval_max_utterances),
-        numbers_to_words=bool(config.data.numbers_to_words))
+    kw = dict(max_new_tokens=max_new, max_utterances=int(tcfg.eval_max_utterances),
+              numbers_to_words=bool(config.data.numbers_to_words))
+    res, examples = eval_lib.evaluate(model, state.params, eval_batches, tokenizer, mesh,
+                                      rules, **kw)
     out = {f"eval/{k}": float(v) for k, v in res.items()}
     out["eval/seconds"] = time.perf_counter() - t
+    _log(f"eval step {step}: WER {res['wer']:.4f} ({res['errors']}/{res['num_ref_words']} "
+         f"words, {res['num_utterances']} utts, {out['eval/seconds']:.1f} s)")
+    if mcfg.encoder.ctc_head:  # does the encoder read the audio? (no decoder involved)
+      ctc, _ = eval_lib.evaluate(model, state.params, eval_batches, tokenizer, mesh, rules,
+                                 strategy="ctc", **kw)
+      out["eval/ctc_wer"] = float(ctc["wer"])
+      _log(f"eval step {step}: encoder CTC WER {ctc['wer']:.4f}")
     writer.write(step, out)
     if examples:
       writer.write_text(step, "eval/examples", "\n\n".join(
           f"{u}\nREF: {r}\nHYP: {h}" for u, r, h in examples[:5]))
-    _log(f"eval step {step}: WER {res['wer']:.4f} ({res['errors']}/{res['num_ref_words']} "
-         f"words, {res['num_utterances']} utts, {out['eval/seconds']:.1f} s)")
-    if mcfg.encoder.ctc_head:  # does the encoder read the audio? (no decoder involved)
-      ctc, _ = eval_lib.evaluate(
-          model, state.params, eval_batches, tokenizer, mesh, rules, max_new_tokens=max_new,
-          max_utterances=int(tcfg.eval_max_utterances), strategy="ctc",
-          numbers_to_words=bool(config.data.numbers_to_words))
-      out["eval/ctc_wer"] = float(ctc["wer"])
-      writer.write(step, {"eval/ctc_wer": out["eval/ctc_wer"]})
-      _log(f"eval step {step}: encoder CTC WER {ctc['wer']:.4f}")
     return out
 
   # ---------------------------------------------------------------- the loop
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   total = int(tcfg.steps)
   start = int(jax.device_get(state.step))
-  remaining = 60.0 * tcfg.max_minutes - (time.time() - t_start)
-  thr = metrics_lib.Throughput(total, start, max(remaining, 1e-3) if tcfg.max_minutes > 0 else 0.0)
+  deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
+  thr = metrics_lib.Throughput(
+      total, start, max(deadline - time.time(), 1e-3) if tcfg.max_minutes > 0 else 0.0)
   nan_steps = {int(s) for s in tcfg.debug_nan_steps}
   sr = float(config.data.sample_rate)
   pending = None  # (step, device metrics) of the last dispatched step
@@ -200,7 +198,6 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     return host
 
   end = total if stop_after is None else min(total, int(stop_after))
-  deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
   try:
     for step in range(start, end):
       batch = next(data)

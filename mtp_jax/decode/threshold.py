@@ -33,9 +33,8 @@ def make_threshold(model, *, max_new_tokens: int, threshold: float):
   k = model.cfg.mtp.num_heads
   n = max_new_tokens
 
-  def propose(logits, index):
-    """Heads' logits [B, T, K, V] at position index[b] -> (tokens [B, K], accepted [B])."""
-    logits = common.take_position(logits, index)                          # [B, K, V]
+  def propose(logits):
+    """Every head's logits at one position [B, K, V] -> (tokens [B, K], accepted [B])."""
     probs = jax.nn.softmax(logits, axis=-1)
     tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return tok, accept_count(jnp.max(probs, axis=-1), threshold)
@@ -47,7 +46,7 @@ def make_threshold(model, *, max_new_tokens: int, threshold: float):
     f = common.model_fns(model, params)
     b = audio.shape[0]
     out0, cache = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, k))
-    tok, cnt = propose(out0["logits"], jnp.zeros((b,), jnp.int32))
+    tok, cnt = propose(out0["logits"][:, 0])
     done0 = audio_len <= 0
     e = common.emit(jnp.zeros((b, n + k + 1), jnp.int32), jnp.zeros((b,), jnp.int32), done0,
                     tok, cnt, n)
@@ -60,8 +59,7 @@ def make_threshold(model, *, max_new_tokens: int, threshold: float):
 
     def body(s):
       out, cache = f.step(s["tok"], s["ti"], s["cache"], num_heads=0)
-      tok, cnt = propose(common.heads_at(f, out["hidden"], s["cnt"] - 1)[:, None],
-                         jnp.zeros((b,), jnp.int32))
+      tok, cnt = propose(common.heads_at(f, out["hidden"], s["cnt"] - 1))
       live = ~s["done"]
       e = common.emit(s["out"], s["n_out"], s["done"], tok, cnt, n)
       return dict(cache=cache, ti=s["ti"] + jnp.where(live, s["cnt"], 0), tok=tok, cnt=cnt,

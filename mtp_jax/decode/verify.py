@@ -91,9 +91,8 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
   n = max_new_tokens
   accept = kernel_accept if use_kernels else reference_accept
 
-  def drafts_at(f, hidden, index):
-    """Heads 2..K's argmax at position index[b] of hidden [B, T, d] -> [B, K-1]."""
-    logits = common.heads_at(f, hidden, index)                            # [B, K, V]
+  def drafts_of(logits):
+    """Every head's logits at one position [B, K, V] -> heads 2..K's argmax [B, K-1]."""
     return jnp.argmax(logits[:, 1:], axis=-1).astype(jnp.int32)
 
   def fn(params, audio, audio_len):
@@ -101,7 +100,7 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
     b = audio.shape[0]
     out0, cache = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, k))
     corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
-    drafts = drafts_at(f, out0["hidden"], jnp.zeros((b,), jnp.int32))
+    drafts = drafts_of(out0["logits"][:, 0])  # the prefill already ran every head
     done0 = audio_len <= 0
     e = common.emit(jnp.zeros((b, n + k + 1), jnp.int32), jnp.zeros((b,), jnp.int32), done0,
                     corr[:, None], jnp.ones((b,), jnp.int32), n)
@@ -117,7 +116,7 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
     def body(s):
       fed = jnp.concatenate([s["corr"][:, None], s["drafts"]], axis=1)  # [B, K]
       # Head 1 at every fed position (none with the kernel, which reads the hidden
-      # states); heads 2..K only at the last accepted position (drafts_at).
+      # states); heads 2..K only at the last accepted position (heads_at).
       out, cache = f.step(fed, s["ti"], s["cache"], num_heads=0 if use_kernels else 1)
       _, a, corr = accept(f, out, s["drafts"], typical)
       pos = jnp.arange(k)[None]
@@ -129,7 +128,7 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
       got = jnp.concatenate([(e.kept > a)[:, None], heads_ok], axis=1).astype(jnp.int32)
       live = ~s["done"]
       return dict(cache=cache, ti=s["ti"] + jnp.where(live, a + 1, 0), corr=corr,
-                  drafts=drafts_at(f, out["hidden"], a),
+                  drafts=drafts_of(common.heads_at(f, out["hidden"], a)),
                   out=e.out, n_out=e.n_out, done=e.done,
                   calls=s["calls"] + live.astype(jnp.int32), total=s["total"] + 1,
                   accepted=s["accepted"] + got * live[:, None])
