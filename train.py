@@ -124,7 +124,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
     if tcfg.init_from:
       loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
-      merged, copied, new = state_lib.merge_params(state.params, loaded)
+      merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
       state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
       _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
     elif tcfg.mode == "heads_only":

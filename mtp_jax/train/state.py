@@ -1,10 +1,12 @@
 """Train state, its shardings, and sharded initialization."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax
 import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,15 +125,25 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh,
   return state, shardings
 
 
-def merge_params(fresh: Any, loaded: Any) -> tuple[Any, list[str], list[str]]:
+def merge_params(fresh: Any, loaded: Any, exclude: str = "") -> tuple[Any, list[str], list[str]]:
   """Copies every leaf of `loaded` into `fresh` by path (e.g. K=1 base into a K=4 model).
 
+  Args:
+    fresh: freshly initialized params of the model being trained.
+    loaded: params read from a checkpoint.
+    exclude: optional regex; loaded leaves whose path (`jax.tree_util.keystr`, e.g.
+      "['heads']['out2']['kernel']") it matches (`re.search`) are dropped, so `fresh`
+      keeps its own init there, e.g. "heads" to put new heads of another type on a
+      trained trunk.
   Returns:
-    (merged, copied paths, fresh-only paths). Leaves only in `loaded` or with a
-    different shape raise ValueError naming the path.
+    (merged, copied paths, fresh-only paths). Leaves only in `loaded` (and not
+    excluded) or with a different shape raise ValueError naming the path.
   """
   flat_loaded = {jax.tree_util.keystr(p): v
                  for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  if exclude:
+    pattern = re.compile(exclude)
+    flat_loaded = {k: v for k, v in flat_loaded.items() if not pattern.search(k)}
   copied, new = [], []
 
   def pick(path, v):
