@@ -313,14 +313,23 @@ def main():
               row["combined_speedup_vs_greedy"] = full_secs / vs
           rows.append(row)
           print(json.dumps({k: v for k, v in row.items() if k != "te_losses"}), flush=True)
-    entry["rows"] = rows
-    result["sets"][set_name] = entry
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1)
+          # Every row so far is on disk, so a crash loses at most the row in progress.
+          result["sets"][set_name] = dict(entry, rows=rows)
+          _write_json(result, args.out)
+          # Free this row's compiled executables: ~100 of them in one process ran XLA:CPU
+          # out of JIT code memory ("LLVM ERROR: Unable to allocate section memory").
+          jax.clear_caches()
+    result["sets"][set_name] = dict(entry, rows=rows)
   print_table(result, targets)
-  with open(args.out, "w") as f:
+  _write_json(result, args.out)
+
+
+def _write_json(result: dict, path: str) -> None:
+  """Writes `result` to `path` atomically (a .tmp file, then a rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
     json.dump(result, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 
 def print_table(result: dict, targets) -> None:

@@ -47,7 +47,9 @@ def add_ratios(rows: list[dict]) -> None:
   for r in rows:
     g = greedy.get(r["test_set"])
     if g is not None:
-      r["calls_reduction"] = g["calls_per_utt"] / max(r["calls_per_utt"], 1e-9)
+      # Encoder-only rows (ctc) make no decoder call: no reduction to speak of.
+      r["calls_reduction"] = (g["calls_per_utt"] / r["calls_per_utt"]
+                              if r["calls_per_utt"] > 0 else None)
       r["speedup"] = g["decode_s"] / max(r["decode_s"], 1e-9)
 
 

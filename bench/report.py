@@ -504,6 +504,11 @@ def render_generic(path, data, plots_dir, root) -> Section:
           for r in val)][:10]
       body += ["", f"**{key}**", "", md_table(cols, [[fmt(r.get(c)) for c in cols] for r in val])]
       found = True
+    elif isinstance(val, dict) and key != "machine" and any(_scalar(v) for v in val.values()):
+      # A flat record such as bench/mwer.py's "finetune" (WER before/after).
+      body += ["", f"**{key}**", "", md_table(["field", "value"], [
+          [k, fmt(v)] for k, v in val.items() if _scalar(v)])]
+      found = True
   if not found:
     flat = {k: v for k, v in data.items() if _scalar(v) and k not in ("command", "date")}
     body += ["", md_table(["field", "value"], [[k, fmt(v)] for k, v in flat.items()])]

@@ -58,7 +58,9 @@ def results(tmp_path):
            "token_padding": 0.23}]}}})
   # Missing machine/date fields: the file's date is used instead.
   _write(res / "train_throughput_cpu.json", {"arms": [{"batching": "2d", "steps_per_s": 0.625}]})
-  _write(res / "mwer.json", {"date": "2030-05-06", "rows": [{"objective": "mwer", "wer": 0.31}]})
+  _write(res / "mwer.json", {"date": "2030-05-06", "rows": [{"objective": "mwer", "wer": 0.31}],
+                              "finetune": {"wer_before": 0.42, "wer_after": 0.4,
+                                           "last_train_metrics": {"x": 1}}})
   (res / "broken.json").write_text("{not json")
   demo = _write(tmp_path / "runs" / "demo" / "demo_results.json", {
       "rows": [{"strategy": "greedy", "wer": 0.05, "calls_per_utt": 12.0, "calls_reduction": 1.0,
@@ -88,6 +90,7 @@ def test_renders_tables_plots_labels_and_notes(results):
   # Demo, an unknown benchmark as a generic table, skipped files as notes.
   assert "| greedy | – | 5.0% | 12 |" in md and "--num 3000" in md
   assert "| mwer | 0.31 |" in md
+  assert "**finetune**" in md and "| wer_after | 0.4 |" in md
   assert any("kernels.json" in n for n in notes)
   assert any("broken.json" in n for n in notes)
   for name in ("decode_2030-01-02.png", "fastadasp.png", "data_padding.png"):
@@ -122,3 +125,18 @@ def test_readme_rewrite_is_idempotent_and_touches_only_the_markers(results):
 def test_replace_rejects_a_lone_marker():
   with pytest.raises(ValueError, match="only one"):
     report.replace_between_markers(f"x\n{report.START}\n", "body")
+
+
+def test_recipe_eval_ratios_leave_encoder_only_rows_without_a_call_reduction():
+  path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "recipe_eval.py"
+  spec = importlib.util.spec_from_file_location("bench_recipe_eval", path)
+  recipe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recipe)
+  rows = [dict(test_set="a", strategy="greedy", calls_per_utt=20.0, decode_s=2.0),
+          dict(test_set="a", strategy="verify", calls_per_utt=8.0, decode_s=1.0),
+          dict(test_set="a", strategy="ctc", calls_per_utt=0.0, decode_s=0.5)]
+  recipe.add_ratios(rows)
+  assert rows[1]["calls_reduction"] == pytest.approx(2.5)
+  assert rows[1]["speedup"] == pytest.approx(2.0)
+  assert rows[2]["calls_reduction"] is None
+  assert rows[2]["speedup"] == pytest.approx(4.0)
