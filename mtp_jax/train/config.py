@@ -17,7 +17,7 @@ def train_defaults() -> ml_collections.ConfigDict:
   c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
   c.init_step = -1                # step of init_from to load; -1 = latest
   c.init_exclude = ""             # regex: init_from params whose path matches stay freshly
-                                  # initialized (e.g. "heads": new head type on a trained trunk)
+                                  # initialized (e.g. "'mtp'": new head type on a trained trunk)
   # Loss.
   c.head_weight_decay = 0.8
   c.head_weights = ()             # explicit weights for heads 2..K; empty = decay

@@ -6,7 +6,6 @@ from typing import Any
 
 import flax
 import flax.linen as nn
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,9 +131,9 @@ def merge_params(fresh: Any, loaded: Any, exclude: str = "") -> tuple[Any, list[
     fresh: freshly initialized params of the model being trained.
     loaded: params read from a checkpoint.
     exclude: optional regex; loaded leaves whose path (`jax.tree_util.keystr`, e.g.
-      "['heads']['out2']['kernel']") it matches (`re.search`) are dropped, so `fresh`
-      keeps its own init there, e.g. "heads" to put new heads of another type on a
-      trained trunk.
+      "['params']['mtp']['out2']['kernel']") it matches (`re.search`) are dropped, so
+      `fresh` keeps its own init there, e.g. "'mtp'" to put new heads of another type
+      on a trained trunk.
   Returns:
     (merged, copied paths, fresh-only paths). Leaves only in `loaded` (and not
     excluded) or with a different shape raise ValueError naming the path.
