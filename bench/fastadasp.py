@@ -278,6 +278,8 @@ def main():
              "full": {"wer": full_wer, "tokens_per_s": full_tok / full_secs if full_secs else None,
                       "verify_wer": ver_wer,
                       "verify_speedup_vs_greedy": (full_secs / ver_secs) if ver_secs else None}}
+    entry["rows"] = rows  # filled in place below
+    result["sets"][set_name] = entry
     for method in methods:
       for schedule in (schedules if method in MULTI else ["-"]):
         for target in targets:
@@ -314,12 +316,10 @@ def main():
           rows.append(row)
           print(json.dumps({k: v for k, v in row.items() if k != "te_losses"}), flush=True)
           # Every row so far is on disk, so a crash loses at most the row in progress.
-          result["sets"][set_name] = dict(entry, rows=rows)
           _write_json(result, args.out)
           # Free this row's compiled executables: ~100 of them in one process ran XLA:CPU
           # out of JIT code memory ("LLVM ERROR: Unable to allocate section memory").
           jax.clear_caches()
-    result["sets"][set_name] = dict(entry, rows=rows)
   print_table(result, targets)
   _write_json(result, args.out)
 
