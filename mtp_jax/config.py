@@ -286,6 +286,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+def pop_arg(arg: str | None, key: str, default: str) -> tuple[str, str | None]:
+  """Splits `key=value` out of a config-file argument; returns (value, rest of the arg).
+
+  For config files that pick a base config by `key` and pass the rest on to it.
+  """
+  items = [i for i in (arg or "").split(",") if i]
+  value, rest = default, []
+  for item in items:
+    if item.startswith(f"{key}="):
+      value = item.split("=", 1)[1]
+    else:
+      rest.append(item)
+  return value, (",".join(rest) or None)
+
+
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """Loads `get_config(arg)` from a config file; `path` may carry `:arg` (as on the CLI)."""
   import importlib.util  # pylint: disable=g-import-not-at-top

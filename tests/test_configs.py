@@ -26,12 +26,22 @@ def test_config_arg_sets_heads_and_rejects_unknown_keys():
     parse_arg("heads=4", K=1)
 
 
-def test_shift_pair_equal_size_cheaper_decoder():
+@pytest.mark.parametrize("arg", [None, "base=demo,K=4"])
+def test_shift_pair_equal_size_cheaper_decoder(arg):
   root = CONFIGS[0].parent
-  dec = ModelConfig.from_config(load_config_file(root / "shift" / "deep_decoder.py").model)
-  enc = ModelConfig.from_config(load_config_file(root / "shift" / "deep_encoder.py").model)
+  dec = ModelConfig.from_config(load_config_file(root / "shift" / "deep_decoder.py", arg).model)
+  enc = ModelConfig.from_config(load_config_file(root / "shift" / "deep_encoder.py", arg).model)
   a, b = flops.param_counts(dec)["total"], flops.param_counts(enc)["total"]
   assert abs(a - b) / a < 0.02
   assert dec.mtp.num_heads == enc.mtp.num_heads == 4
   ratio = flops.decoder_token_flops(dec, 100, 1) / flops.decoder_token_flops(enc, 100, 1)
   assert ratio > 3.0
+
+
+def test_shift_pair_rejects_unknown_base_and_passes_other_keys_on():
+  path = CONFIGS[0].parent / "shift" / "deep_encoder.py"
+  with pytest.raises(ConfigError, match="base='huge'"):
+    load_config_file(path, "base=huge")
+  c = load_config_file(path, "base=demo,K=1,minutes=7")
+  assert (c.model.mtp.num_heads, c.train.max_minutes) == (1, 7.0)
+  assert (c.model.encoder.num_layers, c.model.decoder.num_layers) == (7, 1)

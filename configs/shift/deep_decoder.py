@@ -1,24 +1,39 @@
-"""Parameter-shift pair, arm 1: balanced model (4 encoder + 8 decoder layers, K=4), 10.5M params.
+"""Parameter-shift pair, arm 1: balanced encoder/decoder (K=4).
 
+base=small (default): 4 encoder + 8 decoder layers, 10.5M parameters.
+base=demo: the demo model's widths with 3 encoder + 6 decoder layers, 4.35M parameters.
 Compare with configs/shift/deep_encoder.py (same total size, most layers in the encoder).
-Run:
-  python train.py --config configs/shift/deep_decoder.py --workdir runs/shift_dec \
-      --config.data.train_manifests=...
-  python decode.py --workdir runs/shift_dec --manifest ../shared/data/kathleen/test.jsonl \
-      --strategy verify
-Expected: same WER as deep_encoder trained the same way; ~3x more decoder FLOPs per token
-(`python -m mtp_jax.flops --config configs/shift/deep_decoder.py`), hence lower RTFx.
-Arg: "K=<heads>,head=<type>" as in configs/small.py.
+Run (the one-CPU-session real-data pair: both arms from scratch, same data, same steps,
+trained side by side on 2 cores; the demo corpus and ljsynth come from the commands in
+configs/demo.py and configs/recipes/realmix_demo.py):
+  for arm in dec enc; do name=$([ $arm = dec ] && echo deep_decoder || echo deep_encoder)
+    python train.py --config configs/shift/$name.py:base=demo,minutes=200 \
+      --workdir runs/shift_$arm --config.train.steps=2400 \
+      --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
+      --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
+      --config.data.tokenizer.path=runs/demo/run/tokenizer.model &
+  done; wait
+  python bench/decode.py --workdirs runs/shift_dec,runs/shift_enc \
+      --manifest ../shared/data/kathleen/test.jsonl --strategies greedy,verify,ctc \
+      --batch_sizes 1,16 --out bench/results/decode_shift_kathleen.json
+Expected: same WER as deep_encoder trained the same way; several times more decoder FLOPs
+per token (`python -m mtp_jax.flops --config configs/shift/deep_decoder.py:base=demo`),
+hence a lower decode RTFx; see the README "parameter shift" table for what was measured.
+Arg: "base=<small|demo>" plus the base config's own keys ("K=<heads>,head=<type>", and
+for demo also "minutes=<train minutes>,ctc=<weight>").
 """
 import pathlib
 
-from mtp_jax.config import load_config_file
+from mtp_jax.config import ConfigError, load_config_file, pop_arg
 
-SMALL = pathlib.Path(__file__).resolve().parents[1] / "small.py"
+_CONFIGS = pathlib.Path(__file__).resolve().parents[1]
+LAYERS = {"small": (4, 8), "demo": (3, 6)}  # base -> (encoder layers, decoder layers)
 
 
 def get_config(arg: str | None = None):
-  c = load_config_file(SMALL, arg)
-  c.model.encoder.num_layers = 4
-  c.model.decoder.num_layers = 8
+  base, rest = pop_arg(arg, "base", "small")
+  if base not in LAYERS:
+    raise ConfigError(f"config arg base={base!r}: expected one of {sorted(LAYERS)}")
+  c = load_config_file(_CONFIGS / f"{base}.py", rest)
+  c.model.encoder.num_layers, c.model.decoder.num_layers = LAYERS[base]
   return c

@@ -1,24 +1,35 @@
-"""Parameter-shift pair, arm 2: deep encoder, thin decoder (9 encoder + 2 decoder layers, K=4).
+"""Parameter-shift pair, arm 2: deep encoder, thin decoder (K=4).
 
-10.4M parameters, within 2% of configs/shift/deep_decoder.py, but a decoder call costs
-~3.8x fewer FLOPs, so autoregressive decoding (and verification on top) runs faster.
-Run:
-  python train.py --config configs/shift/deep_encoder.py --workdir runs/shift_enc \
-      --config.data.train_manifests=...
-  python decode.py --workdir runs/shift_enc --manifest ../shared/data/kathleen/test.jsonl \
-      --strategy verify
-Expected: WER equal to deep_decoder's, >= 2x the decode RTFx (bench/capacity.py).
-Arg: "K=<heads>,head=<type>" as in configs/small.py.
+base=small (default): 9 encoder + 2 decoder layers, 10.4M parameters, within 2% of
+configs/shift/deep_decoder.py, but a decoder call costs ~3.8x fewer FLOPs.
+base=demo: the demo model's widths with 7 encoder + 1 decoder layers, 4.32M parameters
+(deep_decoder's base=demo: 3 + 6 layers, 4.35M); a decoder call costs ~5.5x fewer FLOPs.
+Run (the one-CPU-session real-data pair, both arms trained the same way; see
+configs/shift/deep_decoder.py for the full command set):
+  python train.py --config configs/shift/deep_encoder.py:base=demo,minutes=200 \
+      --workdir runs/shift_enc --config.train.steps=2400 \
+      --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
+      --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
+      --config.data.tokenizer.path=runs/demo/run/tokenizer.model
+  python bench/decode.py --workdirs runs/shift_dec,runs/shift_enc \
+      --manifest ../shared/data/kathleen/test.jsonl --strategies greedy,verify --batch_sizes 1,16
+Expected: WER equal to deep_decoder's and a higher decode RTFx, with verify on top; see
+the README "parameter shift" table for what was measured.
+Arg: "base=<small|demo>" plus the base config's own keys ("K=<heads>,head=<type>", and
+for demo also "minutes=<train minutes>,ctc=<weight>").
 """
 import pathlib
 
-from mtp_jax.config import load_config_file
+from mtp_jax.config import ConfigError, load_config_file, pop_arg
 
-SMALL = pathlib.Path(__file__).resolve().parents[1] / "small.py"
+_CONFIGS = pathlib.Path(__file__).resolve().parents[1]
+LAYERS = {"small": (9, 2), "demo": (7, 1)}  # base -> (encoder layers, decoder layers)
 
 
 def get_config(arg: str | None = None):
-  c = load_config_file(SMALL, arg)
-  c.model.encoder.num_layers = 9
-  c.model.decoder.num_layers = 2
+  base, rest = pop_arg(arg, "base", "small")
+  if base not in LAYERS:
+    raise ConfigError(f"config arg base={base!r}: expected one of {sorted(LAYERS)}")
+  c = load_config_file(_CONFIGS / f"{base}.py", rest)
+  c.model.encoder.num_layers, c.model.decoder.num_layers = LAYERS[base]
   return c
