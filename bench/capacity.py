@@ -1,7 +1,8 @@
 """Capacity: searched per-bucket batch sizes vs one fixed batch size, same memory budget.
 
   python bench/capacity.py --config configs/tiny.py --num_utts 96 --memory_budget_gb 0.04
-  python bench/capacity.py ... --shift          # also the parameter-shift decode RTFx
+  python bench/capacity.py --config configs/demo.py --memory_budget_gb 0.5 --num_utts 192 \
+      --manifest ../shared/data/fsdd/train.jsonl,../shared/data/kathleen/train.jsonl,<ljsynth>/train.jsonl
 
 Both arms train the same model from the same init on the same utterances under the
 same per-device memory budget (compiled-step memory, `mtp_jax.tools.batch_search`):
@@ -17,9 +18,8 @@ same per-device memory budget (compiled-step memory, `mtp_jax.tools.batch_search
 Per arm: mean batch size, audio padding, steps and audio-seconds/s (real audio)
 over one epoch, steady state after one untimed step per executable; compile time
 is reported apart. Batches are read up front (real Kathleen audio, never zeros).
-With --shift: greedy and verify decoding RTFx of configs/shift/deep_decoder.py and
-deep_encoder.py at batch 1 and 16, RANDOM INIT (decode speed does not depend on
-training, but random weights rarely emit EOS, so every row runs max_new_tokens).
+The parameter-shift pair is measured on trained models by bench/decode.py (see
+configs/shift/deep_decoder.py).
 Writes bench/results/capacity.json.
 """
 from __future__ import annotations
@@ -40,28 +40,25 @@ from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtp_jax.config import ModelConfig, load_config_file  # noqa: E402
+from mtp_jax.config import load_config_file  # noqa: E402
 from mtp_jax.data import bucketing  # noqa: E402
 from mtp_jax.data import pipeline  # noqa: E402
 from mtp_jax.data import tokenizer as tok_lib  # noqa: E402
-from mtp_jax.model.speech_llama import SpeechLLaMA  # noqa: E402
 from mtp_jax.tools import batch_search as bs  # noqa: E402
 from mtp_jax.train import state as state_lib  # noqa: E402
 from mtp_jax.train import step as step_lib  # noqa: E402
-from mtp_jax.data.manifest import write_subset
+from mtp_jax.data.manifest import write_subset  # noqa: E402
 
 flags.DEFINE_string("config", str(ROOT / "configs" / "tiny.py"), "Config file[:arg].")
 flags.DEFINE_string("manifest", str(ROOT.parent / "shared" / "data" / "kathleen" / "train.jsonl"),
-                    "Training manifest.")
-flags.DEFINE_string("test_manifest", str(ROOT.parent / "shared" / "data" / "kathleen" /
-                                         "test.jsonl"), "Test manifest (--shift decoding).")
+                    "Training manifest(s), comma-separated; --num_utts is split evenly "
+                    "across them (a mix of short and long speech is where per-bucket "
+                    "batch sizes matter).")
 flags.DEFINE_integer("num_utts", 96, "Utterances taken from the manifest (first N).")
 flags.DEFINE_float("memory_budget_gb", 0.04, "Per-device budget (GiB) for BOTH arms.")
 flags.DEFINE_integer("num_duration_bins", 2, "2-D bucketing duration bins.")
 flags.DEFINE_integer("num_token_bins", 2, "2-D bucketing token bins per duration bin.")
 flags.DEFINE_integer("max_steps", 24, "Timed steps per arm at most (one epoch otherwise).")
-flags.DEFINE_bool("shift", False, "Also time greedy/verify decoding of the shift pair.")
-flags.DEFINE_integer("shift_max_new_tokens", 32, "Decode length for --shift.")
 flags.DEFINE_string("out", str(ROOT / "bench" / "results"), "Output directory.")
 F = flags.FLAGS
 
@@ -105,51 +102,16 @@ def run_arm(name: str, data_cfg, config, tokenizer, prober: bs.StepProber) -> di
           "final_loss": float(m["loss"])}
 
 
-def shift_rtfx(tok) -> list[dict]:
-  """Greedy / verify RTFx of the shift pair (random init) at batch 1 and 16."""
-  from mtp_jax.decode.api import make_decode_fn  # pylint: disable=g-import-not-at-top
-  tcfg = load_config_file(str(ROOT / "configs" / "shift" / "deep_decoder.py"))
-  # The tokenizer only builds the (unused) text targets of the eval batches.
-  evb = pipeline.make_eval_batches(F.test_manifest, tok, tcfg.data, batch_size=16)
-  batch = next(iter(evb))
-  rows = []
-  for name in ("deep_decoder", "deep_encoder"):
-    c = load_config_file(str(ROOT / "configs" / "shift" / f"{name}.py"))
-    model = SpeechLLaMA(ModelConfig.from_config(c.model))
-    params = model.init(jax.random.PRNGKey(0), *state_lib.dummy_inputs(model.cfg))
-    for strategy in ("greedy", "verify"):
-      fn = jax.jit(make_decode_fn(model, strategy=strategy,
-                                  max_new_tokens=F.shift_max_new_tokens))
-      for b in (1, 16):
-        audio, alen = batch["audio"][:b], batch["audio_len"][:b]
-        t = time.perf_counter()
-        jax.block_until_ready(fn(params, audio, alen))
-        compile_s = time.perf_counter() - t
-        reps = 3 if b == 1 else 1
-        t = time.perf_counter()
-        for _ in range(reps):
-          out = jax.block_until_ready(fn(params, audio, alen))
-        dt = (time.perf_counter() - t) / reps
-        row = {"config": name, "strategy": strategy, "batch": b, "init": "random",
-               "compile_s": compile_s, "seconds": dt,
-               "rtfx": float(np.sum(alen)) / 16000.0 / dt,
-               "decoder_calls": int(np.asarray(out["total_calls"] if isinstance(out, dict)
-                                               else out.total_calls))}
-        print(f"shift {name:<13}{strategy:<8}B={b:<3} RTFx {row['rtfx']:7.2f} "
-              f"({row['decoder_calls']} calls, {dt:.2f} s; compile {compile_s:.1f} s)",
-              flush=True)
-        rows.append(row)
-  return rows
-
-
 def main(argv):
   del argv
   config = load_config_file(F.config)
   config.data.update(num_duration_bins=F.num_duration_bins, num_token_bins=F.num_token_bins)
   config.train.warmup_steps = 2
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_capacity_"))
-  manifest = write_subset(F.manifest, tmp / "subset.jsonl", F.num_utts)
-  config.data.train_manifests = str(manifest)
+  sources = [m for m in F.manifest.split(",") if m]
+  per_source = -(-F.num_utts // len(sources))
+  config.data.train_manifests = ",".join(
+      write_subset(m, tmp / f"subset{i}.jsonl", per_source) for i, m in enumerate(sources))
   tokenizer = tok_lib.get_tokenizer(config.data, tmp)
   budget = int(F.memory_budget_gb * bs.GIB)
   prober = bs.StepProber(config, budget_bytes=budget, run_steps=0)
@@ -204,8 +166,6 @@ def main(argv):
                   "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
                   "python": platform.python_version(), "jax": jax.__version__,
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}}
-  if F.shift:
-    result["shift_decode_random_init"] = shift_rtfx(tokenizer)
   os.makedirs(F.out, exist_ok=True)
   path = os.path.join(F.out, "capacity.json")
   with open(path, "w", encoding="utf-8") as f:

@@ -396,6 +396,34 @@ def render_train_throughput(path, data, plots_dir, root) -> Section:
   return Section(f"Training throughput ({pathlib.Path(path).name})", "\n".join(body))
 
 
+def render_capacity(path, data, plots_dir, root) -> Section:
+  """bench/capacity.py: searched per-bucket batch sizes vs one fixed batch size."""
+  del plots_dir, root
+  table = [[fmt(a.get("arm")), fmt(a.get("num_shapes")), fmt(a.get("compile_s"), "s"),
+            fmt(a.get("steps")), fmt(a.get("mean_batch_size")),
+            fmt(a.get("audio_padding"), "pct"), fmt(a.get("steps_per_s")),
+            fmt(a.get("audio_s_per_s"))] for a in data.get("arms") or []]
+  default = "python bench/capacity.py" + "".join(
+      f" --{k} {_rel(data[k], ROOT) if k == 'config' else data[k]}"
+      for k in ("config", "manifest", "num_utts", "memory_budget_gb") if data.get(k))
+  sizes = data.get("searched_batch_sizes") or {}
+  body = [_caption(data, path, default), "",
+          f"Per-device memory budget {fmt(data.get('memory_budget_gb'))} GiB "
+          f"({data.get('memory_measure', 'compiled-step memory')}). Fixed batch size "
+          f"{fmt(data.get('fixed_batch_size'))} (the largest that fits the envelope shape "
+          f"{data.get('envelope_shape')}); searched per bucket (samples x tokens: batch): "
+          + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + ".", "",
+          md_table(["arm", "shapes", "compile", "steps", "mean batch", "audio padding",
+                    "steps/s", "audio s/s"], table)]
+  ratios = data.get("audio_s_per_s_ratios") or {}
+  if ratios:
+    body += ["", "Real audio seconds per second, side by side in one run: " + "; ".join(
+        f"{k.replace('searched_over_', 'searched / ').replace('_', '/', 1)} "
+        f"**{fmt(v, 'x')}**" for k, v in ratios.items()) + "."]
+  return Section(f"Capacity: per-bucket batch sizes ({pathlib.Path(path).name})",
+                 "\n".join(body))
+
+
 def render_kernels(path, data, plots_dir, root) -> Section:
   """bench/kernels.py: Pallas kernels vs their XLA references."""
   del plots_dir, root
@@ -526,6 +554,7 @@ KNOWN: list[tuple[str, tuple[str, ...], Callable]] = [
     ("FastAdaSP", ("fastadasp*.json",), render_fastadasp),
     ("Batching and padding", ("data_padding*.json",), render_padding),
     ("Training throughput", ("train_throughput*.json",), render_train_throughput),
+    ("Capacity", ("capacity*.json",), render_capacity),
     ("Pallas kernels", ("kernels*.json",), render_kernels),
     ("Peer decode", ("peer_decode*.json",), render_peer),
 ]
@@ -571,7 +600,8 @@ def _missing_hint(render, results_dir, demo_json, root) -> str:
   name = {render_decode: "decode_<date>.json", render_recipe: "recipe_eval.json",
           render_fastadasp: "fastadasp.json", render_padding: "data_padding.json",
           render_train_throughput: "train_throughput_<platform>.json",
-          render_kernels: "kernels.json", render_peer: "peer_decode.json"}[render]
+          render_capacity: "capacity.json", render_kernels: "kernels.json",
+          render_peer: "peer_decode.json"}[render]
   return f"`{_rel(pathlib.Path(results_dir) / name, root)}` missing"
 
 

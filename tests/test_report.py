@@ -140,3 +140,18 @@ def test_recipe_eval_ratios_leave_encoder_only_rows_without_a_call_reduction():
   assert rows[1]["speedup"] == pytest.approx(2.0)
   assert rows[2]["calls_reduction"] is None
   assert rows[2]["speedup"] == pytest.approx(4.0)
+
+
+def test_capacity_section_shows_arms_batch_sizes_and_ratios(tmp_path):
+  data = {"config": "configs/demo.py", "num_utts": 8, "memory_budget_gb": 0.5,
+          "fixed_batch_size": 3, "envelope_shape": [160000, 80],
+          "searched_batch_sizes": {"160000x80": 3, "16000x16": 40},
+          "arms": [{"arm": "searched/2d", "mean_batch_size": 12.5, "audio_s_per_s": 300.0},
+                   {"arm": "fixed/2d", "mean_batch_size": 3.0, "audio_s_per_s": 100.0}],
+          "audio_s_per_s_ratios": {"searched_over_fixed_2d": 3.0},
+          "machine": dict(MACHINE, date="2030-01-02T00:00:00")}
+  sec = report.render_capacity(_write(tmp_path / "capacity.json", data), data, tmp_path,
+                               tmp_path)
+  assert "16000x16: 40" in sec.body and "| searched/2d |" in sec.body
+  assert "searched / fixed/2d **3.00×**" in sec.body
+  assert "--config configs/demo.py" in sec.body
