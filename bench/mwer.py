@@ -25,10 +25,10 @@ import tempfile
 import time
 
 from absl import app, flags
-from mtp_jax.data.manifest import write_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from mtp_jax.data.manifest import write_subset  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "", "trained workdir (default: a random configs/small.py:K=4)")

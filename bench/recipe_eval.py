@@ -23,11 +23,11 @@ import os
 import pathlib
 import sys
 import tempfile
-from mtp_jax.machine import machine_info
-from mtp_jax.data.manifest import write_subset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mtp_jax.machine import machine_info  # noqa: E402
+from mtp_jax.data.manifest import write_subset  # noqa: E402
 
 TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
              "an4_test": "an4/test.jsonl"}

@@ -155,3 +155,11 @@ def test_capacity_section_shows_arms_batch_sizes_and_ratios(tmp_path):
   assert "16000x16: 40" in sec.body and "| searched/2d |" in sec.body
   assert "searched / fixed/2d **3.00×**" in sec.body
   assert "--config configs/demo.py" in sec.body
+
+
+def test_decode_section_shows_loop_speedup_when_measured(tmp_path):
+  rows = [dict(_decode_row("runs/a", "greedy", 0.1, 20.0, 2.0), loop_speedup=1.0),
+          dict(_decode_row("runs/a", "verify", 0.1, 8.0, 1.5), loop_speedup=1.6)]
+  data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"), "rows": rows}
+  sec = report.render_decode(_write(tmp_path / "decode_x.json", data), data, tmp_path, tmp_path)
+  assert "| loop speedup |" in sec.body and "| 1.60× |" in sec.body
