@@ -430,6 +430,22 @@ def render_capacity(path, data, plots_dir, root) -> Section:
                  "\n".join(body))
 
 
+def render_step_cost(path, data, plots_dir, root) -> Section:
+  """bench/step_cost.py: K-token verify iteration vs 1-token greedy iteration."""
+  del plots_dir, root
+  rows = data.get("rows") or []
+  table = [[fmt(r.get("config")), fmt(r.get("batch")), fmt(r.get("decoder_params")),
+            fmt(r.get("prefill_ms")), fmt(r.get("greedy_step_ms")), fmt(r.get("verify_step_ms")),
+            fmt(r.get("break_even_reduction"), "x"), fmt(r.get("compile_s"), "s")] for r in rows]
+  body = [_caption(data, path, "python bench/step_cost.py"), "",
+          md_table(["config", "batch", "decoder params", "prefill ms", "greedy step ms",
+                    "verify step ms (K tokens)", "break-even calls reduction", "compile"],
+                   table), "",
+          "*Break-even* = verify step / greedy step: the decoder-call reduction verification "
+          "needs before its loop is faster than greedy's on this machine."]
+  return Section(f"Decoder-call cost ({pathlib.Path(path).name})", "\n".join(body))
+
+
 def render_kernels(path, data, plots_dir, root) -> Section:
   """bench/kernels.py: Pallas kernels vs their XLA references."""
   del plots_dir, root
@@ -561,6 +577,7 @@ KNOWN: list[tuple[str, tuple[str, ...], Callable]] = [
     ("Batching and padding", ("data_padding*.json",), render_padding),
     ("Training throughput", ("train_throughput*.json",), render_train_throughput),
     ("Capacity", ("capacity*.json",), render_capacity),
+    ("Decoder-call cost", ("step_cost*.json",), render_step_cost),
     ("Pallas kernels", ("kernels*.json",), render_kernels),
     ("Peer decode", ("peer_decode*.json",), render_peer),
 ]
@@ -606,7 +623,8 @@ def _missing_hint(render, results_dir, demo_json, root) -> str:
   name = {render_decode: "decode_<date>.json", render_recipe: "recipe_eval.json",
           render_fastadasp: "fastadasp.json", render_padding: "data_padding.json",
           render_train_throughput: "train_throughput_<platform>.json",
-          render_capacity: "capacity.json", render_kernels: "kernels.json",
+          render_capacity: "capacity.json", render_step_cost: "step_cost_<backend>.json",
+          render_kernels: "kernels.json",
           render_peer: "peer_decode.json"}[render]
   return f"`{_rel(pathlib.Path(results_dir) / name, root)}` missing"
 

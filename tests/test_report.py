@@ -163,3 +163,13 @@ def test_decode_section_shows_loop_speedup_when_measured(tmp_path):
   data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"), "rows": rows}
   sec = report.render_decode(_write(tmp_path / "decode_x.json", data), data, tmp_path, tmp_path)
   assert "| loop speedup |" in sec.body and "| 1.60× |" in sec.body
+
+
+def test_step_cost_section_shows_break_even(tmp_path):
+  data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"),
+          "rows": [{"config": "configs/demo.py", "batch": 1, "decoder_params": 10,
+                    "greedy_step_ms": 0.5, "verify_step_ms": 1.0,
+                    "break_even_reduction": 2.0}]}
+  sec = report.render_step_cost(_write(tmp_path / "step_cost_cpu.json", data), data, tmp_path,
+                                tmp_path)
+  assert "| configs/demo.py | 1 |" in sec.body and "| 2.00× |" in sec.body
