@@ -9,7 +9,8 @@ meaningless, a random model's drafts are rarely accepted):
 Every ratio compares strategies of one model measured in this run at the same
 batch size; compile time is reported apart. `speedup` is end to end (encoder, prefill
 and decoding loop); `loop_speedup` leaves out the encoder + prefill time, measured
-apart as a greedy decode of one token, since multi-token decoding only shortens the loop. Writes bench/results/decode_<date>.json.
+apart as a greedy decode of one token, since multi-token decoding only shortens the
+loop. Writes bench/results/decode_<date>.json.
 """
 from __future__ import annotations
 

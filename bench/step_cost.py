@@ -17,10 +17,10 @@ The loops start from one prefilled cache (the prefill is timed apart, as
 loop) / N, each the fastest of the repeats (the least disturbed by other work on the
 machine), so fixed costs cancel; both loops use the same cache length. Compile time is
 reported apart. Weights are random normal-initialized (not zeros); the cost of a call
-does not depend on what the weights are. On a 2-core CPU the ratio of the smallest
-models moves by up to ~0.5 between runs: run it twice before reading much into one row. `break_even_reduction` is
-cost(verify) / cost(greedy): the decoder-call reduction verify needs before its loop
-is faster than greedy's. Writes bench/results/step_cost_<backend>.json.
+does not depend on what the weights are. `break_even_reduction` is cost(verify) /
+cost(greedy): the decoder-call reduction verify needs before its loop is faster than
+greedy's. On a 2-core CPU the ratio moves by up to ~0.5 between runs: run it twice
+before reading much into one row. Writes bench/results/step_cost_<backend>.json.
 """
 from __future__ import annotations
 
@@ -85,8 +85,6 @@ def measure(config_path: str, batch: int) -> dict:
   alen = jnp.full((batch,), samples, jnp.int32)
   cache_len = common.max_text_len(2 * n * k, k)
 
-  f = common.model_fns(model, params)
-
   @jax.jit
   def prefill(params, audio, alen):
     out0, cache = common.model_fns(model, params).prefill(audio, alen, common.bos(batch),
@@ -94,8 +92,11 @@ def measure(config_path: str, batch: int) -> dict:
     return jnp.argmax(out0["logits"][:, 0, 0], -1).astype(jnp.int32), cache
 
   def loop(width: int, steps: int):
-    """A jitted loop of `steps` decode steps of `width` tokens from a prefilled cache."""
-    def body(i, s):
+    """A jitted loop of `steps` decode steps of `width` tokens from a prefilled cache.
+
+    The params are an argument, as in the decoding loops (closed over, XLA would fold
+    them in as constants)."""
+    def body(f, s):
       cache, fed, ti = s
       out, cache = f.step(fed, ti, cache, num_heads=1)
       am = jnp.argmax(out["logits"][:, :, 0], -1).astype(jnp.int32)
@@ -106,9 +107,11 @@ def measure(config_path: str, batch: int) -> dict:
       return cache, am, ti + width
 
     @jax.jit
-    def fn(cache, first):
+    def fn(params, cache, first):
+      f = common.model_fns(model, params)
       fed0 = jnp.broadcast_to(first[:, None], (batch, width))
-      return jax.lax.fori_loop(0, steps, body, (cache, fed0, jnp.ones((batch,), jnp.int32)))[1]
+      return jax.lax.fori_loop(0, steps, lambda i, s: body(f, s),
+                               (cache, fed0, jnp.ones((batch,), jnp.int32)))[1]
     return fn
 
   row = {"config": config_path, "batch": batch, "K": k, "steps": n, "context": FLAGS.context,
@@ -119,7 +122,7 @@ def measure(config_path: str, batch: int) -> dict:
   first, cache = jax.block_until_ready(prefill(params, audio, alen))
   for name, width in (("greedy", 1), ("verify", k)):
     for steps in (n, 2 * n):
-      c, t = _timed(loop(width, steps), cache, first, repeats=FLAGS.repeats)
+      c, t = _timed(loop(width, steps), params, cache, first, repeats=FLAGS.repeats)
       compile_s += c
       ms[name, steps] = t * 1e3
   greedy_ms = max(ms["greedy", 2 * n] - ms["greedy", n], 1e-9) / n
