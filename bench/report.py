@@ -411,7 +411,8 @@ def render_capacity(path, data, plots_dir, root) -> Section:
             fmt(a.get("audio_s_per_s"))] for a in data.get("arms") or []]
   default = "python bench/capacity.py" + "".join(
       f" --{k} {_rel(data[k], ROOT) if k == 'config' else data[k]}"
-      for k in ("config", "manifest", "num_utts", "memory_budget_gb") if data.get(k))
+      for k in ("config", "manifest", "num_utts", "memory_budget_gb") if data.get(k)) + "".join(
+      f" --{k} {v}" for k, v in (data.get("bucketing") or {}).items())
   sizes = data.get("searched_batch_sizes") or {}
   body = [_caption(data, path, default), "",
           f"Per-device memory budget {fmt(data.get('memory_budget_gb'))} GiB "

@@ -301,6 +301,18 @@ def pop_arg(arg: str | None, key: str, default: str) -> tuple[str, str | None]:
   return value, (",".join(rest) or None)
 
 
+def shifted_config(configs_dir, layers: dict[str, tuple[int, int]], arg: str | None):
+  """A parameter-shift arm: `base=<name>` picks configs_dir/<name>.py (the rest of `arg`
+  goes to it) and `layers[name]` = (encoder layers, decoder layers) overrides its depths."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  base, rest = pop_arg(arg, "base", "small")
+  if base not in layers:
+    raise ConfigError(f"config arg base={base!r}: expected one of {sorted(layers)}")
+  c = load_config_file(pathlib.Path(configs_dir) / f"{base}.py", rest)
+  c.model.encoder.num_layers, c.model.decoder.num_layers = layers[base]
+  return c
+
+
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """Loads `get_config(arg)` from a config file; `path` may carry `:arg` (as on the CLI)."""
   import importlib.util  # pylint: disable=g-import-not-at-top

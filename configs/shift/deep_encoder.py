@@ -20,16 +20,11 @@ for demo also "minutes=<train minutes>,ctc=<weight>").
 """
 import pathlib
 
-from mtp_jax.config import ConfigError, load_config_file, pop_arg
+from mtp_jax.config import shifted_config
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = {"small": (9, 2), "demo": (7, 1)}  # base -> (encoder layers, decoder layers)
 
 
 def get_config(arg: str | None = None):
-  base, rest = pop_arg(arg, "base", "small")
-  if base not in LAYERS:
-    raise ConfigError(f"config arg base={base!r}: expected one of {sorted(LAYERS)}")
-  c = load_config_file(_CONFIGS / f"{base}.py", rest)
-  c.model.encoder.num_layers, c.model.decoder.num_layers = LAYERS[base]
-  return c
+  return shifted_config(_CONFIGS, LAYERS, arg)
