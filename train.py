@@ -34,6 +34,7 @@ from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
 from mtp_jax.train import metrics as metrics_lib
 from mtp_jax.train import optimizer as opt_lib
+from mtp_jax.train import pretrained as pretrained_lib
 from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
 
@@ -97,28 +98,17 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
        f"{mcfg.mtp.head_type}, dtype {mcfg.dtype}")
   abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules))
   tx = opt_lib.make_optimizer(tcfg, abstract_params)
-  labels = (opt_lib.trainable_labels(abstract_params, tcfg.mode)
-            if tcfg.mode != "joint" else None)
-
-  # ---------------------------------------------------------------- data
-  pc = jax.process_count()
-  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
-                                      process_index=jax.process_index(), process_count=pc)
-  for b in data.describe():
-    _log(f"bucket {b}")
-  report = data.bad_input_report()
-  if report["num_skipped"]:
-    _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
+  labels = (opt_lib.trainable_labels(abstract_params, tcfg)
+              if opt_lib.freezes_anything(tcfg) else None)
 
   # ---------------------------------------------------------------- state: resume / init
   ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
                                async_save=tcfg.async_checkpointing)
   abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
   latest = ckpt.latest_step()
+  data_state = None
   if latest is not None:
     state, data_state = ckpt.restore(abstract_state, shardings, latest)
-    if data_state is not None:
-      data.set_state(data_state)
     _log(f"resumed from step {latest} in {ckpt.directory}")
   else:
     state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
@@ -129,16 +119,40 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
     elif tcfg.mode == "heads_only":
       raise ValueError("train.mode=heads_only needs train.init_from (a trained base)")
+    if tcfg.get("encoder_init", ""):
+      enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
+      state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
+      _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
+
+  # ---------------------------------------------------------------- data
+  pc = jax.process_count()
+  cache, frames_for = None, None
+  if config.data.get("feature_cache", ""):
+    cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, state.params,
+                                                  mcfg, tcfg)
+    _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
+  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
+                                      process_index=jax.process_index(), process_count=pc,
+                                      feature_cache=cache, frames_for=frames_for)
+  for b in data.describe():
+    _log(f"bucket {b}")
+  report = data.bad_input_report()
+  if report["num_skipped"]:
+    _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
+  if latest is not None and data_state is not None:
+    data.set_state(data_state)
 
   # ---------------------------------------------------------------- compile per bucket shape
-  shapes = [(b * pc, s, l) for b, s, l in data.batch_shapes]
+  shapes = [(b * pc, s if frames_for is None else frames_for(s), l)
+            for b, s, l in data.batch_shapes]
   word_tables = (word_errors.tables_from_tokenizer(tokenizer)
                  if tcfg.get("objective", "ce") == "mwer" else None)
   step_fn = step_lib.make_train_step(train_model, tx, tcfg, labels, word_tables)
-  jitted = step_lib.jit_train_step(step_fn, shardings, mesh, rules)
+  jitted = step_lib.jit_train_step(step_fn, shardings, mesh, rules, frames=cache is not None)
   t0 = time.perf_counter()
   compiled = step_lib.compile_for_shapes(jitted, abstract_state_with(abstract_state, shardings),
-                                         shapes, mesh, rules, log=_log)
+                                         shapes, mesh, rules, log=_log,
+                                         frames_dim=cache.dim if cache is not None else 0)
   _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
 
   # ---------------------------------------------------------------- eval setup
@@ -204,9 +218,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       if batch_callback is not None:
         batch_callback(step, batch)
       if step in nan_steps:  # TEST HOOK (train.debug_nan_steps): poison this batch.
-        batch["audio"] = np.full_like(batch["audio"], np.nan)
+        key = "frames" if "frames" in batch else "audio"
+        batch[key] = np.full_like(batch[key], np.nan)
       thr.add_audio(float(np.sum(batch["audio_len"])) / sr * pc)
-      shape = (batch["audio"].shape[0] * pc, batch["audio"].shape[1], batch["text"].shape[1])
+      shape = step_lib.batch_shape(batch, pc)
       state, metrics = compiled[shape](state, step_lib.device_batch(batch, mesh, rules))
       if pending is not None:
         last = check(pending)

@@ -48,7 +48,10 @@ class FrontendConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-  """Conv subsampling (x4) + Conformer blocks."""
+  """The speech encoder. `type` picks it from `mtp_jax.model.encoders` (conformer:
+  conv subsampling x4 + Conformer blocks, trained from scratch; whisper: OpenAI
+  Whisper's encoder, usually imported with `train.encoder_init` and frozen)."""
+  type: str = "conformer"
   d_model: int = 256
   num_layers: int = 4
   num_heads: int = 4
@@ -60,6 +63,10 @@ class EncoderConfig:
   # encoder output, trained with the auxiliary loss `train.ctc_weight`. It makes a
   # from-scratch model learn to read the audio instead of letting the LM ignore it.
   ctc_head: bool = False
+  # whisper: positional table length (1500 = 30 s) and whether to pad every input to
+  # that window as OpenAI's encoder does (default: the utterance's real length).
+  max_positions: int = 1500
+  pad_to_window: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,19 +211,23 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   for name, d, h in (("encoder", enc.d_model, enc.num_heads), ("decoder", dec.d_model, dec.num_heads)):
     _require(d > 0 and h > 0, f"{p}.{name}.d_model/num_heads must be positive")
     _require(d % h == 0, f"{p}.{name}.num_heads={h}: must divide {p}.{name}.d_model={d}")
-    _require((d // h) % 2 == 0,
-             f"{p}.{name}.d_model/num_heads={d // h}: head dim must be even for rotary positions")
+  _require((dec.d_model // dec.num_heads) % 2 == 0,
+           f"{p}.decoder.d_model/num_heads={dec.d_model // dec.num_heads}: head dim must be "
+           "even for rotary positions")
   _require(dec.num_kv_heads > 0 and dec.num_heads % dec.num_kv_heads == 0,
            f"{p}.decoder.num_kv_heads={dec.num_kv_heads}: must divide "
            f"{p}.decoder.num_heads={dec.num_heads}")
   _require(dec.vocab_size >= 8, f"{p}.decoder.vocab_size={dec.vocab_size}: must be >= 8")
   _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
   _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
-  _require(enc.conv_kernel % 2 == 1, f"{p}.encoder.conv_kernel={enc.conv_kernel}: must be odd")
   _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
-  _require(fe.win_length <= fe.n_fft,
-           f"{p}.frontend.n_fft={fe.n_fft}: must be >= window length {fe.win_length}")
-  _require(fe.num_mels % 4 == 0, f"{p}.frontend.num_mels={fe.num_mels}: must be divisible by 4")
+  _require(fe.sample_rate > 0, f"{p}.frontend.sample_rate={fe.sample_rate}: must be > 0")
+  # The encoder family checks its own fields (and the frontend it needs).
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
+  spec = encoders.get(enc.type)
+  _require(not enc.pad_to_window or enc.type == "whisper",
+           f"{p}.encoder.pad_to_window=True: only for encoder.type='whisper'")
+  spec.validate(cfg, p)
   _require(cfg.dtype in DTYPES, f"{p}.dtype={cfg.dtype!r}: expected one of {DTYPES}")
   _require(cfg.param_dtype in DTYPES, f"{p}.param_dtype={cfg.param_dtype!r}: expected one of {DTYPES}")
   _require(cfg.remat_policy in REMAT_POLICIES,

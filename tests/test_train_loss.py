@@ -66,7 +66,7 @@ def test_heads_only_labels_and_frozen_updates():
   c.train.warmup_steps = 0  # lr > 0 at the first update
   model = SpeechLLaMA(ModelConfig.from_config(c.model))
   params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), nn.unbox(abstract_params(model)))
-  labels = opt_lib.trainable_labels(params, "heads_only")
+  labels = opt_lib.trainable_labels(params, c.train)
   flat = {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_flatten_with_path(labels)[0]}
   assert all((l == "train") == ("'mtp'" in k) for k, l in flat.items())
   assert any(l == "train" for l in flat.values())
@@ -76,5 +76,6 @@ def test_heads_only_labels_and_frozen_updates():
   for (path, u), l in zip(jax.tree_util.tree_flatten_with_path(updates)[0],
                           jax.tree.leaves(labels)):
     assert bool(jnp.any(u != 0)) == (l == "train"), path
+  c.train.mode = "bogus"
   with pytest.raises(ValueError, match="train.mode"):
-    opt_lib.trainable_labels(params, "bogus")
+    opt_lib.trainable_labels(params, c.train)

@@ -36,6 +36,7 @@ def data_defaults() -> ml_collections.ConfigDict:
   c.seed = 0
   c.eval_audio_multiple_s = 2.0   # eval batches: S rounded up to this many seconds
   c.eval_token_multiple = 32      # eval batches: L rounded up to this many tokens
+  c.feature_cache = ""           # directory of cached frozen-encoder frames (mtp_jax.train.pretrained)
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.model_type = "unigram"  # unigram | bpe
   c.tokenizer.vocab_size = 256

@@ -211,10 +211,20 @@ class _BatchLoader:
   """grain map: a planned batch -> padded numpy batch (runs in workers)."""
 
   def __init__(self, utterances: Sequence[Utterance], sample_rate: int,
-               policy: str):
+               policy: str, feature_cache=None, frames_for=None):
     self._utts = list(utterances)
     self._rate = sample_rate
     self._policy = policy
+    self._cache = feature_cache  # FeatureCache: deliver cached encoder frames
+    self._frames_for = frames_for  # samples -> encoder frames (the bucket's T)
+
+  def _read_frames(self, utt: Utterance, max_frames: int) -> np.ndarray:
+    e = utt.entry
+    x = self._cache.frames(e.audio_filepath, manifest=e.manifest, line=e.line)
+    if len(x) > max_frames:
+      raise BadInputError(e.manifest, e.line, f"cached features have {len(x)} frames, "
+                          f"more than its bucket's {max_frames}: {e.audio_filepath}")
+    return x
 
   def _read(self, utt: Utterance, max_samples: int) -> np.ndarray:
     e = utt.entry
@@ -236,25 +246,38 @@ class _BatchLoader:
     epoch, max_samples, max_tokens, rows = item
     b = len(rows)
     batch = {
-        "audio": np.zeros((b, max_samples), np.float32),
         "audio_len": np.zeros((b,), np.int32),
         "text": np.full((b, max_tokens), PAD_ID, np.int32),
         "text_len": np.zeros((b,), np.int32),
     }
+    if self._cache is None:
+      batch["audio"] = np.zeros((b, max_samples), np.float32)
+    else:
+      max_frames = int(self._frames_for(max_samples))
+      batch["frames"] = np.zeros((b, max_frames, self._cache.dim), np.float16)
+      batch["frames_len"] = np.zeros((b,), np.int32)
     utt_ids, refs, skipped = [""] * b, [""] * b, []
     for r, index in enumerate(rows):
       if index == bucketing.EMPTY_ROW:
         continue
       utt = self._utts[index]
       try:
-        wav = self._read(utt, max_samples)
+        if self._cache is None:
+          wav = self._read(utt, max_samples)
+        else:
+          x = self._read_frames(utt, batch["frames"].shape[1])
       except BadInputError as err:
         if self._policy == "error":
           raise
         skipped.append([err.manifest, err.line, err.reason])
         continue
-      batch["audio"][r, :len(wav)] = wav
-      batch["audio_len"][r] = len(wav)
+      if self._cache is None:
+        batch["audio"][r, :len(wav)] = wav
+        batch["audio_len"][r] = len(wav)
+      else:
+        batch["frames"][r, :len(x)] = x
+        batch["frames_len"][r] = len(x)
+        batch["audio_len"][r] = utt.num_samples
       batch["text"][r, :len(utt.tokens)] = utt.tokens
       batch["text_len"][r] = len(utt.tokens)
       utt_ids[r], refs[r] = utt.entry.utt_id, utt.entry.text
@@ -439,8 +462,8 @@ def _fingerprint(utterances, buckets, **extra) -> str:
 def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
                         process_index: int | None = None,
                         process_count: int | None = None,
-                        manifests: str | Sequence[str] | None = None
-                        ) -> DataIterator:
+                        manifests: str | Sequence[str] | None = None,
+                        feature_cache=None, frames_for=None) -> DataIterator:
   """The training iterator: infinite, shuffled per epoch, bucketed, resumable.
 
   Args:
@@ -451,6 +474,10 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
     process_index: this process (default `jax.process_index()`).
     process_count: number of processes (default `jax.process_count()`).
     manifests: overrides `data_cfg.train_manifests`.
+    feature_cache: a `feature_cache.FeatureCache`: batches then carry "frames"
+      [B, T, d] float16 and "frames_len" [B] instead of "audio", with
+      T = frames_for(S) for the bucket's S samples ("audio_len" stays: samples).
+    frames_for: samples -> encoder frames (with feature_cache; picklable).
 
   Returns:
     A `DataIterator` of batches in the module's BATCH FORMAT; each global batch
@@ -481,7 +508,7 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
         .repeat(None)
         .map_with_index(planner)
         .map(_BatchLoader(utterances, data_cfg.sample_rate,
-                          data_cfg.bad_input_policy)))
+                          data_cfg.bad_input_policy, feature_cache, frames_for)))
   fingerprint = _fingerprint(utterances, buckets, seed=int(seed), pi=pi, pc=pc,
                              shuffle=bool(data_cfg.shuffle), remainder=remainder)
   _LOG.info("training data: %d utterances (%d skipped), %d buckets, "

@@ -114,3 +114,79 @@ def spec_augment(rng: jax.Array, feats: jax.Array, feat_len: jax.Array, cfg: Fro
     hit = (t >= start[..., None]) & (t < (start + width)[..., None])  # [B, n, F]
     keep &= ~jnp.any(hit, axis=1)[:, :, None]
   return jnp.where(keep, feats, 0.0)
+
+
+# ------------------------------------------------------------------ Whisper's frontend
+def _slaney_hz_to_mel(f):
+  f = np.asarray(f, np.float64)
+  lin = f / (200.0 / 3)
+  log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+  return np.where(f >= 1000.0, log, lin)
+
+
+def _slaney_mel_to_hz(m):
+  m = np.asarray(m, np.float64)
+  lin = m * (200.0 / 3)
+  log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+  return np.where(m >= 15.0, log, lin)
+
+
+@functools.lru_cache(maxsize=8)
+def slaney_mel_filterbank(sample_rate: int, n_fft: int, num_mels: int) -> np.ndarray:
+  """Slaney-scale, Slaney-normalized mel filterbank (librosa's default, Whisper's),
+  [n_fft // 2 + 1, num_mels] float32."""
+  fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+  mel_f = _slaney_mel_to_hz(np.linspace(_slaney_hz_to_mel(0.0),
+                                        _slaney_hz_to_mel(sample_rate / 2.0), num_mels + 2))
+  fdiff = np.diff(mel_f)
+  ramps = mel_f[:, None] - fft_freqs[None, :]
+  lower = -ramps[:-2] / fdiff[:-1, None]
+  upper = ramps[2:] / fdiff[1:, None]
+  weights = np.maximum(0.0, np.minimum(lower, upper))
+  weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+  return weights.T.astype(np.float32)
+
+
+def whisper_num_frames(num_samples, cfg: FrontendConfig):
+  """Whisper's frame count: one per hop (a centred STFT with its last frame dropped)."""
+  n = num_samples // cfg.hop_length
+  return int(n) if isinstance(n, (int, np.integer)) else n
+
+
+def whisper_log_mel(audio: jax.Array, audio_len: jax.Array, cfg: FrontendConfig):
+  """Whisper's log-mel: centred STFT (n_fft 400, hop 160, periodic Hann), power,
+  Slaney mel, log10 clamped at 1e-10, floored at the row's max - 8, (x + 4) / 4.
+
+  Whisper pads every input with zeros to 30 s before its STFT, so a frame near the end
+  of speech sees zeros after it: the STFT here reflects at the start and pads zeros at
+  the end, and each row's max is over its own valid frames, so a row's features do not
+  depend on how much padding its batch carries. Frames at and after `audio_len // hop` are set to 0.
+
+  Args:
+    audio: [B, S] float waveform at cfg.sample_rate (16 kHz), zero-padded.
+    audio_len: [B] valid samples.
+    cfg: frontend config (n_fft = win length = 400, hop 160 for Whisper).
+  Returns:
+    feats [B, S // hop, num_mels] float32, feat_len [B] int32.
+  """
+  b, s = audio.shape
+  n_fft, hop = cfg.n_fft, cfg.hop_length
+  half = n_fft // 2
+  if s <= half:
+    raise ValueError(f"audio of {s} samples is too short for Whisper's frontend (> {half})")
+  x = audio.astype(jnp.float32)
+  x = jnp.concatenate([x[:, 1:half + 1][:, ::-1], x, jnp.zeros((b, half), x.dtype)], axis=1)
+  n_frames = s // hop
+  idx = jnp.arange(n_frames)[:, None] * hop + jnp.arange(n_fft)[None, :]
+  window = jnp.asarray(np.hanning(n_fft + 1)[:-1], jnp.float32)
+  spec = jnp.fft.rfft(x[:, idx] * window, n=n_fft, axis=-1)
+  power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+  fb = jnp.asarray(slaney_mel_filterbank(cfg.sample_rate, n_fft, cfg.num_mels))
+  mel = jnp.dot(power, fb, precision=jax.lax.Precision.HIGHEST)
+  log_spec = jnp.log10(jnp.maximum(mel, 1e-10))
+  feat_len = (audio_len.astype(jnp.int32) // hop).astype(jnp.int32)
+  valid = jnp.arange(n_frames)[None, :, None] < feat_len[:, None, None]
+  row_max = jnp.max(jnp.where(valid, log_spec, -10.0), axis=(1, 2), keepdims=True)
+  log_spec = jnp.maximum(log_spec, row_max - 8.0)
+  feats = (log_spec + 4.0) / 4.0
+  return jnp.where(valid, feats, 0.0), feat_len

@@ -1,4 +1,7 @@
-"""Speech-LLaMA: log-mel -> Conformer -> frame stacking projector -> LLaMA decoder -> K heads.
+"""Speech-LLaMA: features -> speech encoder -> frame stacking projector -> LLaMA decoder -> K heads.
+
+The encoder family (`model.encoder.type`: a Conformer trained from scratch, or a
+pretrained Whisper encoder) and its feature frontend come from `mtp_jax.model.encoders`.
 
 The decoder input is `[audio tokens][BOS transcript]`, causal over all of it. Audio
 rows are padded to a common length P; padded audio tokens are masked as keys and
@@ -8,7 +11,8 @@ row's output does not depend on how much padding it carries.
 Entry points (all via `model.apply(params, ..., method=...)`):
   * `__call__`: teacher-forced forward over audio + transcript (training).
   * `encode`: audio -> audio-token embeddings and their mask; `forward_text` runs the
-    teacher-forced decoder over given audio tokens (encode once, score many).
+    teacher-forced decoder over given audio tokens (encode once, score many);
+    `forward_frames` starts from encoder frames (a frozen encoder's feature cache).
   * `prefill` / `decode_step`: incremental decoding over a preallocated KV cache.
   * `heads`: K-head logits from final-normed hidden states.
 """
@@ -21,10 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import ModelConfig
+from mtp_jax.model import encoders
 from mtp_jax.model import frontend
 from mtp_jax.model import reduction as reduction_lib
 from mtp_jax.model.decoder import DecoderStack
-from mtp_jax.model.encoder import ConformerEncoder, subsampled_length
 from mtp_jax.model.heads import MTPHeads, Unembed
 from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
 
@@ -34,8 +38,7 @@ Cache = dict[str, Any]
 
 def audio_token_count(num_samples, cfg: ModelConfig):
   """Number of audio tokens (decoder prefix length) for `num_samples` samples."""
-  f = frontend.num_frames(num_samples, cfg.frontend)
-  t = subsampled_length(f, 4)
+  t = encoders.encoder_frames(num_samples, cfg)
   s = cfg.projector.stack
   return (t + s - 1) // s
 
@@ -71,7 +74,7 @@ class SpeechLLaMA(nn.Module):
   def setup(self):
     mc = self.cfg
     dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
-    self.encoder = ConformerEncoder(mc.encoder, dtype, pdtype)
+    self.encoder = encoders.get(mc.encoder.type).module(mc.encoder, dtype, pdtype)
     self.projector = Projector(mc)
     d = mc.decoder.d_model
     self.embed = nn.Embed(
@@ -101,9 +104,17 @@ class SpeechLLaMA(nn.Module):
     return self._project(*self.encode_frames(audio, audio_len))
 
   def encode_frames(self, audio, audio_len):
-    """Audio -> Conformer frames before stacking: ([B, T, d_enc], [B] int32 lengths)."""
+    """Audio -> encoder frames before stacking: ([B, T, d_enc], [B] int32 lengths)."""
     mc = self.cfg
-    feats, feat_len = frontend.log_mel(audio, audio_len, mc.frontend)
+    spec = encoders.get(mc.encoder.type)
+    if mc.encoder.pad_to_window:  # OpenAI's behaviour: every input is a 30-s window
+      window = 2 * mc.encoder.max_positions * mc.frontend.hop_length
+      if audio.shape[1] > window:
+        raise ValueError(f"audio of {audio.shape[1]} samples is longer than the encoder's "
+                         f"{window}-sample window")
+      audio = jnp.pad(audio, ((0, 0), (0, window - audio.shape[1])))
+      audio_len = jnp.where(audio_len > 0, window, 0)
+    feats, feat_len = spec.features(audio, audio_len, mc.frontend)
     if self.train:
       feats = frontend.spec_augment(self.make_rng("specaug"), feats, feat_len, mc.frontend)
     x, length = self.encoder(feats.astype(dtype_of(mc.dtype)), feat_len, self.train)
@@ -147,7 +158,28 @@ class SpeechLLaMA(nn.Module):
       with `encoder.ctc_head` also "ctc_logits" [B, T, V] (float32) over the encoder
       frames and "ctc_len" [B] their valid lengths.
     """
-    frames, flen = self.encode_frames(audio, audio_len)
+    return self._forward_encoded(*self.encode_frames(audio, audio_len), text_in, prev_tokens)
+
+  def forward_frames(self, frames, frames_len, text_in, prev_tokens=None):
+    """Teacher-forced forward from encoder frames (a frozen encoder's feature cache).
+
+    Args:
+      frames: [B, T, d_enc] encoder outputs (any float dtype); frames_len: [B].
+      text_in, prev_tokens: as in `__call__`.
+    In train mode SpecAugment-style masks (`model.frontend` mask fields) apply to the
+    frames: time masks and channel masks instead of mel-bin masks.
+    Returns:
+      The same dict as `__call__`.
+    """
+    mc = self.cfg
+    frames = frames.astype(dtype_of(mc.dtype))
+    frames_len = frames_len.astype(jnp.int32)
+    if self.train:
+      frames = frontend.spec_augment(self.make_rng("specaug"), frames, frames_len,
+                                     mc.frontend).astype(frames.dtype)
+    return self._forward_encoded(frames, frames_len, text_in, prev_tokens)
+
+  def _forward_encoded(self, frames, flen, text_in, prev_tokens):
     out = self.forward_text(*self._project(frames, flen), text_in, prev_tokens)
     if self.cfg.encoder.ctc_head:
       out = dict(out, ctc_logits=self.ctc_logits(frames), ctc_len=flen)

@@ -215,8 +215,8 @@ class StepProber:
     self.model = SpeechLLaMA(mcfg)
     abstract_params = nn.unbox(state_lib.abstract_params(self.model))
     self.tx = opt_lib.make_optimizer(tcfg, abstract_params)
-    labels = (opt_lib.trainable_labels(abstract_params, tcfg.mode)
-              if tcfg.mode != "joint" else None)
+    labels = (opt_lib.trainable_labels(abstract_params, tcfg)
+              if opt_lib.freezes_anything(tcfg) else None)
     abstract, self.shardings = state_lib.abstract_train_state(
         self.model, self.tx, self.mesh, self.rules)
     self.abstract_state = jax.tree.map(

