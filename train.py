@@ -29,6 +29,7 @@ from mtp_jax import sharding as sharding_lib
 from mtp_jax.config import ModelConfig
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
+from mtp_jax.interop import hf_llama
 from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
@@ -123,6 +124,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
       state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
       _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
+    if tcfg.get("decoder_init", ""):
+      state = state.replace(params=hf_llama.load_decoder_into(
+          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+      _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
 
   # ---------------------------------------------------------------- data
   pc = jax.process_count()
@@ -174,7 +179,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     out["eval/seconds"] = time.perf_counter() - t
     _log(f"eval step {step}: WER {res['wer']:.4f} ({res['errors']}/{res['num_ref_words']} "
          f"words, {res['num_utterances']} utts, {out['eval/seconds']:.1f} s)")
-    if mcfg.encoder.ctc_head:  # does the encoder read the audio? (no decoder involved)
+    if mcfg.ctc_head:  # does the encoder read the audio? (no decoder involved)
       ctc, _ = eval_lib.evaluate(model, state.params, eval_batches, tokenizer, mesh, rules,
                                  strategy="ctc", **kw)
       out["eval/ctc_wer"] = float(ctc["wer"])

@@ -1,7 +1,7 @@
 """Capacity: searched per-bucket batch sizes vs one fixed batch size, same memory budget.
 
   python bench/capacity.py --config configs/tiny.py --num_utts 96 --memory_budget_gb 0.04
-  python bench/capacity.py --config configs/demo.py --memory_budget_gb 0.5 --num_utts 192 \
+  python bench/capacity.py --config configs/demo_conformer.py --memory_budget_gb 0.5 --num_utts 192 \
       --manifest ../shared/data/fsdd/train.jsonl,../shared/data/kathleen/train.jsonl,<ljsynth>/train.jsonl
 
 Both arms train the same model from the same init on the same utterances under the

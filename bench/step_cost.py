@@ -1,7 +1,7 @@
 """Decoder-call cost: a K-token verification step against a 1-token greedy step, per model.
 
-  python bench/step_cost.py --configs configs/shift/deep_encoder.py:base=demo,configs/demo.py,\
-configs/shift/deep_decoder.py:base=demo,configs/small.py:K=4,configs/paper.py:K=4
+  python bench/step_cost.py --configs configs/shift/deep_encoder.py:base=demo_conformer,configs/demo_conformer.py,\
+configs/shift/deep_decoder.py:base=demo_conformer,configs/small.py:K=4,configs/paper.py:K=4
 
 Verification decoding wins wall-clock time only if its call reduction exceeds what a
 verify call costs relative to a greedy call. This measures that cost ratio on the
@@ -36,8 +36,8 @@ from absl import app, flags  # noqa: E402
 from mtp_jax.machine import machine_info  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", ["configs/shift/deep_encoder.py:base=demo", "configs/demo.py",
-                              "configs/shift/deep_decoder.py:base=demo", "configs/small.py:K=4"],
+flags.DEFINE_list("configs", ["configs/shift/deep_encoder.py:base=demo_conformer", "configs/demo_conformer.py",
+                              "configs/shift/deep_decoder.py:base=demo_conformer", "configs/small.py:K=4"],
                   "config files[:arg] with K >= 2 heads")
 flags.DEFINE_list("batch_sizes", ["1"], "batch sizes")
 flags.DEFINE_integer("steps", 32, "N: the loops run N and 2N decode steps")

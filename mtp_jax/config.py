@@ -74,6 +74,10 @@ class ProjectorConfig:
   """Frame stacking + MLP into the decoder width."""
   stack: int = 2
   hidden: int = 0  # 0: the decoder's d_model
+  # A linear CTC classifier (blank = PAD id 0) on the audio tokens the projector emits,
+  # trained with `train.ctc_weight`: with a frozen encoder it is the CTC head that
+  # teaches the projector to emit token-like audio tokens.
+  ctc_head: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +143,12 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat_policy: str = "none"
+
+  @property
+  def ctc_head(self) -> str:
+    """Where the auxiliary CTC head sits: "encoder", "projector" or "" (none)."""
+    return "encoder" if self.encoder.ctc_head else ("projector" if self.projector.ctc_head
+                                                    else "")
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any] | ml_collections.ConfigDict,
@@ -221,6 +231,8 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
   _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
   _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
+  _require(not (enc.ctc_head and proj.ctc_head),
+           f"{p}.encoder.ctc_head and {p}.projector.ctc_head: set one (one CTC head)")
   _require(fe.sample_rate > 0, f"{p}.frontend.sample_rate={fe.sample_rate}: must be > 0")
   # The encoder family checks its own fields (and the frontend it needs).
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top

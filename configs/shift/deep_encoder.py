@@ -2,11 +2,11 @@
 
 base=small (default): 9 encoder + 2 decoder layers, 10.4M parameters, within 2% of
 configs/shift/deep_decoder.py, but a decoder call costs ~3.8x fewer FLOPs.
-base=demo: the demo model's widths with 7 encoder + 1 decoder layers, 4.32M parameters
-(deep_decoder's base=demo: 3 + 6 layers, 4.35M); a decoder call costs ~5.5x fewer FLOPs.
+base=demo_conformer: the demo model's widths with 7 encoder + 1 decoder layers, 4.32M parameters
+(deep_decoder's base=demo_conformer: 3 + 6 layers, 4.35M); a decoder call costs ~5.5x fewer FLOPs.
 Run (the one-CPU-session real-data pair, both arms trained the same way; see
 configs/shift/deep_decoder.py for the full command set):
-  python train.py --config configs/shift/deep_encoder.py:base=demo,minutes=200 \
+  python train.py --config configs/shift/deep_encoder.py:base=demo_conformer,minutes=200 \
       --workdir runs/shift_enc --config.train.steps=2400 \
       --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
       --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
@@ -23,7 +23,7 @@ import pathlib
 from mtp_jax.config import shifted_config
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = {"small": (9, 2), "demo": (7, 1)}  # base -> (encoder layers, decoder layers)
+LAYERS = {"small": (9, 2), "demo_conformer": (7, 1)}  # base -> (encoder layers, decoder layers)
 
 
 def get_config(arg: str | None = None):

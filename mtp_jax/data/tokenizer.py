@@ -28,6 +28,10 @@ BOS_ID = 1
 EOS_ID = 2
 UNK_ID = 3
 SPECIAL_IDS = (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+# A pretrained LLaMA's own SentencePiece model (for `train.decoder_init`) has no pad
+# piece and <unk> = 0: id 0 then pads (padding is masked everywhere) and a decoded
+# <unk> is dropped like padding.
+LLAMA_IDS = (-1, BOS_ID, EOS_ID, 0)
 
 MODEL_PREFIX = "tokenizer"  # <dir>/tokenizer.model and <dir>/tokenizer.json
 
@@ -46,9 +50,10 @@ class Tokenizer:
     self._sp = spm.SentencePieceProcessor(model_file=self.path)
     got = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(),
            self._sp.unk_id())
-    if got != SPECIAL_IDS:
+    if got not in (SPECIAL_IDS, LLAMA_IDS):
       raise ValueError(f"{self.path}: special ids (pad, bos, eos, unk) are {got},"
-                       f" expected {SPECIAL_IDS}; retrain with train_tokenizer")
+                       f" expected {SPECIAL_IDS} (or a LLaMA tokenizer's {LLAMA_IDS});"
+                       " retrain with train_tokenizer")
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Tokenizer":

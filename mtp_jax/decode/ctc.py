@@ -1,4 +1,4 @@
-"""Greedy CTC decoding of the encoder's auxiliary CTC head (no decoder calls).
+"""Greedy CTC decoding of the auxiliary CTC head on the encoder or projector (no decoder calls).
 
 A diagnostic and a baseline: it shows whether the encoder reads the audio, which a
 Speech-LLM's decoder WER alone cannot (a decoder can ignore the audio and still
@@ -40,14 +40,12 @@ def make_ctc(model, *, max_new_tokens: int):
   The result has the DecodeResult fields; `calls`/`total_calls` are 0 (the decoder
   is never run) and `accepted` is zeros [B, K].
   """
-  if not model.cfg.encoder.ctc_head:
-    raise ValueError("strategy 'ctc' needs a model trained with model.encoder.ctc_head=True")
+  if not model.cfg.ctc_head:
+    raise ValueError("strategy 'ctc' needs a model trained with a CTC head "
+                     "(model.encoder.ctc_head or model.projector.ctc_head)")
 
   def run(params, audio, audio_len):
-    def enc(mdl, a, al):
-      frames, flen = mdl.encode_frames(a, al)
-      return mdl.ctc_logits(frames), flen
-    logits, flen = model.apply(params, audio, audio_len, method=enc)
+    logits, flen = model.apply(params, audio, audio_len, method="ctc")
     flen = jnp.where(audio_len > 0, flen, 0)
     tokens, lengths = collapse(jnp.argmax(logits, -1), flen, max_new_tokens)
     b, k = audio.shape[0], model.cfg.mtp.num_heads

@@ -382,6 +382,17 @@ def resolve(source: PathLike) -> pathlib.Path:
   return path
 
 
+def read_shape(source: PathLike) -> EncoderShape:
+  """The encoder shape of a checkpoint (config.json for HF; model.bin for CTranslate2)."""
+  path = resolve(source)
+  if (path / "model.bin").exists():
+    return ct2_shape(read_ct2_model(path)[1], str(path))
+  cfg_path = path / "config.json"
+  if not cfg_path.exists():
+    raise WhisperConversionError(f"{path}: no model.bin nor config.json")
+  return hf_shape(json.loads(cfg_path.read_text()), str(path))
+
+
 def load_encoder(source: PathLike) -> tuple[EncoderShape, dict]:
   """(encoder shape, WhisperEncoder params) from any supported source (see module doc)."""
   path = resolve(source)

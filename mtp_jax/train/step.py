@@ -53,9 +53,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
   ctc_weight = float(tcfg.get("ctc_weight", 0.0)) if tcfg.get("objective", "ce") == "ce" else 0.0
   if ctc_weight < 0:
     raise ValueError(f"train.ctc_weight={ctc_weight}: must be >= 0")
-  if ctc_weight > 0 and not model.cfg.encoder.ctc_head:
-    raise ValueError(f"train.ctc_weight={ctc_weight} needs model.encoder.ctc_head=True "
-                     "(the encoder's CTC classifier)")
+  if ctc_weight > 0 and not model.cfg.ctc_head:
+    raise ValueError(f"train.ctc_weight={ctc_weight} needs model.encoder.ctc_head=True or "
+                     "model.projector.ctc_head=True "
+                     "(a CTC classifier)")
 
   def loss_fn(params, batch, rng):
     if labels is not None:  # no backward pass through frozen parameters
