@@ -1,7 +1,11 @@
-"""Decodes a manifest with a trained model and reports WER, calls, acceptance, RTFx.
+"""Decodes a manifest with a trained model and reports WER, calls, acceptance, RTFx;
+or transcribes audio files.
 
   python decode.py --workdir runs/x --manifest test.jsonl --strategy verify \
       [--threshold 0.8] [--beam 4] [--batch_size 16] [--out hyps.jsonl]
+  python decode.py --workdir runs/x --audio a.wav b.flac [--strategy verify]
+      (one "path<TAB>transcript" line per file; any format and sample rate soundfile
+      reads; see mtp_jax/decode/transcribe.py for long audio)
 
 Writes hypotheses JSONL (utt_id, ref, hyp, calls, tokens), a summary JSON next to
 it (`<out>.summary.json`) and prints a table. Loads config, params and tokenizer
@@ -21,6 +25,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "training workdir (config, checkpoints, tokenizer)")
 flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
 flags.DEFINE_string("manifest", None, "JSONL manifest to decode")
+flags.DEFINE_multi_string("audio", None, "audio file(s) to transcribe instead of a manifest "
+                          "(repeat the flag, or list the files after it)")
+flags.DEFINE_enum("long_audio", "split", ["split", "error"],
+                  "--audio longer than the model takes: split at silences, or refuse")
 flags.DEFINE_enum("strategy", "greedy", list(STRATEGIES), "decoding strategy")
 flags.DEFINE_float("threshold", 0.8, "tau for --strategy=threshold")
 flags.DEFINE_integer("beam", 4, "beam width for --strategy=beam")
@@ -38,11 +46,29 @@ flags.DEFINE_integer("reduce_start_layer", None, "start layer l0 (-1: solved)")
 flags.DEFINE_float("reduce_ratio", None, "tokens removed at l0 / P (instead of --flops_reduction)")
 flags.DEFINE_integer("sparse_layer", None, "fastadasp_sparse layer (-1: transfer-entropy choice)")
 flags.DEFINE_integer("reduce_seed", None, "seed of random_merge / random_evict")
-flags.mark_flags_as_required(["workdir", "manifest"])
+flags.mark_flags_as_required(["workdir"])
+
+
+def transcribe_main(paths) -> None:
+  from mtp_jax.decode.transcribe import Transcriber  # pylint: disable=g-import-not-at-top
+  missing = [p for p in paths if not os.path.isfile(p)]
+  if missing:
+    raise app.UsageError(f"--audio: no such file: {', '.join(missing)}")
+  tr = Transcriber(FLAGS.workdir, step=FLAGS.step, strategy=FLAGS.strategy,
+                   batch_size=FLAGS.batch_size, long_audio=FLAGS.long_audio,
+                   max_new_tokens=FLAGS.max_new_tokens, threshold=FLAGS.threshold,
+                   beam=FLAGS.beam)
+  for path, text in zip(paths, tr(paths)):
+    print(f"{path}\t{text}", flush=True)
 
 
 def main(argv):
+  if FLAGS.audio:
+    transcribe_main(list(FLAGS.audio) + list(argv[1:]))
+    return
   del argv
+  if not FLAGS.manifest:
+    raise app.UsageError("give --manifest (scored decoding) or --audio (transcription)")
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top

@@ -100,7 +100,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules))
   tx = opt_lib.make_optimizer(tcfg, abstract_params)
   labels = (opt_lib.trainable_labels(abstract_params, tcfg)
-              if opt_lib.freezes_anything(tcfg) else None)
+            if opt_lib.freezes_anything(tcfg) else None)
 
   # ---------------------------------------------------------------- state: resume / init
   ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   report = data.bad_input_report()
   if report["num_skipped"]:
     _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
-  if latest is not None and data_state is not None:
+  if data_state is not None:
     data.set_state(data_state)
 
   # ---------------------------------------------------------------- compile per bucket shape

@@ -68,7 +68,7 @@ def measure(config_path: str, batch: int) -> dict:
   from mtp_jax import flops  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig, load_config_file  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode import common  # pylint: disable=g-import-not-at-top
-  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # pylint: disable=g-import-not-at-top
   from mtp_jax.train.state import dummy_inputs  # pylint: disable=g-import-not-at-top
 
   cfg = ModelConfig.from_config(load_config_file(config_path).model)
@@ -79,8 +79,8 @@ def measure(config_path: str, batch: int) -> dict:
   params = jax.jit(model.init)(jax.random.PRNGKey(0), *dummy_inputs(cfg))
   n = FLAGS.steps
   # Audio long enough for about `context` audio tokens in the decoder.
-  per_token = cfg.frontend.hop_length * 4 * cfg.projector.stack
-  samples = FLAGS.context * per_token
+  per_second = float(audio_token_count(cfg.frontend.sample_rate, cfg))
+  samples = int(FLAGS.context / per_second * cfg.frontend.sample_rate)
   audio = jax.random.normal(jax.random.PRNGKey(1), (batch, samples), jnp.float32) * 0.1
   alen = jnp.full((batch,), samples, jnp.int32)
   cache_len = common.max_text_len(2 * n * k, k)

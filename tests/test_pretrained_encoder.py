@@ -199,3 +199,26 @@ def test_whisper_model_decodes_like_its_full_forward():
     out = model.apply(params, audio[r:r + 1, :int(alen[r])], alen[r:r + 1], text)
     want = np.asarray(jnp.argmax(out["logits"][0, :, 0], -1))[:n]
     np.testing.assert_array_equal(np.asarray(res.tokens[r, :n]), want)
+
+
+def test_projector_ctc_head():
+  from mtp_jax import flops  # pylint: disable=import-outside-toplevel
+  from mtp_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from mtp_jax.decode import api  # pylint: disable=import-outside-toplevel
+  c = whisper_micro_config(k=2)
+  c.model.projector.ctc_head = True
+  model, params = _params(c)
+  assert model.cfg.ctc_head == "projector"
+  assert sum(x.size for x in jax.tree.leaves(params)) == flops.param_counts(model.cfg)["total"]
+  assert flops.param_counts(model.cfg)["ctc_head"] == 32 * 48 + 48  # d_dec -> vocab
+  audio = jax.random.normal(jax.random.PRNGKey(2), (2, 9600)) * 0.1
+  alen = jnp.asarray([9600, 4321])
+  out = model.apply(params, audio, alen, jnp.ones((2, 3), jnp.int32))
+  _, _, length = model.apply(params, audio, alen, method="encode")
+  assert out["ctc_logits"].shape[:2] == (2, int(length.max()))
+  np.testing.assert_array_equal(np.asarray(out["ctc_len"]), np.asarray(length))
+  res = api.decode(model, params, audio, alen, strategy="ctc", max_new_tokens=8)
+  assert int(res.total_calls) == 0 and res.tokens.shape == (2, 8)
+  c.model.encoder.ctc_head = True
+  with pytest.raises(ConfigError, match="set one"):
+    ModelConfig.from_config(c.model)

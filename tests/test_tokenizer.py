@@ -103,3 +103,10 @@ def test_get_tokenizer_trains_into_workdir_once(tmp_path):
   assert first.encode("lazy dog") == second.encode("lazy dog")
   cfg.tokenizer.path = first.path
   assert tok_lib.get_tokenizer(cfg, tmp_path / "elsewhere").path == first.path
+
+
+def test_decode_drops_ids_past_the_vocabulary(tmp_path):
+  tok = tok_lib.train_tokenizer_from_texts(["alpha bravo charlie delta"] * 20, tmp_path,
+                                           vocab_size=24)
+  ids = tok.encode("alpha bravo")
+  assert tok.decode(ids + [tok.vocab_size, 10_000] + [tok_lib.EOS_ID, ids[0]]) == "alpha bravo"

@@ -88,13 +88,17 @@ class Tokenizer:
     return self._sp.encode(self.normalize(text))
 
   def decode(self, ids: Iterable[int]) -> str:
-    """Ids to text: stops at the first EOS_ID, drops PAD_ID and BOS_ID."""
+    """Ids to text: stops at the first EOS_ID, drops PAD_ID and BOS_ID, and drops ids
+    past this tokenizer's vocabulary (a model whose `decoder.vocab_size` is larger than
+    the tokenizer, the usual case for a small corpus, never trains on them but can
+    still emit one)."""
     out = []
+    n = self.vocab_size
     for i in ids:
       i = int(i)
       if i == EOS_ID:
         break
-      if i not in (PAD_ID, BOS_ID):
+      if i not in (PAD_ID, BOS_ID) and 0 <= i < n:
         out.append(i)
     return self._sp.decode(out)
 
