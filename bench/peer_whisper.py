@@ -184,7 +184,7 @@ def main(argv=None) -> int:
   result = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 machine=machine_info(),
                 command="python bench/peer_whisper.py " + " ".join(
-                    sys.argv[1:] if argv is None else argv),
+                    sys.argv[1:] if argv is None else argv).replace(str(ROOT) + os.sep, ""),
                 rows=rows)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

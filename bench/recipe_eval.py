@@ -99,8 +99,15 @@ def main(argv=None) -> int:
       if not os.path.exists(manifest):
         print(f"{name}: {manifest} missing, skipped", file=sys.stderr)
         continue
-      batches = list(make_eval_batches(subset_manifest(manifest, args.max_utts, tmp), tokenizer,
-                                       config.data, batch_size=args.batch_size))
+      # Test utterances are never dropped for training-time limits; every bad row is
+      # counted and named in the row's "skipped".
+      data = config.data.copy_and_resolve_references()
+      data.max_duration = max(float(data.max_duration), 30.0)
+      data.max_text_tokens = max(int(data.max_text_tokens), 1024)
+      eval_batches = make_eval_batches(subset_manifest(manifest, args.max_utts, tmp), tokenizer,
+                                       data, batch_size=args.batch_size)
+      bad = eval_batches.bad_input_report()
+      batches = list(eval_batches)
       for strategy in args.strategies.split(","):
         out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
                              max_new_tokens=max_new, sample_rate=int(config.data.sample_rate))
@@ -108,14 +115,17 @@ def main(argv=None) -> int:
         with open(hyp, "w") as f:
           for r in out["records"]:
             f.write(json.dumps(r) + "\n")
-        row = dict(out["summary"], test_set=name, manifest=manifest, hypotheses=str(hyp),
+        shown = os.path.relpath(manifest, ROOT)  # no machine-specific paths in results
+        row = dict(out["summary"], test_set=name, manifest=shown, hypotheses=str(hyp),
+                   skipped=bad["num_skipped"], skipped_rows=bad["prepared"],
                    decode_py_command=(f"python decode.py --workdir {args.workdir} --manifest "
-                                      f"{manifest} --strategy {strategy} --batch_size "
+                                      f"{shown} --strategy {strategy} --batch_size "
                                       f"{args.batch_size}"))
         with open(hyp.with_suffix(".summary.json"), "w") as f:
           json.dump(row, f, indent=2)
         rows.append(row)
-        print(format_table([row], ["test_set", "strategy", "utterances", "wer", "calls_per_utt",
+        print(format_table([row], ["test_set", "strategy", "utterances", "skipped", "wer",
+                                   "calls_per_utt",
                                    "tokens_per_call", "rtfx", "compile_s"]), flush=True)
   add_ratios(rows)
   cols = ["test_set", "strategy", "wer", "calls_per_utt", "calls_reduction", "speedup"]

@@ -536,6 +536,19 @@ def render_recipe(path, data, plots_dir, root) -> Section:
   return Section("Real-speech recipe (synthetic + Kathleen training)", "\n".join(body))
 
 
+def render_peer_whisper(path, data, plots_dir, root) -> Section:
+  """bench/peer_whisper.py: faster-whisper tiny.en vs our Whisper-encoder model."""
+  del plots_dir, root
+  table = [[fmt(r.get("test_set")), fmt(r.get("system")), fmt(r.get("utterances")),
+            fmt(r.get("skipped")), fmt(r.get("wer"), "pct"), fmt(r.get("calls_per_utt")),
+            fmt(r.get("rtfx")), fmt(r.get("latency_p50_s")), fmt(r.get("latency_p90_s")),
+            fmt(r.get("rtfx_vs_peer_fastest_greedy"), "x")] for r in data.get("rows") or []]
+  body = [_caption(data, path, "python bench/peer_whisper.py --workdirs runs/wt/k4"), "",
+          md_table(["test set", "system", "utterances", "skipped", "WER", "calls/utt", "RTFx",
+                    "p50 s", "p90 s", "RTFx vs peer's fastest greedy"], table)]
+  return Section(f"Race against faster-whisper ({pathlib.Path(path).name})", "\n".join(body))
+
+
 def _scalar(v) -> bool:
   return v is None or isinstance(v, (str, int, float, bool))
 
@@ -581,6 +594,7 @@ KNOWN: list[tuple[str, tuple[str, ...], Callable]] = [
     ("Decoder-call cost", ("step_cost*.json",), render_step_cost),
     ("Pallas kernels", ("kernels*.json",), render_kernels),
     ("Peer decode", ("peer_decode*.json",), render_peer),
+    ("Race against faster-whisper", ("peer_whisper*.json",), render_peer_whisper),
 ]
 
 

