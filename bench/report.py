@@ -640,7 +640,8 @@ def _missing_hint(render, results_dir, demo_json, root) -> str:
           render_train_throughput: "train_throughput_<platform>.json",
           render_capacity: "capacity.json", render_step_cost: "step_cost_<backend>.json",
           render_kernels: "kernels.json",
-          render_peer: "peer_decode.json"}[render]
+          render_peer: "peer_decode.json",
+          render_peer_whisper: "peer_whisper.json"}[render]
   return f"`{_rel(pathlib.Path(results_dir) / name, root)}` missing"
 
 

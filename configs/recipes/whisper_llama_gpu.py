@@ -20,7 +20,7 @@ and L a LLaMA-architecture checkpoint (e.g. TinyLlama-1.1B; see interop/hf_llama
 the supported variants). tests/test_recipes_whisper_llama.py runs this recipe end to end
 on tiny random checkpoints written in both Whisper formats.
 Expected: not yet measured (no accelerator has been lent to this project so far).
-Arg: "whisper=<dir|tiny.en>,llama=<HF LLaMA dir>,K=<heads>,head=<type>,steps=<steps>,
+Arg: "whisper=<dir|tiny.en>,llama=<HF LLaMA dir; empty: a from-scratch decoder>,K=<heads>,head=<type>,steps=<steps>,
       freeze_decoder=<0|1>,data=<shared data>,synth=<synthetic corpus>".
 """
 import os
@@ -36,8 +36,6 @@ _RECIPES = pathlib.Path(__file__).resolve().parent
 def get_config(arg: str | None = None):
   args = parse_arg(arg, whisper="tiny.en", llama="", K=4, head="independent", steps=20000,
                    freeze_decoder=0, data="../shared/data", synth="runs/wt/synth")
-  if not args.llama:
-    raise ValueError("config arg llama=<Hugging Face LLaMA directory> is required")
   c = load_config_file(_RECIPES / "whisper_tiny_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth}")
@@ -45,13 +43,14 @@ def get_config(arg: str | None = None):
   for key, value in whisper_io.read_shape(args.whisper).overrides().items():
     section, field = key.split(".")
     m[section][field] = value
-  m.decoder.update(hf_llama.decoder_overrides(args.llama))
+  if args.llama:  # without one: the whisper_tiny_cpu decoder, trained from scratch
+    m.decoder.update(hf_llama.decoder_overrides(args.llama))
   m.decoder.dropout = 0.0
   m.projector.hidden = 0
   m.dtype = "bfloat16"
   m.remat_policy = "dots_no_batch"
   tok = os.path.join(args.llama, "tokenizer.model")
-  c.data.tokenizer.path = tok if os.path.exists(tok) else ""
+  c.data.tokenizer.path = tok if args.llama and os.path.exists(tok) else ""
   c.data.tokenizer.vocab_size = min(int(m.decoder.vocab_size), 1024)
   c.data.audio_seconds_per_batch = 480.0
   c.data.tokens_per_batch = 8192
