@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mtp_jax import text as text_lib  # noqa: E402
-from mtp_jax.machine import machine_info  # noqa: E402
+from mtp_jax.machine import machine_info, write_result  # noqa: E402
 
 TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
              "an4_test": "an4/test.jsonl"}
@@ -186,10 +185,7 @@ def main(argv=None) -> int:
                 command="python bench/peer_whisper.py " + " ".join(
                     sys.argv[1:] if argv is None else argv).replace(str(ROOT) + os.sep, ""),
                 rows=rows)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {args.out}")
+  write_result(args.out, result)
   return 0
 
 

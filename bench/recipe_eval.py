@@ -26,7 +26,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from mtp_jax.machine import machine_info  # noqa: E402
+from mtp_jax.machine import machine_info, write_result  # noqa: E402
 from mtp_jax.data.manifest import write_subset  # noqa: E402
 
 TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
@@ -137,10 +137,7 @@ def main(argv=None) -> int:
                                    if argv is None else ["bench/recipe_eval.py", *argv]),
       workdir=args.workdir, step=args.step if args.step is not None else _latest_step(args.workdir),
       trained=True, max_new_tokens=max_new, rows=rows)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(result, f, indent=2)
-  print(f"wrote {args.out}")
+  write_result(args.out, result)
   return 0
 
 

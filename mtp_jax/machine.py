@@ -25,3 +25,12 @@ def machine_info(**extra) -> dict:
           "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
   info.update(extra)
   return info
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+  """Writes a benchmark's result JSON (creating its folder) and says where."""
+  import json  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {path}")
