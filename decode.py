@@ -19,7 +19,7 @@ import os
 from absl import app, flags
 
 from mtp_jax.config import REDUCTION_METHODS, REDUCTION_SCHEDULES
-from mtp_jax.decode.api import STRATEGIES
+from mtp_jax.decode import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "training workdir (config, checkpoints, tokenizer)")
@@ -29,7 +29,7 @@ flags.DEFINE_multi_string("audio", None, "audio file(s) to transcribe instead of
                           "(repeat the flag, or list the files after it)")
 flags.DEFINE_enum("long_audio", "split", ["split", "error"],
                   "--audio longer than the model takes: split at silences, or refuse")
-flags.DEFINE_enum("strategy", "greedy", list(STRATEGIES), "decoding strategy")
+flags.DEFINE_enum("strategy", "greedy", registry.names(), "decoding strategy")
 flags.DEFINE_float("threshold", 0.8, "tau for --strategy=threshold")
 flags.DEFINE_integer("beam", 4, "beam width for --strategy=beam")
 flags.DEFINE_integer("batch_size", 16, "utterances per batch")
@@ -86,8 +86,6 @@ def main(argv):
   batches = make_eval_batches(FLAGS.manifest, tokenizer, config.data, batch_size=FLAGS.batch_size)
   if red.method == "fastadasp_sparse" and red.sparse_layer < 0:
     red.sparse_layer = _calibrate_sparse_layer(config, params, batches)
-  if red.method != "none" and FLAGS.strategy == "tree":
-    raise app.UsageError("--strategy=tree does not support --reduce yet; use verify")
   if red.method != "none":
     # FastAdaSP merging through the Pallas kernel (interpreted off GPU/TPU): the flag
     # wins, else config.kernels.enabled turns it on, else model.reduction.use_kernel.

@@ -432,18 +432,23 @@ def render_capacity(path, data, plots_dir, root) -> Section:
 
 
 def render_step_cost(path, data, plots_dir, root) -> Section:
-  """bench/step_cost.py: K-token verify iteration vs 1-token greedy iteration."""
+  """bench/step_cost.py: one loop iteration of each strategy against greedy's."""
   del plots_dir, root
   rows = data.get("rows") or []
+  strategies = data.get("strategies") or ["greedy", "verify"]
   table = [[fmt(r.get("config")), fmt(r.get("batch")), fmt(r.get("decoder_params")),
-            fmt(r.get("prefill_ms")), fmt(r.get("greedy_step_ms")), fmt(r.get("verify_step_ms")),
-            fmt(r.get("break_even_reduction"), "x"), fmt(r.get("compile_s"), "s")] for r in rows]
+            fmt(r.get("prefill_ms"))]
+           + [fmt(r.get(f"{s}_step_ms")) for s in strategies]
+           + [fmt(r.get(f"{s}_ratio", r.get("break_even_reduction") if s == "verify" else None),
+                  "x") for s in strategies[1:]]
+           + [fmt(r.get("compile_s"), "s")] for r in rows]
   body = [_caption(data, path, "python bench/step_cost.py"), "",
-          md_table(["config", "batch", "decoder params", "prefill ms", "greedy step ms",
-                    "verify step ms (K tokens)", "break-even calls reduction", "compile"],
-                   table), "",
-          "*Break-even* = verify step / greedy step: the decoder-call reduction verification "
-          "needs before its loop is faster than greedy's on this machine."]
+          md_table(["config", "batch", "decoder params", "prefill ms"]
+                   + [f"{s} iteration ms" for s in strategies]
+                   + [f"{s} / greedy" for s in strategies[1:]] + ["compile"], table), "",
+          "*strategy / greedy* = the cost of one loop iteration (decoder call, acceptance, "
+          "emission, bookkeeping) relative to greedy's: the decoder-call reduction the "
+          "strategy needs before it is faster than greedy on this machine."]
   return Section(f"Decoder-call cost ({pathlib.Path(path).name})", "\n".join(body))
 
 

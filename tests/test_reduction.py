@@ -101,19 +101,19 @@ def test_ratio_zero_is_identity_exactly(setup, monkeypatch):
   for red in (dict(method="fastadasp_dense", ratio=0.0, start_layer=0),):
     out, cache = prefill(make_cfg(**red), params, emb, valid, alen, text[:, :1])
     np.testing.assert_array_equal(out["logits"], base_out["logits"])
-    for k in base_cache:
-      np.testing.assert_array_equal(cache[k], base_cache[k])
+    for k in ("k", "v", "prefix_valid", "prefix_len"):
+      np.testing.assert_array_equal(getattr(cache, k), getattr(base_cache, k))
   # The reduced code path itself, forced with zero merges at every layer, is exact too.
   monkeypatch.setattr(reduction, "make_plan", lambda c, p, t: (0, 0, 0))
   out, cache = prefill(make_cfg(method="fastadasp_dense", seed=1), params, emb, valid, alen,
                        text[:, :1])
   np.testing.assert_array_equal(out["logits"], base_out["logits"])
   np.testing.assert_array_equal(out["hidden"], base_out["hidden"])
-  np.testing.assert_array_equal(cache["k"], base_cache["k"])
-  np.testing.assert_array_equal(cache["v"], base_cache["v"])
-  assert cache["prefix_valid"].shape == (3,) + base_cache["prefix_valid"].shape
+  np.testing.assert_array_equal(cache.k, base_cache.k)
+  np.testing.assert_array_equal(cache.v, base_cache.v)
+  assert cache.prefix_valid.shape == (3,) + base_cache.prefix_valid.shape
   for l in range(3):
-    np.testing.assert_array_equal(cache["prefix_valid"][l], base_cache["prefix_valid"])
+    np.testing.assert_array_equal(cache.prefix_valid[l], base_cache.prefix_valid)
 
 
 def test_schedules():
@@ -133,7 +133,7 @@ def test_token_count_drops_by_n_per_layer(setup):
   assert plan == reduction.merge_schedule("fastadasp_dense", "decay", 3, 0, round(0.3 * p), p)
   assert plan[0] > 0 and plan[1] > 0
   _, cache = prefill(red, params, emb, valid, alen, text[:, :1])
-  counts = np.asarray(cache["prefix_valid"].sum(-1))  # [L, B] valid audio keys per layer
+  counts = np.asarray(cache.prefix_valid.sum(-1))  # [L, B] valid audio keys per layer
   full_row = 0  # row 0 fills the whole prefix: exactly n_l valid tokens go per layer
   assert counts[0, full_row] == p
   for l in range(2):
@@ -142,7 +142,7 @@ def test_token_count_drops_by_n_per_layer(setup):
   a1 = TOK_LENS[1]
   assert counts[0, 1] == a1 and counts[1, 1] == a1 - round(plan[0] * a1 / p)
   # Valid audio keys are compacted to the front of every layer's prefix.
-  pv = np.asarray(cache["prefix_valid"])
+  pv = np.asarray(cache.prefix_valid)
   assert (pv == (np.arange(p)[None, None] < counts[..., None])).all()
 
 
@@ -286,7 +286,7 @@ def test_reduced_prefill_then_decode_equals_reduced_prefill_over_text(setup, met
   params = to_scanned(params) if scan else params
   full, _ = prefill(red, params, emb, valid, alen, text[:, :5])
   out, cache = prefill(red, params, emb, valid, alen, text[:, :1])
-  assert cache["prefix_valid"].shape[0] == 3
+  assert cache.prefix_valid.shape[0] == 3
   logits, idx = [out["logits"]], jnp.ones((2,), jnp.int32)
   for a, b in ((1, 3), (3, 5)):  # two tokens per call: one compile
     out, cache = decode(red, params, text[:, a:b], idx, cache)
@@ -294,7 +294,7 @@ def test_reduced_prefill_then_decode_equals_reduced_prefill_over_text(setup, met
     idx = idx + (b - a)
   np.testing.assert_allclose(jnp.concatenate(logits, 1), full["logits"], atol=2e-5)
   # The reduction really ran: 40% of a full row's tokens are gone after layer 0.
-  assert int(cache["prefix_valid"][1, 0].sum()) == P - round(0.4 * P)
+  assert int(cache.prefix_valid[1, 0].sum()) == P - round(0.4 * P)
 
 
 @pytest.mark.parametrize("method", ["fastadasp_dense", "fastv",
@@ -304,8 +304,8 @@ def test_attention_weighted_methods_decode_batched(setup, method):
   red = make_cfg(method=method, flops_reduction=0.2, sparse_layer=1)
   out, cache = prefill(red, params, emb, valid, alen, text[:, :1])
   assert out["logits"].shape == (2, 1, 2, 32)
-  assert cache["prefix_valid"].shape == (3, 2, P)
-  assert int(cache["prefix_valid"][-1, 0].sum()) < P  # really reduced
+  assert cache.prefix_valid.shape == (3, 2, P)
+  assert int(cache.prefix_valid[-1, 0].sum()) < P  # really reduced
   # Rows at different offsets; a rejected draft leaves stale slots that are never seen.
   _, c1 = decode(red, params, text[:, 1:3], jnp.array([1, 1]), cache)
   want, _ = decode(red, params, text[:, 3:5], jnp.array([3, 2]), c1)
@@ -329,10 +329,10 @@ def test_end_to_end_prefill_with_audio(setup, audio_inputs):
 
   (out, cache), (out2, cache2) = jax.jit(both)(params, audio, alen, text[:, :1])
   np.testing.assert_array_equal(out["logits"], out2["logits"])
-  np.testing.assert_array_equal(cache["k"], cache2["k"])
+  np.testing.assert_array_equal(cache.k, cache2.k)
   p = int(audio_token_count(S, cfg))
   plan = reduction.make_plan(red, p, 1)
-  assert int(cache["prefix_valid"][-1, 0].sum()) == p - sum(plan[:-1])
+  assert int(cache.prefix_valid[-1, 0].sum()) == p - sum(plan[:-1])
 
 
 def test_config_validation_names_fields():
@@ -414,8 +414,8 @@ def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
                        text[:, :1])
   assert calls and all(kw["interpret"] == (jax.default_backend() not in ("gpu", "tpu"))
                        for kw in calls)
-  assert int(cache["prefix_valid"][-1, 0].sum()) < P  # really reduced
-  np.testing.assert_array_equal(cache["prefix_valid"], want_cache["prefix_valid"])
+  assert int(cache.prefix_valid[-1, 0].sum()) < P  # really reduced
+  np.testing.assert_array_equal(cache.prefix_valid, want_cache.prefix_valid)
   np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-5, atol=1e-5)
   for k in ("k", "v"):
-    np.testing.assert_allclose(cache[k], want_cache[k], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(getattr(cache, k), getattr(want_cache, k), rtol=1e-5, atol=1e-5)

@@ -175,6 +175,17 @@ def test_step_cost_section_shows_break_even(tmp_path):
   assert "| configs/demo.py | 1 |" in sec.body and "| 2.00× |" in sec.body
 
 
+def test_step_cost_section_has_a_column_per_strategy(tmp_path):
+  data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"),
+          "strategies": ["greedy", "verify", "tree"],
+          "rows": [{"config": "configs/demo.py", "batch": 16, "decoder_params": 10,
+                    "greedy_step_ms": 0.5, "verify_step_ms": 0.6, "tree_step_ms": 0.9,
+                    "verify_ratio": 1.2, "tree_ratio": 1.8}]}
+  sec = report.render_step_cost(_write(tmp_path / "step_cost_cpu.json", data), data, tmp_path,
+                                tmp_path)
+  assert "| tree / greedy |" in sec.body and "| 1.20× | 1.80× |" in sec.body
+
+
 def test_peer_whisper_section(tmp_path):
   res = tmp_path / "results"
   _write(res / "peer_whisper.json", {

@@ -1,11 +1,14 @@
-"""Python entry point to every decoding strategy.
+"""Python entry point to every decoding strategy (those in `mtp_jax.decode.registry`).
 
     from mtp_jax.decode.api import decode
     res = decode(model, params, audio, audio_len, strategy="verify", max_new_tokens=64)
     res.tokens  # [B, N] without BOS/EOS, PAD=0 past res.lengths
 
-`make_decode_fn` returns the pure (un-jitted) function for use inside other jitted
-code (e.g. MWER training needs beam N-best from a traced function).
+Strategy options are keywords (`threshold=0.9`, `beam=8`, `typical=(0.3, 0.09)`, ...):
+`registry.all_options()` lists them; an option of another strategy is ignored, an
+unknown one is an error. `make_decode_fn` returns the pure (un-jitted) function for
+use inside other jitted code (e.g. MWER training needs beam N-best from a traced
+function).
 """
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ from typing import Callable
 import flax.struct
 import jax
 
-from mtp_jax.decode.beam import make_beam
-from mtp_jax.decode.greedy import make_greedy
-from mtp_jax.decode.threshold import make_threshold
-from mtp_jax.decode.verify import make_verify
+from mtp_jax.decode import registry
 
-STRATEGIES = ("greedy", "threshold", "verify", "tree", "beam", "ctc")
+
+def strategies() -> list[str]:
+  """Registered strategy names."""
+  return registry.names()
 
 
 @flax.struct.dataclass
@@ -49,59 +52,50 @@ class DecodeResult:
   nbest_logprob: jax.Array | None = None
 
 
+def _check(model, spec: registry.StrategySpec, max_new_tokens) -> int:
+  if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens \
+      or int(max_new_tokens) < 1:
+    raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 1")
+  if not spec.reduction and model.cfg.reduction.method != "none":
+    raise ValueError(f"strategy={spec.name!r} does not support prefill token reduction "
+                     f"(model.reduction.method={model.cfg.reduction.method!r}); use one of "
+                     f"{[n for n in registry.names() if registry.get(n).reduction]}")
+  return int(max_new_tokens)
+
+
+def _build(model, strategy: str, max_new_tokens: int, options: tuple) -> Callable:
+  spec = registry.get(strategy)
+  return spec.build(model, max_new_tokens=_check(model, spec, max_new_tokens),
+                    **dict(options))
+
+
 def make_decode_fn(model, *, strategy: str = "greedy", max_new_tokens: int,
-                   threshold: float = 0.8, beam: int = 4, nbest: int | None = None,
-                   typical: tuple[float, float] | None = None, use_kernels: bool = False
-                   ) -> Callable:
+                   **options) -> Callable:
   """The pure function `(params, audio, audio_len) -> dict` of one strategy."""
-  if strategy == "greedy":
-    return make_greedy(model, max_new_tokens=max_new_tokens)
-  if strategy == "threshold":
-    return make_threshold(model, max_new_tokens=max_new_tokens, threshold=threshold)
-  if strategy == "verify":
-    return make_verify(model, max_new_tokens=max_new_tokens, typical=typical,
-                       use_kernels=use_kernels)
-  if strategy == "tree":
-    from mtp_jax.decode.tree import make_tree  # pylint: disable=g-import-not-at-top
-    return make_tree(model, max_new_tokens=max_new_tokens)
-  if strategy == "beam":
-    return make_beam(model, max_new_tokens=max_new_tokens, beam=beam, nbest=nbest)
-  if strategy == "ctc":
-    from mtp_jax.decode.ctc import make_ctc  # pylint: disable=g-import-not-at-top
-    return make_ctc(model, max_new_tokens=max_new_tokens)
-  raise ValueError(f"mtp_jax/decode/api.py: strategy={strategy!r}: expected one of {STRATEGIES}")
+  return _build(model, strategy, max_new_tokens, registry.resolve_options(strategy, options))
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(model, strategy, max_new_tokens, threshold, beam, nbest, typical, use_kernels):
-  return jax.jit(make_decode_fn(model, strategy=strategy, max_new_tokens=max_new_tokens,
-                                threshold=threshold, beam=beam, nbest=nbest, typical=typical,
-                                use_kernels=use_kernels))
+def _jitted(model, strategy: str, max_new_tokens: int, options: tuple):
+  return jax.jit(_build(model, strategy, max_new_tokens, options))
 
 
 def decode(model, params, audio, audio_len, *, strategy: str = "greedy", max_new_tokens: int,
-           threshold: float = 0.8, beam: int = 4, nbest: int | None = None,
-           typical: tuple[float, float] | None = None,
-           use_kernels: bool = False) -> DecodeResult:
-  """Decodes a batch with one jitted function per (model, strategy, static args).
+           **options) -> DecodeResult:
+  """Decodes a batch with one jitted function per (model, strategy, static options).
 
   Args:
     model: a `SpeechLLaMA` (eval mode).
     params: its variables (boxed or unboxed).
     audio: [B, S] float32 16 kHz waveforms, zero-padded.
     audio_len: [B] int32 valid samples (0 = batch-padding row, decodes to nothing).
-    strategy: one of STRATEGIES.
+    strategy: a registered strategy (`strategies()`).
     max_new_tokens: cap on tokens per row (EOS excluded); static.
-    threshold: tau for "threshold".
-    beam: beam width for "beam".
-    nbest: hypotheses returned by "beam" (default `beam`).
-    typical: (eps, alpha) for typical acceptance in "verify" (default exact).
-    use_kernels: "verify" uses `pallas_kernels.dispatch.fused_verify`.
+    **options: the strategy's options (see `registry`), e.g. threshold=0.8 for
+      "threshold", beam=4 / nbest for "beam", typical=(eps, alpha) / use_kernels for
+      "verify", top for "tree".
   Returns:
     DecodeResult.
   """
-  if typical is not None:
-    typical = (float(typical[0]), float(typical[1]))
-  fn = _jitted(model, strategy, int(max_new_tokens), float(threshold), int(beam),
-               None if nbest is None else int(nbest), typical, bool(use_kernels))
-  return DecodeResult(**fn(params, audio, audio_len))
+  opts = registry.resolve_options(strategy, options)
+  return DecodeResult(**_jitted(model, strategy, max_new_tokens, opts)(params, audio, audio_len))

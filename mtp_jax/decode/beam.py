@@ -26,10 +26,12 @@ Everything is static-shaped jax: usable inside jit (e.g. MWER training).
 """
 from __future__ import annotations
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mtp_jax.decode import common
+from mtp_jax.decode import common, engine, registry
+from mtp_jax.model.kv_cache import write_rows
 
 _H1, _H2 = 1000003, 40503
 NEG = -jnp.inf
@@ -39,22 +41,6 @@ def _fold(h1, h2, tok):
   """Appends token(s) to the two uint32 rolling hashes of a sequence."""
   t = (tok + 1).astype(jnp.uint32)
   return h1 * jnp.uint32(_H1) + t, h2 * jnp.uint32(_H2) + t
-
-
-def _gather_rows(tree, index):
-  """Selects batch rows `index` [R] of the cache (k/v have the layer axis first;
-  `prefix_valid` is [B, P], or [L, B, P] after FastAdaSP-style reduction)."""
-  pv = tree["prefix_valid"]
-  return {"k": tree["k"][:, index], "v": tree["v"][:, index],
-          "prefix_valid": pv[:, index] if pv.ndim == 3 else pv[index],
-          "prefix_len": tree["prefix_len"][index]}
-
-
-def _repeat_rows(tree, w):
-  return {"k": jnp.repeat(tree["k"], w, axis=1), "v": jnp.repeat(tree["v"], w, axis=1),
-          "prefix_valid": jnp.repeat(tree["prefix_valid"], w,
-                                     axis=tree["prefix_valid"].ndim - 2),
-          "prefix_len": jnp.repeat(tree["prefix_len"], w, axis=0)}
 
 
 def select_distinct(key, h1, h2, w: int):
@@ -80,31 +66,39 @@ def select_distinct(key, h1, h2, w: int):
   return index.astype(jnp.int32), top
 
 
-def make_beam(model, *, max_new_tokens: int, beam: int, nbest: int | None = None):
-  """Returns `fn(params, audio, audio_len) -> dict` (see `common.result`) with
-  extra "nbest" [B, nbest, N], "nbest_lengths" [B, nbest], "nbest_scores" [B, nbest]
-  (length-normalized head-1 log-prob, -inf for missing entries, sorted descending)
-  and "nbest_logprob" [B, nbest] (unnormalized sum).
+@flax.struct.dataclass
+class BeamCarry:
+  """Per hypothesis (R = B * W rows): c [R] its last token (scored, not yet fed),
+  drafts [R, K-1] heads 2..K's drafts after c, score [R] total head-1 log-prob,
+  eos [R] ended by EOS, h1/h2 [R] uint32 rolling hashes of its tokens."""
+  c: jax.Array
+  drafts: jax.Array
+  score: jax.Array
+  eos: jax.Array
+  h1: jax.Array
+  h2: jax.Array
 
-  Args:
-    model: a `SpeechLLaMA` with K heads.
-    max_new_tokens: static cap on hypothesis length (EOS excluded).
-    beam: beam width W.
-    nbest: hypotheses returned per row (<= beam; default beam).
-  """
-  k = model.cfg.mtp.num_heads
-  n = max_new_tokens
-  w = beam
-  nb = nbest or beam
-  if not 1 <= nb <= w:
-    raise ValueError(f"mtp_jax/decode/beam.py: nbest={nb} must be in [1, beam={w}]")
-  nbuf = n + k + 1
 
-  def fn(params, audio, audio_len):
-    f = common.model_fns(model, params)
-    b = audio.shape[0]
+class Beam(engine.Strategy):
+  """Prefix beam search over `engine.LoopState` whose rows are the B * W hypotheses:
+  out / n_out / done / accepted are per hypothesis, calls per input row."""
+
+  def __init__(self, model, *, max_new_tokens: int, beam: int, nbest: int | None = None):
+    super().__init__(model, max_new_tokens=max_new_tokens)
+    self.w = beam
+    self.nb = nbest or beam
+    if not 1 <= self.nb <= self.w:
+      raise ValueError(f"mtp_jax/decode/beam.py: nbest={self.nb} must be in [1, beam={self.w}]")
+    self.feed_width = self.num_heads
+
+  @property
+  def max_iterations(self) -> int:
+    return self.max_new_tokens + 1
+
+  def init(self, f, out0, cache0, audio_len):
+    k, n, w = self.num_heads, self.max_new_tokens, self.w
+    b = audio_len.shape[0]
     r = b * w
-    out0, cache0 = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, k))
     heads0 = out0["logits"][:, 0]                              # [B, K, V]
     lp0 = jax.nn.log_softmax(heads0[:, 0], axis=-1)            # [B, V]
     top_lp, top_x = jax.lax.top_k(lp0, w)                      # [B, W]
@@ -115,104 +109,137 @@ def make_beam(model, *, max_new_tokens: int, beam: int, nbest: int | None = None
     hlen = jnp.where(eos, 0, 1).astype(jnp.int32)
     z = jnp.zeros((r,), jnp.uint32)
     hh1, hh2 = _fold(z, z, x)
-    acc0 = jnp.zeros((r, k), jnp.int32).at[:, 0].set(jnp.where(no_audio, 0, hlen))
-    state = dict(
-        cache=_repeat_rows(cache0, w), ti=jnp.ones((r,), jnp.int32), c=x,
-        drafts=jnp.repeat(drafts0, w, axis=0),
-        hyp=jnp.zeros((r, nbuf), jnp.int32).at[:, 0].set(x), hlen=hlen,
-        score=jnp.where(no_audio, NEG, top_lp.reshape(r)), eos=eos,
-        fin=eos | (hlen >= n) | no_audio, h1=hh1, h2=hh2, acc=acc0,
-        calls=jnp.where(audio_len <= 0, 0, 1).astype(jnp.int32), total=jnp.int32(1))
+    return engine.LoopState(
+        cache=cache0.repeat_rows(w), text_index=jnp.ones((r,), jnp.int32),
+        out=jnp.zeros((r, n + k + 1), jnp.int32).at[:, 0].set(x), n_out=hlen,
+        done=eos | (hlen >= n) | no_audio,
+        calls=jnp.where(audio_len <= 0, 0, 1).astype(jnp.int32), total=jnp.int32(1),
+        accepted=jnp.zeros((r, k), jnp.int32).at[:, 0].set(jnp.where(no_audio, 0, hlen)),
+        carry=BeamCarry(c=x, drafts=jnp.repeat(drafts0, w, axis=0),
+                        score=jnp.where(no_audio, NEG, top_lp.reshape(r)), eos=eos,
+                        h1=hh1, h2=hh2))
 
-    def cond(s):
-      return jnp.any(~s["fin"]) & (s["total"] <= n + 1)
+  def body(self, f, s):
+    k, n, w = self.num_heads, self.max_new_tokens, self.w
+    c = s.carry
+    r = s.done.shape[0]
+    b = r // w
+    live = ~s.done
+    fed = jnp.concatenate([c.c[:, None], c.drafts], axis=1)            # [R, K]
+    out, cache = f.step(fed, s.text_index, s.cache)
+    lp = jax.nn.log_softmax(out["logits"][:, :, 0], axis=-1)          # [R, K, V]
+    amax = jnp.argmax(lp, axis=-1).astype(jnp.int32)                   # [R, K]
+    d = c.drafts                                                       # [R, K-1]
+    a = common.prefix_count((d == amax[:, :-1]) & (d != common.EOS))
+    jmax = jnp.minimum(a, n - 1 - s.n_out)                             # live: hlen <= n-1
+    # Exact log-prob of the chain d_2..d_{j+1} and hashes of prefix + chain, per j.
+    d_lp = jnp.take_along_axis(lp[:, :-1], d[..., None], axis=-1)[..., 0]
+    chain_lp = jnp.concatenate([jnp.zeros((r, 1)), jnp.cumsum(d_lp, axis=1)], axis=1)
+    ph1, ph2 = [c.h1], [c.h2]
+    for i in range(k - 1):
+      n1, n2 = _fold(ph1[-1], ph2[-1], d[:, i])
+      ph1.append(n1)
+      ph2.append(n2)
+    ph1, ph2 = jnp.stack(ph1, 1), jnp.stack(ph2, 1)                    # [R, K]
+    # Extension candidates [R, K(j), W(t)].
+    t_lp, t_x = jax.lax.top_k(lp, w)                                    # [R, K, W]
+    t_x = t_x.astype(jnp.int32)
+    jj = jnp.arange(k)[None, :, None]
+    ok = live[:, None, None] & (jj <= jmax[:, None, None]) & (
+        (jj == jmax[:, None, None]) | (t_x != amax[..., None]))
+    e_score = c.score[:, None, None] + chain_lp[..., None] + t_lp
+    e_eos = t_x == common.EOS
+    e_hlen = s.n_out[:, None, None] + jj + jnp.where(e_eos, 0, 1)
+    e_norm = (s.n_out[:, None, None] + jj + 1).astype(jnp.float32)
+    e_h1, e_h2 = _fold(ph1[..., None], ph2[..., None], t_x)
+    e_key = jnp.where(ok, e_score / e_norm, NEG)
+    # Carried (finished) beams [R].
+    c_norm = (s.n_out + c.eos.astype(jnp.int32)).astype(jnp.float32)
+    c_key = jnp.where(s.done & (c.score > NEG), c.score / jnp.maximum(c_norm, 1.0), NEG)
+    # Per batch row: C = W carries + W*K*W extensions.
+    def per_row(carry, ext):
+      return jnp.concatenate([carry.reshape(b, w), ext.reshape(b, w * k * w)], axis=1)
+    key = per_row(c_key, e_key)
+    sel, sel_key = select_distinct(key, per_row(c.h1, e_h1), per_row(c.h2, e_h2), w)
+    is_carry = sel < w
+    e_idx = jnp.maximum(sel - w, 0)
+    parent_w = jnp.where(is_carry, sel, e_idx // (k * w))
+    j = jnp.where(is_carry, 0, (e_idx // w) % k)
+    t = e_idx % w
+    parent = (jnp.arange(b)[:, None] * w + parent_w).reshape(r)
+    j, t, is_carry, sel_key = j.reshape(r), t.reshape(r), is_carry.reshape(r), sel_key.reshape(r)
+    dead = sel_key == NEG
+    pick = lambda arr: arr[parent, j, t]  # noqa: E731
+    x = pick(t_x)
+    # New beams.
+    p_hyp, p_hlen = s.out[parent], s.n_out[parent]
+    block = jnp.where(jnp.arange(k)[None] == j[:, None], x[:, None],
+                      jnp.pad(d[parent], ((0, 0), (0, 1))))
+    hyp = jnp.where(is_carry[:, None], p_hyp, write_rows(p_hyp, block, p_hlen))
+    x_eos = x == common.EOS
+    hlen = jnp.where(is_carry, p_hlen, pick(e_hlen))
+    fin = jnp.where(is_carry, True, x_eos | (hlen >= n)) | dead
+    # Drafts for the new last token x: heads 2..K at the parent's fed position j.
+    drafts = jnp.argmax(out["logits"][parent, j, 1:], axis=-1).astype(jnp.int32)
+    credit = jnp.concatenate([(~x_eos)[:, None], jnp.arange(1, k)[None] <= j[:, None]], 1)
+    row_live = jnp.any(live.reshape(b, w), axis=1)
+    return s.replace(
+        cache=cache.gather_rows(parent),
+        text_index=jnp.where(is_carry, s.text_index[parent], s.text_index[parent] + j + 1),
+        out=hyp, n_out=hlen, done=fin,
+        calls=s.calls + row_live.astype(jnp.int32), total=s.total + 1,
+        accepted=s.accepted[parent] + jnp.where(is_carry[:, None], 0, credit.astype(jnp.int32)),
+        carry=BeamCarry(
+            c=jnp.where(is_carry, c.c[parent], x), drafts=drafts,
+            score=jnp.where(dead, NEG, jnp.where(is_carry, c.score[parent], pick(e_score))),
+            eos=jnp.where(is_carry, c.eos[parent], x_eos),
+            h1=jnp.where(is_carry, c.h1[parent], pick(e_h1)),
+            h2=jnp.where(is_carry, c.h2[parent], pick(e_h2))))
 
-    def body(s):
-      live = ~s["fin"]
-      fed = jnp.concatenate([s["c"][:, None], s["drafts"]], axis=1)      # [R, K]
-      out, cache = f.step(fed, s["ti"], s["cache"])
-      lp = jax.nn.log_softmax(out["logits"][:, :, 0], axis=-1)          # [R, K, V]
-      amax = jnp.argmax(lp, axis=-1).astype(jnp.int32)                   # [R, K]
-      d = s["drafts"]                                                    # [R, K-1]
-      a = common.prefix_count((d == amax[:, :-1]) & (d != common.EOS))
-      jmax = jnp.minimum(a, n - 1 - s["hlen"])                           # live: hlen <= n-1
-      # Exact log-prob of the chain d_2..d_{j+1} and hashes of prefix + chain, per j.
-      d_lp = jnp.take_along_axis(lp[:, :-1], d[..., None], axis=-1)[..., 0]
-      chain_lp = jnp.concatenate([jnp.zeros((r, 1)), jnp.cumsum(d_lp, axis=1)], axis=1)
-      ph1, ph2 = [s["h1"]], [s["h2"]]
-      for i in range(k - 1):
-        n1, n2 = _fold(ph1[-1], ph2[-1], d[:, i])
-        ph1.append(n1)
-        ph2.append(n2)
-      ph1, ph2 = jnp.stack(ph1, 1), jnp.stack(ph2, 1)                    # [R, K]
-      # Extension candidates [R, K(j), W(t)].
-      t_lp, t_x = jax.lax.top_k(lp, w)                                    # [R, K, W]
-      t_x = t_x.astype(jnp.int32)
-      jj = jnp.arange(k)[None, :, None]
-      ok = live[:, None, None] & (jj <= jmax[:, None, None]) & (
-          (jj == jmax[:, None, None]) | (t_x != amax[..., None]))
-      e_score = s["score"][:, None, None] + chain_lp[..., None] + t_lp
-      e_eos = t_x == common.EOS
-      e_hlen = s["hlen"][:, None, None] + jj + jnp.where(e_eos, 0, 1)
-      e_norm = (s["hlen"][:, None, None] + jj + 1).astype(jnp.float32)
-      e_h1, e_h2 = _fold(ph1[..., None], ph2[..., None], t_x)
-      e_key = jnp.where(ok, e_score / e_norm, NEG)
-      # Carried (finished) beams [R].
-      c_norm = (s["hlen"] + s["eos"].astype(jnp.int32)).astype(jnp.float32)
-      c_key = jnp.where(s["fin"] & (s["score"] > NEG), s["score"] / jnp.maximum(c_norm, 1.0), NEG)
-      # Per batch row: C = W carries + W*K*W extensions.
-      def per_row(carry, ext):
-        return jnp.concatenate([carry.reshape(b, w), ext.reshape(b, w * k * w)], axis=1)
-      key = per_row(c_key, e_key)
-      sel, sel_key = select_distinct(key, per_row(s["h1"], e_h1), per_row(s["h2"], e_h2), w)
-      is_carry = sel < w
-      e_idx = jnp.maximum(sel - w, 0)
-      parent_w = jnp.where(is_carry, sel, e_idx // (k * w))
-      j = jnp.where(is_carry, 0, (e_idx // w) % k)
-      t = e_idx % w
-      parent = (jnp.arange(b)[:, None] * w + parent_w).reshape(r)
-      j, t, is_carry, sel_key = j.reshape(r), t.reshape(r), is_carry.reshape(r), sel_key.reshape(r)
-      dead = sel_key == NEG
-      pick = lambda arr: arr[parent, j, t]  # noqa: E731
-      x = pick(t_x)
-      # New beams.
-      p_hyp, p_hlen = s["hyp"][parent], s["hlen"][parent]
-      block = jnp.where(jnp.arange(k)[None] == j[:, None], x[:, None],
-                        jnp.pad(d[parent], ((0, 0), (0, 1))))
-      hyp = jnp.where(is_carry[:, None], p_hyp, common.write_rows(p_hyp, block, p_hlen))
-      x_eos = x == common.EOS
-      hlen = jnp.where(is_carry, p_hlen, pick(e_hlen))
-      eos = jnp.where(is_carry, s["eos"][parent], x_eos)
-      fin = jnp.where(is_carry, True, x_eos | (hlen >= n)) | dead
-      score = jnp.where(dead, NEG, jnp.where(is_carry, s["score"][parent], pick(e_score)))
-      nh1 = jnp.where(is_carry, s["h1"][parent], pick(e_h1))
-      nh2 = jnp.where(is_carry, s["h2"][parent], pick(e_h2))
-      # Drafts for the new last token x: heads 2..K at the parent's fed position j.
-      drafts = jnp.argmax(out["logits"][parent, j, 1:], axis=-1).astype(jnp.int32)
-      credit = jnp.concatenate([(~x_eos)[:, None], jnp.arange(1, k)[None] <= j[:, None]], 1)
-      acc = s["acc"][parent] + jnp.where(is_carry[:, None], 0, credit.astype(jnp.int32))
-      row_live = jnp.any(live.reshape(b, w), axis=1)
-      return dict(
-          cache=_gather_rows(cache, parent), ti=jnp.where(is_carry, s["ti"][parent],
-                                                         s["ti"][parent] + j + 1),
-          c=jnp.where(is_carry, s["c"][parent], x), drafts=drafts, hyp=hyp, hlen=hlen,
-          score=score, eos=eos, fin=fin, h1=nh1, h2=nh2, acc=acc,
-          calls=s["calls"] + row_live.astype(jnp.int32), total=s["total"] + 1)
-
-    s = jax.lax.while_loop(cond, body, state)
-    norm = (s["hlen"] + s["eos"].astype(jnp.int32)).astype(jnp.float32)
-    key = jnp.where(s["score"] > NEG, s["score"] / jnp.maximum(norm, 1.0), NEG).reshape(b, w)
+  def finish(self, s):
+    n, w, nb = self.max_new_tokens, self.w, self.nb
+    b = s.calls.shape[0]
+    c = s.carry
+    norm = (s.n_out + c.eos.astype(jnp.int32)).astype(jnp.float32)
+    key = jnp.where(c.score > NEG, c.score / jnp.maximum(norm, 1.0), NEG).reshape(b, w)
     order = jnp.argsort(-key, axis=1, stable=True)[:, :nb]                # [B, nb]
     rows = (jnp.arange(b)[:, None] * w + order).reshape(-1)
-    hyp = s["hyp"][rows][:, :n].reshape(b, nb, n)
-    lens = s["hlen"][rows].reshape(b, nb)
+    hyp = s.out[rows][:, :n].reshape(b, nb, n)
+    lens = s.n_out[rows].reshape(b, nb)
     valid = jnp.take_along_axis(key, order, axis=1) > NEG
     lens = jnp.where(valid, lens, 0)
     hyp = jnp.where(jnp.arange(n)[None, None] < lens[..., None], hyp, common.PAD)
     best = rows.reshape(b, nb)[:, 0]
-    return dict(tokens=hyp[:, 0], lengths=lens[:, 0], calls=s["calls"], total_calls=s["total"],
-                accepted=s["acc"][best], nbest=hyp, nbest_lengths=lens,
+    return dict(tokens=hyp[:, 0], lengths=lens[:, 0], calls=s.calls, total_calls=s.total,
+                accepted=s.accepted[best], nbest=hyp, nbest_lengths=lens,
                 nbest_scores=jnp.take_along_axis(key, order, axis=1),
-                nbest_logprob=jnp.where(valid, s["score"][rows].reshape(b, nb), NEG))
+                nbest_logprob=jnp.where(valid, c.score[rows].reshape(b, nb), NEG))
 
-  return fn
+
+def make_beam(model, *, max_new_tokens: int, beam: int = 4, nbest: int | None = None) -> Beam:
+  """`fn(params, audio, audio_len) -> dict` (see `engine`) with extra "nbest"
+  [B, nbest, N], "nbest_lengths" [B, nbest], "nbest_scores" [B, nbest]
+  (length-normalized head-1 log-prob, -inf for missing entries, sorted descending)
+  and "nbest_logprob" [B, nbest] (unnormalized sum).
+
+  Args:
+    model: a `SpeechLLaMA` with K heads.
+    max_new_tokens: static cap on hypothesis length (EOS excluded).
+    beam: beam width W.
+    nbest: hypotheses returned per row (<= beam; default beam).
+  """
+  return Beam(model, max_new_tokens=max_new_tokens, beam=beam, nbest=nbest)
+
+
+def _parse_nbest(v):
+  return None if v in (None, 0) else registry.positive_int("nbest")(v)
+
+
+registry.register(registry.StrategySpec(
+    name="beam", build=make_beam,
+    options=(registry.Option("beam", 4, "beam width (--strategy=beam)", kind="int",
+                             parse=registry.positive_int("beam")),
+             registry.Option("nbest", None, "hypotheses returned per utterance, <= beam "
+                             "(--strategy=beam; default: beam)", kind="int",
+                             parse=_parse_nbest)),
+    help="prefix beam search over blocks of 1..K tokens, exact head-1 scores (N-best)"))

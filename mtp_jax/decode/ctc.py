@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtp_jax.decode import registry
 from mtp_jax.decode.common import PAD
 
 
@@ -53,3 +54,8 @@ def make_ctc(model, *, max_new_tokens: int):
                 total_calls=jnp.zeros((), jnp.int32), accepted=jnp.zeros((b, k), jnp.int32))
 
   return run
+
+
+registry.register(registry.StrategySpec(
+    name="ctc", build=make_ctc, decoder_calls=False,
+    help="greedy CTC on the encoder's/projector's CTC head (no decoder; a diagnostic)"))

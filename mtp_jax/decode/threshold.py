@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtp_jax.decode import common
+from mtp_jax.decode import common, engine, registry
 
 
 def accept_count(probs: jax.Array, tau) -> jax.Array:
@@ -22,52 +22,45 @@ def accept_count(probs: jax.Array, tau) -> jax.Array:
   return (1 + jnp.sum(tail, axis=1)).astype(jnp.int32)
 
 
-def make_threshold(model, *, max_new_tokens: int, threshold: float):
-  """Returns `fn(params, audio, audio_len) -> dict` (see `common.result`).
+class Threshold(engine.BlockStrategy):
+  """Carry: (tokens [B, K], count [B]) the block emitted last, fed by the next call."""
+
+  def __init__(self, model, *, max_new_tokens: int, threshold: float):
+    super().__init__(model, max_new_tokens=max_new_tokens)
+    self.tau = threshold
+    self.feed_width = self.emit_width = self.num_heads
+
+  def _block(self, logits):
+    """Every head's logits at one position [B, K, V] -> (Block, carry)."""
+    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    cnt = accept_count(jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1), self.tau)
+    source = jnp.broadcast_to(jnp.arange(self.num_heads)[None], tok.shape)
+    return engine.Block(tok, cnt, source), (tok, cnt)
+
+  def first(self, f, out0):
+    return self._block(out0["logits"][:, 0])
+
+  def propose(self, f, cache, text_index, carry):
+    tok, cnt = carry
+    out, cache = f.step(tok, text_index, cache, num_heads=0)
+    block, carry = self._block(common.heads_at(f, out["hidden"], cnt - 1))
+    return block, cnt, cache, carry
+
+
+def make_threshold(model, *, max_new_tokens: int, threshold: float = 0.8) -> Threshold:
+  """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
     model: a `SpeechLLaMA` with K heads.
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     threshold: tau, the probability every head up to k must reach.
   """
-  k = model.cfg.mtp.num_heads
-  n = max_new_tokens
+  return Threshold(model, max_new_tokens=max_new_tokens, threshold=threshold)
 
-  def propose(logits):
-    """Every head's logits at one position [B, K, V] -> (tokens [B, K], accepted [B])."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return tok, accept_count(jnp.max(probs, axis=-1), threshold)
 
-  def credit(kept, live):
-    return ((jnp.arange(k)[None] < kept[:, None]) & live[:, None]).astype(jnp.int32)
-
-  def fn(params, audio, audio_len):
-    f = common.model_fns(model, params)
-    b = audio.shape[0]
-    out0, cache = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, k))
-    tok, cnt = propose(out0["logits"][:, 0])
-    done0 = audio_len <= 0
-    e = common.emit(jnp.zeros((b, n + k + 1), jnp.int32), jnp.zeros((b,), jnp.int32), done0,
-                    tok, cnt, n)
-    state = dict(cache=cache, ti=jnp.ones((b,), jnp.int32), tok=tok, cnt=cnt, out=e.out,
-                 n_out=e.n_out, done=e.done, calls=jnp.where(done0, 0, 1).astype(jnp.int32),
-                 total=jnp.int32(1), accepted=credit(e.kept, ~done0))
-
-    def cond(s):
-      return jnp.any(~s["done"]) & (s["total"] <= n)
-
-    def body(s):
-      out, cache = f.step(s["tok"], s["ti"], s["cache"], num_heads=0)
-      tok, cnt = propose(common.heads_at(f, out["hidden"], s["cnt"] - 1))
-      live = ~s["done"]
-      e = common.emit(s["out"], s["n_out"], s["done"], tok, cnt, n)
-      return dict(cache=cache, ti=s["ti"] + jnp.where(live, s["cnt"], 0), tok=tok, cnt=cnt,
-                  out=e.out, n_out=e.n_out, done=e.done,
-                  calls=s["calls"] + live.astype(jnp.int32), total=s["total"] + 1,
-                  accepted=s["accepted"] + credit(e.kept, live))
-
-    s = jax.lax.while_loop(cond, body, state)
-    return common.result(s["out"], s["n_out"], s["calls"], s["total"], s["accepted"], n)
-
-  return fn
+registry.register(registry.StrategySpec(
+    name="threshold", build=make_threshold,
+    options=(registry.Option("threshold", 0.8, "tau: accept head k's token while heads "
+                             "1..k are all at least this sure (--strategy=threshold)",
+                             parse=registry.non_negative("threshold")),),
+    help="accept the heads' tokens while all are confident (changes the output)"))

@@ -15,9 +15,9 @@ head 1's argmax is accepted, followed by head 1's correction there. The accepted
 path's keys/values are then moved to consecutive slots (compaction), so the cache
 layout stays that of `decode_step`. Output equals greedy token for token.
 
-The custom-mask decoder pass is built here from the model's own submodules
-(`embed`, `decoder`, `final_norm`) through `model.apply(..., method=...)`; no model
-change is needed.
+The tree call is `decode_step(..., tree=(depth, ancestors))`: the cache's mask helper
+(`KVCache.decode_mask`) builds the tree mask, per layer after FastAdaSP-style prefill
+reduction like every other call.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtp_jax.decode import common
+from mtp_jax.decode import common, engine, registry
 from mtp_jax.decode.greedy import make_greedy
-from mtp_jax.model.layers import dtype_of
+from mtp_jax.decode.verify import verified_block
 
 
 def default_tree(k: int, top: int = 2) -> list[tuple[int, ...]]:
@@ -66,57 +66,58 @@ def tree_arrays(paths: list[tuple[int, ...]]):
   return depth, parent, rank, anc
 
 
-def _tree_step(m, tokens, text_index, cache, anc, depth):
-  """Decoder pass over tree nodes (a custom-mask `decode_step`), called via apply.
+class Tree(engine.BlockStrategy):
+  """Carry: (correction [B], candidates [B, K-1, top]): heads 2..K's top tokens at the
+  correction's prediction position, from which the next call's tree is filled."""
 
-  Args:
-    m: the bound SpeechLLaMA.
-    tokens: [B, T] node tokens, written at slots P + text_index + node.
-    text_index: [B] committed text tokens per row.
-    cache: the decoding cache.
-    anc: [T, T] bool ancestor-or-self matrix.
-    depth: [T] int node depths (rotary offset from text_index).
-  Returns:
-    ({"logits" [B, T, K, V], "hidden" [B, T, d] final-normed}, new cache).
-  """
-  b, t = tokens.shape
-  p = cache["prefix_valid"].shape[1]
-  s = cache["k"].shape[2]
-  pos = cache["prefix_len"][:, None] + text_index[:, None] + depth[None]
-  j = jnp.arange(s)[None, :]
-  prefix_ok = jnp.pad(cache["prefix_valid"], ((0, 0), (0, s - p)))            # [B, S]
-  committed = (j >= p) & (j < p + text_index[:, None])                          # [B, S]
-  rel = j - (p + text_index[:, None])                                           # [B, S]
-  in_tree = (rel >= 0) & (rel < t)
-  tree_vis = jnp.take(anc, jnp.clip(rel, 0, t - 1), axis=1)                     # [T, B, S]
-  tree_vis = jnp.transpose(tree_vis, (1, 0, 2)) & in_tree[:, None, :]
-  mask = (prefix_ok | committed)[:, None, :] | tree_vis                         # [B, T, S]
-  x = m.embed(tokens).astype(dtype_of(m.cfg.dtype))
-  h, layers = m.decoder(x, pos, mask, {"k": cache["k"], "v": cache["v"]}, p + text_index)
-  hn = m.final_norm(h)
-  return {"logits": m.heads(hn), "hidden": hn}, dict(cache, k=layers["k"], v=layers["v"])
+  def __init__(self, model, *, max_new_tokens: int, paths=None, top: int = 2):
+    super().__init__(model, max_new_tokens=max_new_tokens)
+    k = self.num_heads
+    paths = paths or default_tree(k, top)
+    depth, parent, rank, anc = tree_arrays(paths)
+    if depth.max() > k - 1:
+      raise ValueError(f"mtp_jax/decode/tree.py: tree depth {depth.max()} > K-1={k - 1}")
+    self.kmax = int(rank.max()) + 1
+    self.size = len(depth)
+    self.depth, self.parent, self.anc = map(jnp.asarray, (depth, parent, anc))
+    self.node_head = jnp.asarray(np.maximum(depth - 1, 0))   # index into heads 2..K
+    self.node_rank = jnp.asarray(rank)
+    self.feed_width, self.emit_width = self.size, k
 
+  def _candidates(self, logits):
+    """Heads' logits [B, K, V] at the last accepted position -> heads 2..K's top-k
+    tokens [B, K-1, kmax]."""
+    return jax.lax.top_k(logits[:, 1:], self.kmax)[1].astype(jnp.int32)
 
-def _compact(cache, start, path, size: int):
-  """Moves slots start + path[b, i] to start + i (per row) in every layer.
+  def first(self, f, out0):
+    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
+    return engine.Block.single(corr), (corr, self._candidates(out0["logits"][:, 0]))
 
-  Args:
-    cache: decoding cache (k/v [L, B, S, H, D]).
-    start: [B] first tree slot (P + text_index).
-    path: [B, D] node index of the accepted path at each depth (root first).
-    size: tree size T (the window [start, start + T) holds the nodes).
-  """
-  def row(c, s0, idx):  # c [L, S, H, D]
-    win = jax.lax.dynamic_slice_in_dim(c, s0, size, axis=1)
-    return jax.lax.dynamic_update_slice_in_dim(c, jnp.take(win, idx, axis=1), s0, axis=1)
-
-  move = jax.vmap(row, in_axes=(1, 0, 0), out_axes=1)
-  return dict(cache, k=move(cache["k"], start, path), v=move(cache["v"], start, path))
+  def propose(self, f, cache, text_index, carry):
+    corr, cand = carry
+    k, depth, parent, anc = self.num_heads, self.depth, self.parent, self.anc
+    tokens = cand[:, self.node_head, self.node_rank].at[:, 0].set(corr)   # [B, T]
+    out, cache = f.step(tokens, text_index, cache, tree=(depth, anc))
+    g = jnp.argmax(out["logits"][:, :, 0], axis=-1).astype(jnp.int32)    # [B, T]
+    # ok[q]: node q's token equals head 1's argmax at its parent; accepted: all ancestors ok.
+    ok = (tokens == jnp.take(g, jnp.maximum(parent, 0), axis=1)) | (parent < 0)[None]
+    acc = jnp.all(ok[:, None, :] | ~anc[None], axis=2)                  # [B, T]
+    a = jnp.max(jnp.where(acc, depth[None], -1), axis=1)                 # accepted drafts
+    q = jnp.argmax(acc & (depth[None] == a[:, None]), axis=1)            # deepest accepted node
+    # Path node at each depth 0..K-1 (root at 0); beyond a: the root (unused).
+    on_depth = anc[q][:, None, :] & (depth[None, None, :] == jnp.arange(k)[None, :, None])
+    path = jnp.argmax(on_depth, axis=2)                                  # [B, K]
+    corr = jnp.take_along_axis(g, q[:, None], axis=1)[:, 0]
+    path_tok = jnp.take_along_axis(tokens, path, axis=1)                 # [B, K]
+    block = verified_block(path_tok[:, 1:], a, corr)
+    cache = cache.compact(text_index, path, self.size)
+    carry = (corr, self._candidates(common.take_position(out["logits"], q)))
+    return block, a + 1, cache, carry
 
 
 def make_tree(model, *, max_new_tokens: int, paths: list[tuple[int, ...]] | None = None,
               top: int = 2):
-  """Returns `fn(params, audio, audio_len) -> dict` (see `common.result`).
+  """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
     model: a `SpeechLLaMA` with K heads (K=1: plain greedy).
@@ -124,72 +125,14 @@ def make_tree(model, *, max_new_tokens: int, paths: list[tuple[int, ...]] | None
     paths: tree as rank tuples (default `default_tree(K, top)`); depth <= K-1.
     top: top-k per head used by the default tree.
   """
-  k = model.cfg.mtp.num_heads
-  if k == 1:
+  if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  n = max_new_tokens
-  paths = paths or default_tree(k, top)
-  depth_np, parent_np, rank_np, anc_np = tree_arrays(paths)
-  if depth_np.max() > k - 1:
-    raise ValueError(f"mtp_jax/decode/tree.py: tree depth {depth_np.max()} > K-1={k - 1}")
-  kmax = int(rank_np.max()) + 1
-  t = len(depth_np)
-  depth, parent, anc = jnp.asarray(depth_np), jnp.asarray(parent_np), jnp.asarray(anc_np)
-  node_head = jnp.asarray(np.maximum(depth_np - 1, 0))   # index into heads 2..K
-  node_rank = jnp.asarray(rank_np)
+  return Tree(model, max_new_tokens=max_new_tokens, paths=paths, top=top)
 
-  def candidates(logits):
-    """Heads' logits [B, K, V] at the last accepted position -> heads 2..K's top-k
-    tokens [B, K-1, kmax]."""
-    return jax.lax.top_k(logits[:, 1:], kmax)[1].astype(jnp.int32)
 
-  def fn(params, audio, audio_len):
-    f = common.model_fns(model, params)
-    b = audio.shape[0]
-    out0, cache = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, t))
-    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
-    done0 = audio_len <= 0
-    e = common.emit(jnp.zeros((b, n + k + 1), jnp.int32), jnp.zeros((b,), jnp.int32), done0,
-                    corr[:, None], jnp.ones((b,), jnp.int32), n)
-    state = dict(cache=cache, ti=jnp.ones((b,), jnp.int32), corr=corr,
-                 cand=candidates(out0["logits"][:, 0]), out=e.out, n_out=e.n_out, done=e.done,
-                 calls=jnp.where(done0, 0, 1).astype(jnp.int32), total=jnp.int32(1),
-                 accepted=jnp.zeros((b, k), jnp.int32).at[:, 0].set(e.kept))
-
-    def cond(s):
-      return jnp.any(~s["done"]) & (s["total"] <= n)
-
-    def body(s):
-      node_tok = s["cand"][:, node_head, node_rank]                     # [B, T]
-      tokens = node_tok.at[:, 0].set(s["corr"])
-      out, cache = model.apply(params, tokens, s["ti"], s["cache"], anc, depth,
-                               method=_tree_step)
-      g = jnp.argmax(out["logits"][:, :, 0], axis=-1).astype(jnp.int32)  # [B, T]
-      # ok[q]: node q's token equals head 1's argmax at its parent; accepted: all ancestors ok.
-      ok = (tokens == jnp.take(g, jnp.maximum(parent, 0), axis=1)) | (parent < 0)[None]
-      acc = jnp.all(ok[:, None, :] | ~anc[None], axis=2)               # [B, T]
-      a = jnp.max(jnp.where(acc, depth[None], -1), axis=1)              # accepted drafts
-      q = jnp.argmax(acc & (depth[None] == a[:, None]), axis=1)         # deepest accepted node
-      on_path = anc[q]                                                  # [B, T]
-      # Path node at each depth 0..K-1 (root at 0); beyond a: the root (unused).
-      path = jnp.argmax(on_path[:, None, :] & (depth[None, None, :] == jnp.arange(k)[None, :, None]),
-                        axis=2)                                         # [B, K]
-      corr = jnp.take_along_axis(g, q[:, None], axis=1)[:, 0]
-      path_tok = jnp.take_along_axis(tokens, path, axis=1)              # [B, K]
-      pos = jnp.arange(k)[None]
-      block = jnp.where(pos < a[:, None], jnp.roll(path_tok, -1, axis=1), corr[:, None])
-      e = common.emit(s["out"], s["n_out"], s["done"], block, a + 1, n)
-      live = ~s["done"]
-      p = cache["prefix_valid"].shape[1]
-      cache = _compact(cache, p + s["ti"], path, t)
-      heads_ok = jnp.arange(1, k)[None] <= jnp.minimum(a, e.kept)[:, None]
-      got = jnp.concatenate([(e.kept > a)[:, None], heads_ok], axis=1).astype(jnp.int32)
-      return dict(cache=cache, ti=s["ti"] + jnp.where(live, a + 1, 0), corr=corr,
-                  cand=candidates(common.take_position(out["logits"], q)), out=e.out, n_out=e.n_out, done=e.done,
-                  calls=s["calls"] + live.astype(jnp.int32), total=s["total"] + 1,
-                  accepted=s["accepted"] + got * live[:, None])
-
-    s = jax.lax.while_loop(cond, body, state)
-    return common.result(s["out"], s["n_out"], s["calls"], s["total"], s["accepted"], n)
-
-  return fn
+registry.register(registry.StrategySpec(
+    name="tree", build=make_tree, exact=True,
+    options=(registry.Option("top", 2, "top-k tokens per head in the default draft tree "
+                             "(--strategy=tree)", kind="int",
+                             parse=registry.positive_int("top")),),
+    help="verification of a tree of drafts from the heads' top-k (output = greedy)"))

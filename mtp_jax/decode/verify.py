@@ -27,7 +27,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from mtp_jax.decode import common
+from mtp_jax.decode import common, engine, registry
 from mtp_jax.decode.greedy import make_greedy
 
 # (f: ModelFns, out: decode_step output, drafts [B,T-1], typical)
@@ -76,8 +76,52 @@ def kernel_accept(f: common.ModelFns, out, drafts, typical=None):
   return res.argmax, res.accepted, res.correction
 
 
+def drafts_of(logits: jax.Array) -> jax.Array:
+  """Every head's logits at one position [B, K, V] -> heads 2..K's argmax [B, K-1]."""
+  return jnp.argmax(logits[:, 1:], axis=-1).astype(jnp.int32)
+
+
+def verified_block(drafts, accepted, correction) -> engine.Block:
+  """[d_2 .. d_{a+1}, correction] with its sources (head a+1 for d_{a+1}, head 1 for
+  the correction): the block verification (chain or tree) emits.
+
+  Args:
+    drafts: [B, K-1] the drafts in path order; accepted: [B] a; correction: [B].
+  """
+  k = drafts.shape[1] + 1
+  pos = jnp.arange(k)[None]
+  keep = pos < accepted[:, None]
+  tokens = jnp.where(keep, jnp.pad(drafts, ((0, 0), (0, 1))), correction[:, None])
+  return engine.Block(tokens, accepted + 1, jnp.where(keep, pos + 1, 0))
+
+
+class Verify(engine.BlockStrategy):
+  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K]."""
+
+  def __init__(self, model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
+    super().__init__(model, max_new_tokens=max_new_tokens)
+    self.typical = typical
+    self.use_kernels = use_kernels
+    self.accept = kernel_accept if use_kernels else reference_accept
+    self.feed_width = self.emit_width = self.num_heads
+
+  def first(self, f, out0):
+    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
+    return engine.Block.single(corr), (corr, drafts_of(out0["logits"][:, 0]))
+
+  def propose(self, f, cache, text_index, carry):
+    corr, drafts = carry
+    fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, K]
+    # Head 1 at every fed position (none with the kernel, which reads the hidden
+    # states); heads 2..K only at the last accepted position (heads_at).
+    out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1)
+    _, a, corr = self.accept(f, out, drafts, self.typical)
+    block = verified_block(drafts, a, corr)
+    return block, a + 1, cache, (corr, drafts_of(common.heads_at(f, out["hidden"], a)))
+
+
 def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
-  """Returns `fn(params, audio, audio_len) -> dict` (see `common.result`).
+  """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
     model: a `SpeechLLaMA` with K = `cfg.mtp.num_heads` heads (K=1: plain greedy).
@@ -85,55 +129,30 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
     typical: None, or (eps, alpha) for Medusa-style typical acceptance.
     use_kernels: verify with `pallas_kernels.dispatch.fused_verify`.
   """
-  k = model.cfg.mtp.num_heads
-  if k == 1:
+  if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  n = max_new_tokens
-  accept = kernel_accept if use_kernels else reference_accept
+  return Verify(model, max_new_tokens=max_new_tokens, typical=typical, use_kernels=use_kernels)
 
-  def drafts_of(logits):
-    """Every head's logits at one position [B, K, V] -> heads 2..K's argmax [B, K-1]."""
-    return jnp.argmax(logits[:, 1:], axis=-1).astype(jnp.int32)
 
-  def fn(params, audio, audio_len):
-    f = common.model_fns(model, params)
-    b = audio.shape[0]
-    out0, cache = f.prefill(audio, audio_len, common.bos(b), common.max_text_len(n, k))
-    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
-    drafts = drafts_of(out0["logits"][:, 0])  # the prefill already ran every head
-    done0 = audio_len <= 0
-    e = common.emit(jnp.zeros((b, n + k + 1), jnp.int32), jnp.zeros((b,), jnp.int32), done0,
-                    corr[:, None], jnp.ones((b,), jnp.int32), n)
-    accepted = jnp.zeros((b, k), jnp.int32).at[:, 0].set(e.kept)
-    state = dict(cache=cache, ti=jnp.ones((b,), jnp.int32), corr=corr, drafts=drafts,
-                 out=e.out, n_out=e.n_out, done=e.done,
-                 calls=jnp.where(done0, 0, 1).astype(jnp.int32), total=jnp.int32(1),
-                 accepted=accepted)
+def parse_typical(v):
+  """None / "" / (eps, alpha) / "eps,alpha" -> None or (float, float)."""
+  if v is None or v == "" or v == ():
+    return None
+  if isinstance(v, str):
+    v = v.split(",")
+  if len(v) != 2:
+    raise ValueError(f"typical={v!r}: expected two numbers eps,alpha (e.g. 0.3,0.09)")
+  eps, alpha = float(v[0]), float(v[1])
+  if eps <= 0 or alpha <= 0:
+    raise ValueError(f"typical=({eps}, {alpha}): eps and alpha must be > 0")
+  return eps, alpha
 
-    def cond(s):
-      return jnp.any(~s["done"]) & (s["total"] <= n)
 
-    def body(s):
-      fed = jnp.concatenate([s["corr"][:, None], s["drafts"]], axis=1)  # [B, K]
-      # Head 1 at every fed position (none with the kernel, which reads the hidden
-      # states); heads 2..K only at the last accepted position (heads_at).
-      out, cache = f.step(fed, s["ti"], s["cache"], num_heads=0 if use_kernels else 1)
-      _, a, corr = accept(f, out, s["drafts"], typical)
-      pos = jnp.arange(k)[None]
-      block = jnp.where(pos < a[:, None], jnp.pad(s["drafts"], ((0, 0), (0, 1))),
-                        corr[:, None])                                   # [d_2..d_{a+1}, corr]
-      e = common.emit(s["out"], s["n_out"], s["done"], block, a + 1, n)
-      # Head k >= 2 is credited when its draft was kept; head 1 when its correction was.
-      heads_ok = jnp.arange(1, k)[None] <= jnp.minimum(a, e.kept)[:, None]
-      got = jnp.concatenate([(e.kept > a)[:, None], heads_ok], axis=1).astype(jnp.int32)
-      live = ~s["done"]
-      return dict(cache=cache, ti=s["ti"] + jnp.where(live, a + 1, 0), corr=corr,
-                  drafts=drafts_of(common.heads_at(f, out["hidden"], a)),
-                  out=e.out, n_out=e.n_out, done=e.done,
-                  calls=s["calls"] + live.astype(jnp.int32), total=s["total"] + 1,
-                  accepted=s["accepted"] + got * live[:, None])
-
-    s = jax.lax.while_loop(cond, body, state)
-    return common.result(s["out"], s["n_out"], s["calls"], s["total"], s["accepted"], n)
-
-  return fn
+registry.register(registry.StrategySpec(
+    name="verify", build=make_verify, exact=True,
+    options=(registry.Option("typical", None, "eps,alpha: Medusa typical acceptance in "
+                             "--strategy=verify (changes the output); empty: exact",
+                             kind="string", parse=parse_typical),
+             registry.Option("use_kernels", False, "fused Pallas verification kernel "
+                             "(--strategy=verify)", kind="bool", parse=registry.boolean)),
+    help="blockwise-parallel verification of the heads' drafts (output = greedy)"))

@@ -1,14 +1,9 @@
 """LLaMA-style decoder stack (RMSNorm, RoPE, SwiGLU, grouped-query attention) with a KV cache.
 
-The cache is explicit and functional: a dict of arrays passed in and returned, so
-decoding loops (`lax.while_loop`) carry it as state.
-
-Cache layout (per layer, stacked on a leading layer axis):
-  k, v: [L, B, S, Hkv, D] where S = P + max_text_len; slots [0, P) hold the audio
-  prefix (padded per row), slots [P, S) hold the text, written at per-row offsets.
-After a prefill with audio-token reduction (mtp_jax/model/reduction.py) layer l holds
-fewer valid audio slots, compacted to the front of [0, P); the model then keeps a
-per-layer prefix mask and passes decode a per-layer attention mask [L, B, T, S].
+The stack reads and returns the cache's keys/values as {"k", "v"}: [L, B, S, Hkv, D]
+(the layout, masks and row moves are `mtp_jax.model.kv_cache.KVCache`'s). After a
+prefill with audio-token reduction each layer holds a different number of valid audio
+slots; decode then passes a per-layer attention mask [L, B, T, S].
 """
 from __future__ import annotations
 
@@ -17,23 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import DecoderConfig, ModelConfig
+from mtp_jax.model.kv_cache import causal_mask, write_rows
 from mtp_jax.model.layers import RMSNorm, apply_rope, constrain, dense, dot_product_attention, dtype_of
 
 ACT = ("activation_batch", "activation_length", "activation_embed")
-
-
-def write_rows(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-  """Writes new[b] into cache[b] starting at index[b] along axis 1 (per-row offsets).
-
-  Args:
-    cache: [B, S, ...].
-    new: [B, T, ...].
-    index: [B] int32 start slot per row.
-  """
-  def one(c, n, i):
-    start = (i,) + (0,) * (c.ndim - 1)
-    return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), start)
-  return jax.vmap(one)(cache, new, index)
 
 
 class Attention(nn.Module):
@@ -223,9 +205,7 @@ def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, au
   ks, vs, pv = [], [], []
   for i in range(num_layers):
     p_l = valid.shape[1]
-    n = p_l + t0
-    key_valid = jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1)
-    mask = jnp.tril(jnp.ones((n, n), bool))[None] & key_valid[:, None, :]
+    mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1))
     state = {}
 
     def reduce(h, aux, i=i, p_l=p_l, valid=valid, positions=positions, state=state):

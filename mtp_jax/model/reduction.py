@@ -24,7 +24,7 @@ Methods (`config.model.reduction.method`):
 
 Positions: a merged token carries the same weighted mean of its members' rotary
 positions (a float position); kept tokens keep theirs; text positions continue
-from the ORIGINAL audio length (`cache["prefix_len"]` is unchanged), so decoding
+from the ORIGINAL audio length (`cache.prefix_len` is unchanged), so decoding
 code needs no change.
 
 Batches: the static count n_l is the budget of a row whose audio fills the whole
@@ -35,7 +35,7 @@ only if those run out - by rounding - more valid tokens). So a row's result does
 depend on how much padding its batch gives it, and valid tokens stay a prefix of the
 audio span after every reduction.
 
-Cache: with reduction, `cache["prefix_valid"]` is [L, B, P] (layer axis first, like
+Cache: with reduction, `cache.prefix_valid` is [L, B, P] (layer axis first, like
 k/v): layer l's valid audio keys are compacted to slots [0, valid_l) and the rest is
 marked invalid. Without reduction it stays [B, P].
 """

@@ -18,8 +18,6 @@ Entry points (all via `model.apply(params, ..., method=...)`):
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,10 +28,10 @@ from mtp_jax.model import frontend
 from mtp_jax.model import reduction as reduction_lib
 from mtp_jax.model.decoder import DecoderStack
 from mtp_jax.model.heads import MTPHeads, Unembed
+from mtp_jax.model.kv_cache import KVCache, causal_mask
 from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
 
 ACT = ("activation_batch", "activation_length", "activation_embed")
-Cache = dict[str, Any]
 
 
 def audio_token_count(num_samples, cfg: ModelConfig):
@@ -210,23 +208,18 @@ class SpeechLLaMA(nn.Module):
     x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
     pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
                            alen[:, None] + jnp.arange(l)[None]], axis=1)
-    key_valid = jnp.concatenate([valid, jnp.ones((b, l), bool)], axis=1)
-    causal = jnp.tril(jnp.ones((p + l, p + l), bool))
-    mask = causal[None] & key_valid[:, None, :]
+    mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, l), bool)], axis=1))
     h, _ = self.decoder(x, pos, mask)
     hn = self.final_norm(h[:, p:])
     return {"logits": self.heads(hn, prev_tokens), "hidden": hn, "audio_len": alen}
 
   # ---------------------------------------------------------------- incremental decoding
-  def init_cache(self, batch: int, prefix_len: int, max_text_len: int) -> Cache:
+  def init_cache(self, batch: int, prefix_len: int, max_text_len: int) -> KVCache:
     """Zeros for a cache of S = prefix_len + max_text_len slots."""
     c = self.cfg.decoder
-    s = prefix_len + max_text_len
-    shape = (c.num_layers, batch, s, c.num_kv_heads, c.head_dim)
-    dtype = dtype_of(self.cfg.dtype)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-            "prefix_valid": jnp.zeros((batch, prefix_len), bool),
-            "prefix_len": jnp.zeros((batch,), jnp.int32)}
+    return KVCache.zeros(num_layers=c.num_layers, batch=batch, prefix_len=prefix_len,
+                         max_text_len=max_text_len, num_kv_heads=c.num_kv_heads,
+                         head_dim=c.head_dim, dtype=dtype_of(self.cfg.dtype))
 
   def prefill(self, audio, audio_len, text_in, max_text_len: int):
     """Encodes audio and runs the decoder over `[audio][text_in]`, filling a fresh cache.
@@ -239,7 +232,7 @@ class SpeechLLaMA(nn.Module):
       (out, cache): out has "logits" [B, T0, K, V] and "hidden" [B, T0, d] for the text
       positions; the cache holds P + T0 filled slots (text_index = T0 next).
       With `cfg.reduction` active (mtp_jax/model/reduction.py) the audio tokens are
-      reduced inside the decoder layers and `cache["prefix_valid"]` is [L, B, P].
+      reduced inside the decoder layers and `cache.prefix_valid` is [L, B, P].
     """
     emb, valid, alen = self.encode(audio, audio_len)
     return self.prefill_from_embeddings(emb, valid, alen, text_in, max_text_len)
@@ -257,9 +250,8 @@ class SpeechLLaMA(nn.Module):
     x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
     pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
                            alen[:, None] + jnp.arange(t0)[None]], axis=1)
-    key_valid = jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1)
-    mask = jnp.tril(jnp.ones((p + t0, p + t0), bool))[None] & key_valid[:, None, :]
-    layers = {"k": cache["k"], "v": cache["v"]}
+    mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1))
+    layers = cache.layers
     plan = reduction_lib.make_plan(self.cfg, p, t0)
     if plan is not None:
       r = self.cfg.reduction
@@ -273,41 +265,37 @@ class SpeechLLaMA(nn.Module):
       h, layers = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
                                attend_cache=False)
       hn = self.final_norm(h[:, p:])
-    cache = dict(cache, k=layers["k"], v=layers["v"], prefix_valid=valid, prefix_len=alen)
+    cache = cache.with_layers(layers).replace(prefix_valid=valid, prefix_len=alen)
     return {"logits": self.heads(hn), "hidden": hn}, cache
 
-  def decode_step(self, tokens, text_index, cache: Cache, prev_tokens=None,
-                  num_heads: int | None = None):
+  def decode_step(self, tokens, text_index, cache: KVCache, prev_tokens=None,
+                  num_heads: int | None = None, tree=None):
     """Feeds T new text tokens per row at per-row offsets and attends over the cache.
 
     Args:
-      tokens: [B, T] int32 new tokens (T >= 1; verification feeds K+1 at once).
+      tokens: [B, T] int32 new tokens (T >= 1; verification feeds K at once).
       text_index: [B] int32 number of text tokens already in row b's cache; the new
         tokens go to slots P + text_index[b] + i.
       cache: from `prefill` or a previous `decode_step`.
       prev_tokens: optional teacher-forcing tokens for sequential heads.
       num_heads: heads whose logits are computed (static; default all K, 0 = none:
         `out` then has only "hidden").
+      tree: None (the T tokens are a causal block), or (depth [T] int, ancestors
+        [T, T] bool) for a tree of drafts: token q's rotary position is
+        text_index + depth[q] and it sees its ancestors in the block (tree verification).
     Returns:
       (out, cache) with out "logits" [B, T, num_heads, V] and "hidden" [B, T, d].
       Slots past the last token fed are left stale and are never attended: row b's
       query at slot j only sees text slots <= j.
     """
-    b, t = tokens.shape
-    p = cache["prefix_valid"].shape[-1]
-    s = cache["k"].shape[2]
-    slot = p + text_index[:, None] + jnp.arange(t)[None]  # [B, T]
-    pos = cache["prefix_len"][:, None] + text_index[:, None] + jnp.arange(t)[None]
-    j = jnp.arange(s)[None, None, :]
-    pv = cache["prefix_valid"]  # [B, P], or [L, B, P] after prefill token reduction
-    widths = ((0, 0),) * (pv.ndim - 1) + ((0, s - p),)
-    prefix_ok = jnp.expand_dims(jnp.pad(pv, widths), -2)
-    mask = (prefix_ok & (j < p)) | ((j >= p) & (j <= slot[..., None]))  # [(L,) B, T, S]
+    t = tokens.shape[1]
+    offsets, ancestors = (jnp.arange(t), None) if tree is None else tree
+    pos = cache.text_positions(text_index, offsets)
+    mask = cache.decode_mask(text_index, t, ancestors)  # [(L,) B, T, S]
     x = self.embed(tokens).astype(dtype_of(self.cfg.dtype))
-    layers = {"k": cache["k"], "v": cache["v"]}
-    h, layers = self.decoder(x, pos, mask, layers, p + text_index)
+    h, layers = self.decoder(x, pos, mask, cache.layers, cache.text_slot(text_index))
     hn = self.final_norm(h)
-    cache = dict(cache, k=layers["k"], v=layers["v"])
+    cache = cache.with_layers(layers)
     if num_heads == 0:
       return {"hidden": hn}, cache
     return {"logits": self.heads(hn, prev_tokens, num_heads), "hidden": hn}, cache

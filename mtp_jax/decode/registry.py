@@ -1,0 +1,150 @@
+"""The strategy registry: name -> how to build it, its options, what it supports.
+
+A new decoding strategy is one file under `mtp_jax/decode/` that calls
+`register(StrategySpec(...))` at import, plus one line in `MODULES` below. `api.decode`,
+`api.make_decode_fn` and `decode.py`'s flags are derived from what is registered.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+# One line per strategy module (imported on first use; each registers itself).
+MODULES = (
+    "mtp_jax.decode.greedy",
+    "mtp_jax.decode.threshold",
+    "mtp_jax.decode.verify",
+    "mtp_jax.decode.tree",
+    "mtp_jax.decode.beam",
+    "mtp_jax.decode.ctc",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """A static option of a strategy (a keyword of `api.decode`, a flag of decode.py).
+
+  Attributes:
+    name: keyword / flag name.
+    default: value when not given.
+    help: one line for --help.
+    kind: "float" | "int" | "bool" | "string" (the flag's type).
+    parse: value (or the flag's string) -> normalized hashable value; raises
+      ValueError with a message naming the option when the value is invalid.
+  """
+  name: str
+  default: Any
+  help: str
+  kind: str = "float"
+  parse: Callable[[Any], Any] = lambda v: v
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategySpec:
+  """One decoding strategy.
+
+  Attributes:
+    name: the `strategy=` value.
+    build: `(model, *, max_new_tokens, **options) -> fn(params, audio, audio_len) -> dict`
+      (the dict has `api.DecodeResult`'s fields); pure, jit-able.
+    options: the keywords `build` takes besides max_new_tokens.
+    help: one line for --help.
+    exact: its output equals greedy decoding token for token (tests check it).
+    decoder_calls: it runs the decoder (ctc does not).
+    reduction: works with prefill audio-token reduction (FastAdaSP & co.); when False
+      `api` refuses the combination with a clear error.
+  """
+  name: str
+  build: Callable
+  options: tuple[Option, ...] = ()
+  help: str = ""
+  exact: bool = False
+  decoder_calls: bool = True
+  reduction: bool = True
+
+
+_REGISTRY: dict[str, StrategySpec] = {}
+_loaded = False
+
+
+def register(spec: StrategySpec) -> StrategySpec:
+  _REGISTRY[spec.name] = spec
+  return spec
+
+
+def _load() -> None:
+  global _loaded
+  if not _loaded:
+    _loaded = True
+    for m in MODULES:
+      importlib.import_module(m)
+
+
+def get(name: str) -> StrategySpec:
+  _load()
+  if name not in _REGISTRY:
+    raise ValueError(f"strategy={name!r}: unknown decoding strategy, expected one of "
+                     f"{names()}")
+  return _REGISTRY[name]
+
+
+def names() -> list[str]:
+  """Registered strategies, in `MODULES` order."""
+  _load()
+  return list(_REGISTRY)
+
+
+def all_options() -> dict[str, Option]:
+  """Every option of every strategy by name (one flag each; same name = same meaning)."""
+  _load()
+  out: dict[str, Option] = {}
+  for spec in _REGISTRY.values():
+    for o in spec.options:
+      out.setdefault(o.name, o)
+  return out
+
+
+def resolve_options(name: str, options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+  """The chosen strategy's options, parsed, with defaults filled in, as a sorted tuple.
+
+  Options another strategy declares are ignored (e.g. `threshold` with
+  strategy="greedy", as decode.py passes every flag); a name no strategy declares is
+  an error. None means "the default".
+  """
+  spec = get(name)
+  known = all_options()
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ValueError(f"decoding option(s) {unknown}: unknown, expected some of "
+                     f"{sorted(known)}")
+  values = {}
+  for o in spec.options:
+    v = options.get(o.name)
+    values[o.name] = o.parse(o.default if v is None else v)
+  return tuple(sorted(values.items()))
+
+
+# ------------------------------------------------------------------- option parsers
+def positive_int(name: str) -> Callable[[Any], int]:
+  def parse(v):
+    if isinstance(v, bool) or int(v) != v or int(v) < 1:
+      raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    return int(v)
+  return parse
+
+
+def non_negative(name: str) -> Callable[[Any], float]:
+  def parse(v):
+    if float(v) < 0.0 or float(v) != float(v):
+      raise ValueError(f"{name}={v!r}: must be a number >= 0")
+    return float(v)
+  return parse
+
+
+def boolean(v) -> bool:
+  if isinstance(v, str):
+    if v.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected a boolean, got {v!r}")
+    return v.lower() in ("true", "1")
+  return bool(v)
