@@ -449,6 +449,15 @@ def render_step_cost(path, data, plots_dir, root) -> Section:
           "*strategy / greedy* = the cost of one loop iteration (decoder call, acceptance, "
           "emission, bookkeeping) relative to greedy's: the decoder-call reduction the "
           "strategy needs before it is faster than greedy on this machine."]
+  widths = [r for r in rows if r.get("call_ms_by_width")]
+  if widths:
+    ts = sorted({t for r in widths for t in r["call_ms_by_width"]}, key=int)
+    body += ["", "Bare decoder call (head 1 at every position) by tokens fed per row, ms "
+             "(× the 1-token call):", "",
+             md_table(["config", "batch"] + [f"T={t}" for t in ts],
+                      [[fmt(r.get("config")), fmt(r.get("batch"))]
+                       + [f"{r['call_ms_by_width'][t]:.3f} ({r['call_ms_by_width'][t] / r['call_ms_by_width'][ts[0]]:.2f}×)"
+                          if t in r["call_ms_by_width"] else "–" for t in ts] for r in widths])]
   return Section(f"Decoder-call cost ({pathlib.Path(path).name})", "\n".join(body))
 
 
