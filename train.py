@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from mtp_jax import checkpoint as ckpt_lib
 from mtp_jax import sharding as sharding_lib
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import ConfigError, parse_flags_with_config
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
 from mtp_jax.interop import hf_llama
@@ -38,6 +38,7 @@ from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import pretrained as pretrained_lib
 from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
+from mtp_jax.train.config import RunConfig
 
 
 class NonFiniteError(RuntimeError):
@@ -83,6 +84,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
   """
   t_start = time.time()
+  mcfg = RunConfig.from_config(config).model  # ConfigError naming the field, before any write
   tcfg = config.train
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -92,7 +94,6 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   # ---------------------------------------------------------------- mesh, model, optimizer
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  mcfg = ModelConfig.from_config(config.model)
   model, train_model = SpeechLLaMA(mcfg), SpeechLLaMA(mcfg, train=True)
   _log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices "
        f"({jax.process_count()} processes); model K={mcfg.mtp.num_heads} "
@@ -118,8 +119,6 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
       state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
       _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
-    elif tcfg.mode == "heads_only":
-      raise ValueError("train.mode=heads_only needs train.init_from (a trained base)")
     if tcfg.get("encoder_init", ""):
       enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
       state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
@@ -286,7 +285,10 @@ def main(argv) -> None:
                     num_processes=flags.num_processes, process_id=flags.process_id)
     jax.distributed.initialize(**kwargs)
   logging.getLogger().setLevel(logging.INFO)
-  train_and_evaluate(flags.config, flags.workdir)
+  try:
+    train_and_evaluate(flags.config, flags.workdir)
+  except ConfigError as e:
+    raise SystemExit(f"train.py: error: {e}") from e
 
 
 if __name__ == "__main__":
@@ -295,7 +297,7 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                  lock_config=False)
+                                  lock_config=True)
   absl_flags.DEFINE_string("workdir", None, "Run directory (created; resumed if present).")
   absl_flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods).")
   absl_flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-GPU).")
@@ -303,4 +305,5 @@ if __name__ == "__main__":
   absl_flags.DEFINE_integer("process_id", None, "This process (with coordinator_address).")
   absl_flags.mark_flags_as_required(["config", "workdir"])
   _FLAGS = absl_flags.FLAGS
-  app.run(main)
+  # A misspelt field in the config file or a --config.* override: one line, no traceback.
+  app.run(main, flags_parser=parse_flags_with_config)

@@ -52,12 +52,11 @@ import numpy as np
 from mtp_jax.data import audio as audio_lib
 from mtp_jax.data import bucketing
 from mtp_jax.data import manifest as manifest_lib
+from mtp_jax.data.config import BATCHING, POLICIES
 from mtp_jax.data.errors import BadInputError
 from mtp_jax.data.tokenizer import PAD_ID, Tokenizer
 
 _LOG = logging.getLogger(__name__)
-POLICIES = ("skip", "error")
-BATCHING = ("random", "1d", "2d")
 _EPOCH_KEY = "_epoch"      # Internal batch keys, removed by the iterators.
 _SKIPPED_KEY = "_skipped"
 
