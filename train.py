@@ -250,8 +250,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         scalars["data/bad_inputs_skipped"] = float(bad["num_skipped"])
         writer.write(done, scalars)
         _log(metrics_lib.progress_line(done, total, scalars))
-        if bad["num_skipped"] != seen_bad:
-          _log(f"bad inputs so far ({bad['num_skipped']}): {bad['epochs']}")
+        if bad["num_skipped"] != seen_bad:  # each bad row is logged once
+          _log(f"bad inputs found while reading ({bad['num_skipped']} skipped in all): "
+               f"{bad['rows'][seen_bad:]}")
           seen_bad = bad["num_skipped"]
       if save_now:
         ckpt.save(state, data.get_state())

@@ -77,34 +77,50 @@ class Utterance:
 
 
 class BadInputReport:
-  """Skipped bad inputs: those found while preparing and those found per epoch.
+  """Skipped bad inputs, each utterance once: found while preparing, or when its
+  audio was read.
 
   Each record is {"manifest", "line", "reason", "stage"} with stage "prepare"
   (before training, the utterance is never used) or "decode" (found when the
-  audio was decoded during `epoch`, the row was left empty).
+  audio was decoded during `epoch`, the row was left empty). A row that fails at
+  read time stays empty in every later epoch, but it is recorded and logged once,
+  under the epoch it was first found in.
   """
 
   def __init__(self):
     self.prepared: list[dict] = []
     self.by_epoch: dict[int, list[dict]] = {}
+    self.rows: list[dict] = []   # every record once, in the order found
+    self._seen: set[tuple[str, int]] = set()
 
-  def add(self, error: BadInputError, epoch: int | None = None) -> None:
+  def add(self, error: BadInputError, epoch: int | None = None) -> bool:
+    """Records (and logs) `error` unless its utterance is already recorded."""
+    key = (error.manifest, error.line)
+    if key in self._seen:
+      return False
+    self._seen.add(key)
     rec = {"manifest": error.manifest, "line": error.line,
            "reason": error.reason}
     if epoch is None:
-      self.prepared.append({**rec, "stage": "prepare"})
+      rec["stage"] = "prepare"
+      self.prepared.append(rec)
     else:
-      self.by_epoch.setdefault(int(epoch), []).append({**rec, "stage": "decode"})
+      rec["stage"] = "decode"
+      self.by_epoch.setdefault(int(epoch), []).append(rec)
+    self.rows.append(rec)
     _LOG.warning("skipping bad input %s", error)
+    return True
 
   def __len__(self) -> int:
-    return len(self.prepared) + sum(len(v) for v in self.by_epoch.values())
+    return len(self.rows)
 
   def as_dict(self) -> dict:
-    """JSON-ready summary: counts, the prepared skips and the per-epoch skips."""
+    """JSON-ready summary: counts, the prepared skips, the per-epoch skips, and
+    `rows`, every skipped row once (prepare and read time) in the order found."""
     return {"num_skipped": len(self), "num_prepared_skips": len(self.prepared),
             "prepared": list(self.prepared),
-            "epochs": {str(e): list(v) for e, v in sorted(self.by_epoch.items())}}
+            "epochs": {str(e): list(v) for e, v in sorted(self.by_epoch.items())},
+            "rows": list(self.rows)}
 
 
 def _handle_bad(error: BadInputError, policy: str, report: BadInputReport,
@@ -216,6 +232,7 @@ class _BatchLoader:
     self._policy = policy
     self._cache = feature_cache  # FeatureCache: deliver cached encoder frames
     self._frames_for = frames_for  # samples -> encoder frames (the bucket's T)
+    self._failed: dict[int, BadInputError] = {}  # utterance -> its read error (not re-read)
 
   def _read_frames(self, utt: Utterance, max_frames: int) -> np.ndarray:
     e = utt.entry
@@ -261,6 +278,8 @@ class _BatchLoader:
         continue
       utt = self._utts[index]
       try:
+        if index in self._failed:  # failed in an earlier epoch: the same file fails again
+          raise self._failed[index]
         if self._cache is None:
           wav = self._read(utt, max_samples)
         else:
@@ -268,6 +287,7 @@ class _BatchLoader:
       except BadInputError as err:
         if self._policy == "error":
           raise
+        self._failed[index] = err
         skipped.append([err.manifest, err.line, err.reason])
         continue
       if self._cache is None:
