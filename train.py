@@ -38,6 +38,7 @@ from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import pretrained as pretrained_lib
 from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
+from mtp_jax.train import workdir as workdir_lib
 from mtp_jax.train.config import RunConfig
 
 
@@ -66,6 +67,27 @@ def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
   return tok
 
 
+def _init_state(config, model, tx, mesh, rules, mcfg):
+  """A fresh train state: seeded init, then the configured warm starts."""
+  tcfg = config.train
+  state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
+  if tcfg.init_from:
+    loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
+    merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
+    state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
+    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+  if tcfg.get("encoder_init", ""):
+    enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
+    state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
+    _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
+  if tcfg.get("decoder_init", ""):
+    state = state.replace(params=hf_llama.load_decoder_into(
+        state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+    _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+  return state
+
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
                        batch_callback=None, devices=None) -> dict:
   """Runs (or resumes) training to `config.train.steps`; returns the last metrics.
@@ -84,12 +106,14 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
   """
   t_start = time.time()
-  mcfg = RunConfig.from_config(config).model  # ConfigError naming the field, before any write
+  # Nothing is written into the workdir until the config is valid, an existing run's
+  # model is unchanged and its checkpoint (and data iterator position) restored.
+  mcfg = RunConfig.from_config(config).model  # ConfigError naming the field
   tcfg = config.train
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  ckpt_lib.save_config(workdir, config)
-  tokenizer = _tokenizer(config, workdir)
+  if ckpt_lib.has_checkpoints(workdir):
+    workdir_lib.check_model_unchanged(workdir, mcfg)
+    workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path)
 
   # ---------------------------------------------------------------- mesh, model, optimizer
   mesh = sharding_lib.make_mesh(config.mesh, devices)
@@ -106,45 +130,39 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   # ---------------------------------------------------------------- state: resume / init
   ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
                                async_save=tcfg.async_checkpointing)
-  abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
-  latest = ckpt.latest_step()
-  data_state = None
-  if latest is not None:
-    state, data_state = ckpt.restore(abstract_state, shardings, latest)
-    _log(f"resumed from step {latest} in {ckpt.directory}")
-  else:
-    state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
-    if tcfg.init_from:
-      loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
-      merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
-      state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
-      _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
-    if tcfg.get("encoder_init", ""):
-      enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
-      state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
-      _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
-    if tcfg.get("decoder_init", ""):
-      state = state.replace(params=hf_llama.load_decoder_into(
-          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
-      _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+  data = None
+  try:
+    abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
+    state, data_state, restored = ckpt.restore_newest(abstract_state, shardings, log=_log)
+    if restored is not None:
+      _log(f"resumed from step {restored} in {ckpt.directory}")
+    else:
+      state = _init_state(config, model, tx, mesh, rules, mcfg)
 
-  # ---------------------------------------------------------------- data
-  pc = jax.process_count()
-  cache, frames_for = None, None
-  if config.data.get("feature_cache", ""):
-    cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, state.params,
-                                                  mcfg, tcfg)
-    _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
-  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
-                                      process_index=jax.process_index(), process_count=pc,
-                                      feature_cache=cache, frames_for=frames_for)
+    # -------------------------------------------------------------- data
+    tokenizer = _tokenizer(config, workdir)
+    pc = jax.process_count()
+    cache, frames_for = None, None
+    if config.data.get("feature_cache", ""):
+      cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, state.params,
+                                                    mcfg, tcfg)
+      _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
+    data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
+                                        process_index=jax.process_index(), process_count=pc,
+                                        feature_cache=cache, frames_for=frames_for)
+    if data_state is not None:
+      data.set_state(data_state)
+  except BaseException:
+    if data is not None:
+      data.close()
+    ckpt.close()
+    raise
+  ckpt_lib.save_config(workdir, config)  # now config.json describes the checkpoints
   for b in data.describe():
     _log(f"bucket {b}")
   report = data.bad_input_report()
   if report["num_skipped"]:
     _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
-  if data_state is not None:
-    data.set_state(data_state)
 
   # ---------------------------------------------------------------- compile per bucket shape
   shapes = [(b * pc, s if frames_for is None else frames_for(s), l)
@@ -190,9 +208,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     return out
 
   # ---------------------------------------------------------------- the loop
-  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   total = int(tcfg.steps)
   start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                    start_step=start)
   deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
   thr = metrics_lib.Throughput(
       total, start, max(deadline - time.time(), 1e-3) if tcfg.max_minutes > 0 else 0.0)
@@ -288,7 +307,7 @@ def main(argv) -> None:
   logging.getLogger().setLevel(logging.INFO)
   try:
     train_and_evaluate(flags.config, flags.workdir)
-  except ConfigError as e:
+  except (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError) as e:
     raise SystemExit(f"train.py: error: {e}") from e
 
 
