@@ -29,6 +29,7 @@ from mtp_jax import sharding as sharding_lib
 from mtp_jax.config import ConfigError, parse_flags_with_config
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
+from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.interop import hf_llama
 from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.mwer import word_errors
@@ -86,6 +87,17 @@ def _init_state(config, model, tx, mesh, rules, mcfg):
     _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
   return state
 
+
+def _restore_data_state(data, data_state: dict, step: int, reset: bool) -> None:
+  """Puts the data iterator where checkpoint `step` left it (or leaves it fresh)."""
+  if reset:
+    _log(f"train.reset_data_iterator=True: the data iterator starts afresh (its state "
+         f"in checkpoint step {step} is not restored)")
+    return
+  try:
+    data.set_state(data_state)
+  except pipeline.DataStateMismatchError as e:
+    raise workdir_lib.ResumeError(f"{e}.\n{workdir_lib.data_state_hint(step)}") from e
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
@@ -151,7 +163,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
                                         process_index=jax.process_index(), process_count=pc,
                                         feature_cache=cache, frames_for=frames_for)
     if data_state is not None:
-      data.set_state(data_state)
+      _restore_data_state(data, data_state, restored,
+                          bool(tcfg.get("reset_data_iterator", False)))
   except BaseException:
     if data is not None:
       data.close()
@@ -307,7 +320,8 @@ def main(argv) -> None:
   logging.getLogger().setLevel(logging.INFO)
   try:
     train_and_evaluate(flags.config, flags.workdir)
-  except (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError) as e:
+  except (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError,
+          NoDataError, BadInputError) as e:
     raise SystemExit(f"train.py: error: {e}") from e
 
 

@@ -6,6 +6,7 @@ persistent compilation cache in tmp makes every run after the first skip XLA.
 """
 import json
 import os
+import pathlib
 import re
 import shutil
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from mtp_jax import checkpoint as ckpt_lib
+from mtp_jax.data.errors import NoDataError
 from mtp_jax.train import workdir as workdir_lib
 from train_helpers import load_train_module, micro_config, write_synthetic_manifest
 
@@ -223,3 +225,29 @@ def test_killed_run_metrics_hold_each_step_once(env, tmp_path):
   steps = [json.loads(l)["step"] for l in open(work / "metrics.jsonl")]
   assert steps == [1, 2, 3, 4, 5, 6]
 
+
+def test_changed_manifest_says_how_to_resume(env, base_run, tmp_path):
+  root, manifest, tm = env
+  work = _copy(base_run, tmp_path / "w")
+  lines = open(manifest).read().splitlines(keepends=True)
+  edited = pathlib.Path(manifest).with_name("edited.jsonl")
+  edited.write_text("".join(lines[:-1]))  # a "bad" line removed
+  cfg = _config(str(edited), steps=7)
+  before = _snapshot(work)
+  with pytest.raises(workdir_lib.ResumeError,
+                     match=r"(?s)fingerprint.*--config.train.reset_data_iterator=True"):
+    _run(tm, cfg, work)
+  assert _snapshot(work) == before
+  cfg.train.reset_data_iterator = True
+  out, order = _run(tm, cfg, work)
+  assert out["step"] == 7 and [s for s, _ in order] == [6]
+  assert ckpt_lib.load_config(work).data.train_manifests == str(edited)
+
+
+def test_empty_manifest_is_a_clear_error(env, tmp_path):
+  root, manifest, tm = env
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(NoDataError, match=f"no utterance in {empty}"):
+    _run(tm, _config(str(empty)), tmp_path / "w")
+  assert not (tmp_path / "w" / "config.json").exists()

@@ -53,7 +53,7 @@ from mtp_jax.data import audio as audio_lib
 from mtp_jax.data import bucketing
 from mtp_jax.data import manifest as manifest_lib
 from mtp_jax.data.config import BATCHING, POLICIES
-from mtp_jax.data.errors import BadInputError
+from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.data.tokenizer import PAD_ID, Tokenizer
 
 _LOG = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def load_entries(manifests, data_cfg, report: BadInputReport
   """Reads manifests; malformed lines follow the bad-input policy."""
   policy = _check_policy(data_cfg)
   if not manifest_lib.split_manifest_paths(manifests):
-    raise ValueError("no manifest given")
+    raise NoDataError("no manifest given")
   errors = [] if policy == "skip" else None
   entries = manifest_lib.load_manifests(manifests, errors=errors)
   for e in errors or ():
@@ -408,6 +408,10 @@ def make_buckets_for(utterances: Sequence[Utterance], data_cfg, *,
       batch_size_overrides=overrides, binning=data_cfg.binning, **pads)
 
 
+class DataStateMismatchError(ValueError):
+  """A saved iterator state that does not belong to this dataset (fingerprint)."""
+
+
 class DataIterator:
   """Infinite training iterator over fixed-shape batches, checkpointable.
 
@@ -448,7 +452,7 @@ class DataIterator:
 
   def set_state(self, state: dict) -> None:
     if state.get("fingerprint") != self._fingerprint:
-      raise ValueError(
+      raise DataStateMismatchError(
           "data iterator state is from a different dataset/bucketing/seed/process"
           f" layout (fingerprint {state.get('fingerprint')!r}, expected "
           f"{self._fingerprint!r})")
@@ -505,7 +509,8 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
 
   Raises:
     BadInputError: under policy "error", at the first bad utterance.
-    ValueError: bad configuration, or no usable utterance.
+    NoDataError: no usable utterance.
+    ValueError: bad configuration.
   """
   pi, pc = _process(process_index, process_count)
   report = BadInputReport()
@@ -513,8 +518,10 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
   entries = load_entries(manifests, data_cfg, report)
   utterances = prepare_utterances(entries, tokenizer, data_cfg, report)
   if not utterances:
-    raise ValueError(f"no usable utterance in {manifests} "
-                     f"({len(report)} bad inputs skipped)")
+    more = " ..." if len(report) > 3 else ""
+    why = (f"{len(report)} bad inputs skipped: {report.rows[:3]}{more}" if len(report)
+           else "the manifests hold no utterance")
+    raise NoDataError(f"no usable utterance in {manifests} ({why})")
   multiple = _batch_multiple(data_cfg, pc)
   buckets = make_buckets_for(utterances, data_cfg, batch_multiple=multiple)
   remainder = data_cfg.remainder

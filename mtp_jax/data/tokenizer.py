@@ -22,6 +22,7 @@ import sentencepiece as spm
 
 from mtp_jax import text as text_lib
 from mtp_jax.data import manifest as manifest_lib
+from mtp_jax.data.errors import NoDataError
 
 PAD_ID = 0
 BOS_ID = 1
@@ -141,7 +142,7 @@ def train_tokenizer_from_texts(texts: Iterable[str], model_dir: str | os.PathLik
   normalized = [text_lib.normalize(t, numbers_to_words) for t in texts]
   normalized = [t for t in normalized if t]
   if not normalized:
-    raise ValueError("cannot train a tokenizer: no non-empty transcript")
+    raise NoDataError("cannot train a tokenizer: no non-empty transcript")
   model_dir = os.fspath(model_dir)
   os.makedirs(model_dir, exist_ok=True)
   prefix = os.path.join(model_dir, MODEL_PREFIX)
@@ -185,6 +186,8 @@ def train_tokenizer(manifests: str | Sequence[str], model_dir: str | os.PathLike
     numbers_to_words: normalization option.
   """
   entries = manifest_lib.load_manifests(manifests, errors=[])
+  if not entries:
+    raise NoDataError(f"cannot train a tokenizer: no utterance in {manifests}")
   return train_tokenizer_from_texts(
       (e.text for e in entries), model_dir, vocab_size=vocab_size,
       model_type=model_type, numbers_to_words=numbers_to_words)

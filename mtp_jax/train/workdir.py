@@ -84,3 +84,10 @@ def check_tokenizer_unchanged(workdir: str, tokenizer_path: str) -> None:
                       "tokenizer this run's checkpoints were trained with; leave "
                       "data.tokenizer.path as it was or use a new --workdir")
 
+
+def data_state_hint(step: int) -> str:
+  """What to do when the saved data iterator does not fit the training data."""
+  return (f"The training data (manifests, bucketing, seed or process count) changed since "
+          f"checkpoint step {step}, e.g. a manifest line was removed or added. To resume the "
+          f"model from step {step} with the new data, starting the data iterator afresh, "
+          "re-run with --config.train.reset_data_iterator=True (or restore the manifests).")
