@@ -62,9 +62,7 @@ def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
     tok_lib.get_tokenizer(config.data, workdir)  # trains into workdir if absent
   multihost_utils.sync_global_devices("tokenizer")
   tok = tok_lib.Tokenizer.load(workdir)
-  v = config.model.decoder.vocab_size
-  if tok.vocab_size > v:
-    raise ValueError(f"tokenizer has {tok.vocab_size} ids but model.decoder.vocab_size={v}")
+  tok_lib.check_tokenizer_fits(tok, config.model.decoder.vocab_size)
   return tok
 
 

@@ -348,16 +348,22 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
     (config, params, tokenizer): the run's ConfigDict, the unboxed parameter tree
     (usable as `SpeechLLaMA(ModelConfig.from_config(config.model)).apply(params, ...)`)
     and the run's `Tokenizer`.
+  Raises:
+    ConfigError: the tokenizer has more ids than model.decoder.vocab_size (fewer is
+      fine: `Tokenizer.decode` drops ids past its vocabulary).
+    CheckpointError: see `load_params`.
   """
   from mtp_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.tokenizer import Tokenizer, check_tokenizer_fits  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
   from mtp_jax.train.state import abstract_params  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   config = load_config(workdir)
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  tokenizer = Tokenizer.load(workdir)
+  check_tokenizer_fits(tokenizer, model.cfg.decoder.vocab_size)
   if mesh is None:
     mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   rules = sharding_lib.rules_from_config(config.get("sharding_rules") if rules is None
@@ -366,5 +372,4 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
   shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   target = _abstract(nn.unbox(boxed), shardings)
   params = load_params(workdir, step, target)
-  tokenizer = Tokenizer.load(workdir)
   return config, params, tokenizer

@@ -587,6 +587,22 @@ class EvalBatches:
     return self._report.as_dict()
 
 
+def scoring_data_config(data_cfg, max_seconds: float = math.inf):
+  """A copy of `data_cfg` for scoring a test set with `make_eval_batches`.
+
+  No utterance is dropped for a training-time limit: max_duration becomes
+  `max_seconds` (the model's own limit, `encoders.max_audio_seconds`), min_duration
+  0 and max_text_tokens unbounded. Bad rows (missing, corrupt, NaN, empty text, longer
+  than the model takes) are skipped and reported (`bad_input_policy="skip"`).
+  """
+  cfg = data_cfg.copy_and_resolve_references()
+  cfg.max_duration = float(max_seconds)
+  cfg.min_duration = 0.0
+  cfg.max_text_tokens = 1 << 20
+  cfg.bad_input_policy = "skip"
+  return cfg
+
+
 def make_eval_batches(manifest: str, tokenizer: Tokenizer, data_cfg, *,
                       batch_size: int, process_index: int | None = None,
                       process_count: int | None = None) -> EvalBatches:

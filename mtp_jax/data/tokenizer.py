@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 
 from mtp_jax import text as text_lib
+from mtp_jax.config import ConfigError
 from mtp_jax.data import manifest as manifest_lib
 from mtp_jax.data.errors import NoDataError
 
@@ -114,6 +115,19 @@ class Tokenizer:
     self.path = state["path"]
     self.numbers_to_words = state["numbers_to_words"]
     self._sp = spm.SentencePieceProcessor(model_proto=state["proto"])
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int) -> None:
+  """Raises ConfigError when `tokenizer` has ids the model cannot emit or embed.
+
+  A tokenizer with fewer ids than `model.decoder.vocab_size` is fine (a small corpus
+  gives a smaller vocabulary; `Tokenizer.decode` drops the extra ids a model emits).
+  """
+  if tokenizer.vocab_size > vocab_size:
+    raise ConfigError(f"model.decoder.vocab_size={vocab_size}: the tokenizer "
+                      f"{tokenizer.path} has {tokenizer.vocab_size} ids; the model needs "
+                      "at least as many (raise model.decoder.vocab_size or use a smaller "
+                      "tokenizer)")
 
 
 def train_tokenizer_from_texts(texts: Iterable[str], model_dir: str | os.PathLike,
