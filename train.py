@@ -113,6 +113,11 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     batch_callback: optional `f(step, host_batch)` called before each step (tests).
     devices: devices for the mesh (default all; tests use a subset).
   Raises:
+    ConfigError: an invalid config value (named); nothing is written.
+    ResumeError: `workdir` holds a run of another model or tokenizer, or its data
+      iterator state does not fit the training data (the message says what to do);
+      nothing is written.
+    CheckpointError: no checkpoint of `workdir` can be read; nothing is written.
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
   """
   t_start = time.time()
