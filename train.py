@@ -26,9 +26,10 @@ from jax.experimental import multihost_utils
 
 from mtp_jax import checkpoint as ckpt_lib
 from mtp_jax import sharding as sharding_lib
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import ConfigError, parse_flags_with_config
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
+from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.interop import hf_llama
 from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.mwer import word_errors
@@ -38,6 +39,8 @@ from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import pretrained as pretrained_lib
 from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
+from mtp_jax.train import workdir as workdir_lib
+from mtp_jax.train.config import RunConfig
 
 
 class NonFiniteError(RuntimeError):
@@ -59,10 +62,40 @@ def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
     tok_lib.get_tokenizer(config.data, workdir)  # trains into workdir if absent
   multihost_utils.sync_global_devices("tokenizer")
   tok = tok_lib.Tokenizer.load(workdir)
-  v = config.model.decoder.vocab_size
-  if tok.vocab_size > v:
-    raise ValueError(f"tokenizer has {tok.vocab_size} ids but model.decoder.vocab_size={v}")
+  tok_lib.check_tokenizer_fits(tok, config.model.decoder.vocab_size)
   return tok
+
+
+def _init_state(config, model, tx, mesh, rules, mcfg):
+  """A fresh train state: seeded init, then the configured warm starts."""
+  tcfg = config.train
+  state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
+  if tcfg.init_from:
+    loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
+    merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
+    state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
+    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+  if tcfg.get("encoder_init", ""):
+    enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
+    state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
+    _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
+  if tcfg.get("decoder_init", ""):
+    state = state.replace(params=hf_llama.load_decoder_into(
+        state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+    _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+  return state
+
+
+def _restore_data_state(data, data_state: dict, step: int, reset: bool) -> None:
+  """Puts the data iterator where checkpoint `step` left it (or leaves it fresh)."""
+  if reset:
+    _log(f"train.reset_data_iterator=True: the data iterator starts afresh (its state "
+         f"in checkpoint step {step} is not restored)")
+    return
+  try:
+    data.set_state(data_state)
+  except pipeline.DataStateMismatchError as e:
+    raise workdir_lib.ResumeError(f"{e}.\n{workdir_lib.data_state_hint(step)}") from e
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
@@ -80,19 +113,26 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     batch_callback: optional `f(step, host_batch)` called before each step (tests).
     devices: devices for the mesh (default all; tests use a subset).
   Raises:
+    ConfigError: an invalid config value (named); nothing is written.
+    ResumeError: `workdir` holds a run of another model or tokenizer, or its data
+      iterator state does not fit the training data (the message says what to do);
+      nothing is written.
+    CheckpointError: no checkpoint of `workdir` can be read; nothing is written.
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
   """
   t_start = time.time()
+  # Nothing is written into the workdir until the config is valid, an existing run's
+  # model is unchanged and its checkpoint (and data iterator position) restored.
+  mcfg = RunConfig.from_config(config).model  # ConfigError naming the field
   tcfg = config.train
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  ckpt_lib.save_config(workdir, config)
-  tokenizer = _tokenizer(config, workdir)
+  if ckpt_lib.has_checkpoints(workdir):
+    workdir_lib.check_model_unchanged(workdir, mcfg)
+    workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path)
 
   # ---------------------------------------------------------------- mesh, model, optimizer
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  mcfg = ModelConfig.from_config(config.model)
   model, train_model = SpeechLLaMA(mcfg), SpeechLLaMA(mcfg, train=True)
   _log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices "
        f"({jax.process_count()} processes); model K={mcfg.mtp.num_heads} "
@@ -105,47 +145,40 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   # ---------------------------------------------------------------- state: resume / init
   ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
                                async_save=tcfg.async_checkpointing)
-  abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
-  latest = ckpt.latest_step()
-  data_state = None
-  if latest is not None:
-    state, data_state = ckpt.restore(abstract_state, shardings, latest)
-    _log(f"resumed from step {latest} in {ckpt.directory}")
-  else:
-    state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed)
-    if tcfg.init_from:
-      loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
-      merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
-      state, _ = state_lib.create_train_state(model, tx, mesh, rules, config.seed, params=merged)
-      _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
-    elif tcfg.mode == "heads_only":
-      raise ValueError("train.mode=heads_only needs train.init_from (a trained base)")
-    if tcfg.get("encoder_init", ""):
-      enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
-      state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
-      _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
-    if tcfg.get("decoder_init", ""):
-      state = state.replace(params=hf_llama.load_decoder_into(
-          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
-      _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+  data = None
+  try:
+    abstract_state, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
+    state, data_state, restored = ckpt.restore_newest(abstract_state, shardings, log=_log)
+    if restored is not None:
+      _log(f"resumed from step {restored} in {ckpt.directory}")
+    else:
+      state = _init_state(config, model, tx, mesh, rules, mcfg)
 
-  # ---------------------------------------------------------------- data
-  pc = jax.process_count()
-  cache, frames_for = None, None
-  if config.data.get("feature_cache", ""):
-    cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, state.params,
-                                                  mcfg, tcfg)
-    _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
-  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
-                                      process_index=jax.process_index(), process_count=pc,
-                                      feature_cache=cache, frames_for=frames_for)
+    # -------------------------------------------------------------- data
+    tokenizer = _tokenizer(config, workdir)
+    pc = jax.process_count()
+    cache, frames_for = None, None
+    if config.data.get("feature_cache", ""):
+      cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, state.params,
+                                                    mcfg, tcfg)
+      _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
+    data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
+                                        process_index=jax.process_index(), process_count=pc,
+                                        feature_cache=cache, frames_for=frames_for)
+    if data_state is not None:
+      _restore_data_state(data, data_state, restored,
+                          bool(tcfg.get("reset_data_iterator", False)))
+  except BaseException:
+    if data is not None:
+      data.close()
+    ckpt.close()
+    raise
+  ckpt_lib.save_config(workdir, config)  # now config.json describes the checkpoints
   for b in data.describe():
     _log(f"bucket {b}")
   report = data.bad_input_report()
   if report["num_skipped"]:
     _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
-  if data_state is not None:
-    data.set_state(data_state)
 
   # ---------------------------------------------------------------- compile per bucket shape
   shapes = [(b * pc, s if frames_for is None else frames_for(s), l)
@@ -191,9 +224,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     return out
 
   # ---------------------------------------------------------------- the loop
-  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   total = int(tcfg.steps)
   start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                    start_step=start)
   deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
   thr = metrics_lib.Throughput(
       total, start, max(deadline - time.time(), 1e-3) if tcfg.max_minutes > 0 else 0.0)
@@ -251,8 +285,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         scalars["data/bad_inputs_skipped"] = float(bad["num_skipped"])
         writer.write(done, scalars)
         _log(metrics_lib.progress_line(done, total, scalars))
-        if bad["num_skipped"] != seen_bad:
-          _log(f"bad inputs so far ({bad['num_skipped']}): {bad['epochs']}")
+        if bad["num_skipped"] != seen_bad:  # each bad row is logged once
+          _log(f"bad inputs found while reading ({bad['num_skipped']} skipped in all): "
+               f"{bad['rows'][seen_bad:]}")
           seen_bad = bad["num_skipped"]
       if save_now:
         ckpt.save(state, data.get_state())
@@ -286,7 +321,11 @@ def main(argv) -> None:
                     num_processes=flags.num_processes, process_id=flags.process_id)
     jax.distributed.initialize(**kwargs)
   logging.getLogger().setLevel(logging.INFO)
-  train_and_evaluate(flags.config, flags.workdir)
+  try:
+    train_and_evaluate(flags.config, flags.workdir)
+  except (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError,
+          NoDataError, BadInputError) as e:
+    raise SystemExit(f"train.py: error: {e}") from e
 
 
 if __name__ == "__main__":
@@ -295,7 +334,7 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                  lock_config=False)
+                                  lock_config=True)
   absl_flags.DEFINE_string("workdir", None, "Run directory (created; resumed if present).")
   absl_flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods).")
   absl_flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-GPU).")
@@ -303,4 +342,5 @@ if __name__ == "__main__":
   absl_flags.DEFINE_integer("process_id", None, "This process (with coordinator_address).")
   absl_flags.mark_flags_as_required(["config", "workdir"])
   _FLAGS = absl_flags.FLAGS
-  app.run(main)
+  # A misspelt field in the config file or a --config.* override: one line, no traceback.
+  app.run(main, flags_parser=parse_flags_with_config)

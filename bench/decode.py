@@ -78,15 +78,17 @@ def _first_utts(tmp):
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     manifest = _first_utts(tmp)
     for name, model, params, tok, config in _models(tmp):
       max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
       for bs in map(int, FLAGS.batch_sizes):
-        batches = list(make_eval_batches(manifest, tok, config.data, batch_size=bs))
+        batches = list(make_eval_batches(manifest, tok, scoring_data_config(
+            config.data, encoders.max_audio_seconds(model.cfg)), batch_size=bs))
         base = None
         sr = int(config.data.sample_rate)
         prefix_s = (decode_batches(model, params, tok, batches, strategy="greedy",
@@ -95,7 +97,8 @@ def main(argv):
         for strategy in FLAGS.strategies:
           s = decode_batches(model, params, tok, batches, strategy=strategy,
                              max_new_tokens=max_new, threshold=FLAGS.threshold,
-                             beam=FLAGS.beam, sample_rate=sr)["summary"]
+                             beam=FLAGS.beam, sample_rate=sr,
+                             numbers_to_words=bool(config.data.numbers_to_words))["summary"]
           s = dict(s, model=name, batch_size=bs, random_init=FLAGS.random_init)
           if prefix_s is not None and strategy != "ctc":
             s.update(prefix_s=prefix_s, loop_s=max(s["decode_s"] - prefix_s, 1e-9))

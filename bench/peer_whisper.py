@@ -91,19 +91,19 @@ def run_ours(workdir: str, manifest: str, strategies, batch_size: int, max_utts:
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.manifest import write_subset  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
   config, params, tokenizer = restore_for_inference(workdir)
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
   if max_utts:
     manifest = write_subset(manifest, os.path.join(tmp, f"subset_{max_utts}.jsonl"), max_utts)
-  data = config.data.copy_and_resolve_references()
-  data.max_duration = 30.0  # test utterances are never dropped for a training-time limit
-  data.max_text_tokens = 10_000
-  batches = make_eval_batches(manifest, tokenizer, data, batch_size=batch_size)
-  skipped = batches.bad_input_report()
-  batches = list(batches)
+  # Test utterances are never dropped for a training-time limit.
+  data = scoring_data_config(config.data, encoders.max_audio_seconds(model.cfg))
+  eval_batches = make_eval_batches(manifest, tokenizer, data, batch_size=batch_size)
+  batches = list(eval_batches)
+  skipped = eval_batches.bad_input_report()  # after reading: with rows that failed to read
   rows = []
   for strategy in strategies:
     out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
@@ -111,8 +111,8 @@ def run_ours(workdir: str, manifest: str, strategies, batch_size: int, max_utts:
     recs, s = out["records"], out["summary"]
     w = score([r["ref"] for r in recs], [r["hyp"] for r in recs])
     rows.append(dict(system=f"ours:{pathlib.Path(workdir).name}:{strategy}", strategy=strategy,
-                     utterances=s["utterances"], skipped=skipped.get("num_skipped", 0),
-                     skipped_rows=skipped.get("prepared", []), wer=w["wer"],
+                     utterances=s["utterances"], skipped=skipped["num_skipped"],
+                     skipped_rows=skipped["rows"], wer=w["wer"],
                      num_ref_words=w["num_ref_words"], audio_s=s["audio_s"],
                      decode_s=s["decode_s"], rtfx=s["rtfx"], latency_p50_s=s["latency_p50_s"],
                      latency_p90_s=s["latency_p90_s"], calls_per_utt=s["calls_per_utt"],

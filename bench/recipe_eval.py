@@ -79,8 +79,9 @@ def main(argv=None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
 
   sets = [s for s in args.sets.split(",") if s]
@@ -101,23 +102,22 @@ def main(argv=None) -> int:
         continue
       # Test utterances are never dropped for training-time limits; every bad row is
       # counted and named in the row's "skipped".
-      data = config.data.copy_and_resolve_references()
-      data.max_duration = max(float(data.max_duration), 30.0)
-      data.max_text_tokens = max(int(data.max_text_tokens), 1024)
+      data = scoring_data_config(config.data, encoders.max_audio_seconds(model.cfg))
       eval_batches = make_eval_batches(subset_manifest(manifest, args.max_utts, tmp), tokenizer,
                                        data, batch_size=args.batch_size)
-      bad = eval_batches.bad_input_report()
       batches = list(eval_batches)
+      bad = eval_batches.bad_input_report()  # after reading: with rows that failed to read
       for strategy in args.strategies.split(","):
         out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
-                             max_new_tokens=max_new, sample_rate=int(config.data.sample_rate))
+                             max_new_tokens=max_new, sample_rate=int(config.data.sample_rate),
+                             numbers_to_words=bool(config.data.numbers_to_words))
         hyp = hyp_dir / f"{name}_{strategy}.jsonl"
         with open(hyp, "w") as f:
           for r in out["records"]:
             f.write(json.dumps(r) + "\n")
         shown = os.path.relpath(manifest, ROOT)  # no machine-specific paths in results
         row = dict(out["summary"], test_set=name, manifest=shown, hypotheses=str(hyp),
-                   skipped=bad["num_skipped"], skipped_rows=bad["prepared"],
+                   skipped=bad["num_skipped"], skipped_rows=bad["rows"],
                    decode_py_command=(f"python decode.py --workdir {args.workdir} --manifest "
                                       f"{shown} --strategy {strategy} --batch_size "
                                       f"{args.batch_size}"))

@@ -9,6 +9,11 @@ orbax writes a step into a temporary directory and renames it when complete, so
 a run killed mid-write leaves no half checkpoint: `latest_step` ignores the
 temporary directory and training resumes from the last complete step.
 
+A step that cannot be read (damaged files) is skipped with one log line naming
+the step and the error, and the newest readable one is used
+(`Checkpointer.restore_newest`, `load_params` without a step); a resumed run moves
+the damaged steps it skipped to `<workdir>/checkpoints_damaged/`.
+
 The workdir also holds `config.json` (the run's full config) and the tokenizer
 (`tokenizer.model` + `tokenizer.json`), which `restore_for_inference` reads.
 """
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import shutil
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -27,6 +34,74 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"
+_LOG = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+  """No readable checkpoint where one was asked for; the message names each step
+  tried and why it could not be read."""
+
+
+# ----------------------------------------------------------------- damaged steps
+def _reason(err: BaseException) -> str:
+  """One line for a failed read: the exception type and its first line."""
+  lines = str(err).strip().splitlines()
+  first = lines[0] if lines else ""
+  return f"{type(err).__name__}: {first[:300]}{' ...' if len(first) > 300 else ''}"
+
+
+_quiet_installed = False
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """Silences the "Event loop is closed" errors a failed orbax read leaves behind.
+
+  When a restore fails, orbax closes its event loop while tensorstore still has
+  reads of the other arrays in flight; each of them later reports `RuntimeError:
+  Event loop is closed` through `sys.unraisablehook`, dozens of tracebacks that bury
+  the real error (which is logged once). Any other unraisable error still reaches
+  the previous hook. Installed once, on the first failed read.
+  """
+  global _quiet_installed
+  if _quiet_installed:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  _quiet_installed = True
+
+
+def newest_readable(directory: str, steps, read: Callable[[int], Any],
+                    log: Callable[[str], None] = _LOG.warning):
+  """Reads the newest step that can be read.
+
+  Args:
+    directory: the checkpoints directory (for messages).
+    steps: candidate steps.
+    read: `read(step)`, raising on a damaged step.
+    log: called with one line per skipped step.
+  Returns:
+    (read(step), step, [(skipped step, reason)] newest first).
+  Raises:
+    CheckpointError: no step can be read (the message lists each one and why).
+  """
+  skipped = []
+  for step in sorted(steps, reverse=True):
+    try:
+      return read(step), step, skipped
+    except Exception as e:  # pylint: disable=broad-except  # damage shows in many types
+      _quiet_closed_loop_callbacks()
+      skipped.append((step, _reason(e)))
+      log(f"checkpoint step {step} in {directory} cannot be read, skipped: {_reason(e)}")
+  tried = "; ".join(f"step {s}: {r}" for s, r in skipped) or "no checkpoint"
+  raise CheckpointError(f"no readable checkpoint in {directory} ({tried})")
 
 
 # ----------------------------------------------------------------- data iterator state
@@ -75,6 +150,13 @@ def checkpoint_dir(path: str | os.PathLike) -> str:
   path = os.path.abspath(os.fspath(path))
   sub = os.path.join(path, CHECKPOINT_DIR)
   return sub if os.path.isdir(sub) else path
+
+
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+  """Whether `<workdir>/checkpoints` holds any finished step directory (readable or
+  not); reads the directory listing only."""
+  directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR)
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
 def _train_part(state) -> dict:
@@ -137,6 +219,43 @@ class Checkpointer:
     state = abstract_state.replace(params=out["params"], **out["train"])
     return state, (out["data"] if has_data else None)
 
+  def restore_newest(self, abstract_state, shardings, log: Callable[[str], None] = _LOG.warning):
+    """Restores the newest readable step, skipping damaged ones (see `restore`).
+
+    Damaged steps newer than the restored one are moved to
+    `<workdir>/checkpoints_damaged/<step>` (so training can write those steps again),
+    each logged once with the error that made it unreadable.
+    Returns:
+      (state, data_state or None, step); (None, None, None) when there is no checkpoint.
+    Raises:
+      CheckpointError: no step can be read.
+    """
+    steps = self.all_steps()
+    if not steps:
+      return None, None, None
+    (state, data_state), step, skipped = newest_readable(
+        self.directory, steps, lambda s: self.restore(abstract_state, shardings, s), log)
+    if skipped:
+      self._set_aside([s for s, _ in skipped], log)
+    return state, data_state, step
+
+  def _set_aside(self, steps: list[int], log: Callable[[str], None]) -> None:
+    """Moves damaged step directories out of the checkpoints directory."""
+    if jax.process_index() == 0:
+      dest = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+      os.makedirs(dest, exist_ok=True)
+      for step in steps:
+        target = os.path.join(dest, str(step))
+        n = 1
+        while os.path.exists(target):
+          target, n = os.path.join(dest, f"{step}.{n}"), n + 1
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        log(f"damaged checkpoint step {step} moved to {target}")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("checkpoints_set_aside")
+    self._mngr.reload()
+
   def wait(self) -> None:
     """Blocks until an async save has finished (and been finalized)."""
     self._mngr.wait_until_finished()
@@ -151,18 +270,33 @@ def load_params(path: str | os.PathLike, step: int | None = None, target: Any = 
 
   Args:
     path: a workdir (with checkpoints/) or a checkpoints directory.
-    step: default the latest complete step.
+    step: default the newest readable step (a damaged newer one is skipped with a
+      warning naming it and the error).
     target: optional tree of ShapeDtypeStructs with shardings to restore into;
       None restores the stored structure (arrays on the default device).
+  Raises:
+    FileNotFoundError: no checkpoint at all.
+    CheckpointError: `step` is missing or cannot be read, or no step can be read.
   """
   directory = checkpoint_dir(path)
+  args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       read_only=True)) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
+    steps = list(mngr.all_steps())
+    if not steps:
       raise FileNotFoundError(f"no complete checkpoint in {directory}")
-    args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
-    return mngr.restore(step, args=ocp.args.Composite(params=args))["params"]
+    read = lambda s: mngr.restore(s, args=ocp.args.Composite(params=args))["params"]  # noqa: E731
+    if step is None:
+      return newest_readable(directory, steps, read)[0]
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint step {step} in {directory} (steps: {sorted(steps)})")
+    try:
+      return read(step)
+    except Exception as e:  # pylint: disable=broad-except
+      _quiet_closed_loop_callbacks()
+      raise CheckpointError(f"checkpoint step {step} in {directory} cannot be read: "
+                            f"{_reason(e)} (other steps: "
+                            f"{sorted(set(steps) - {step})})") from e
 
 
 # ----------------------------------------------------------------- workdir files
@@ -214,16 +348,22 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
     (config, params, tokenizer): the run's ConfigDict, the unboxed parameter tree
     (usable as `SpeechLLaMA(ModelConfig.from_config(config.model)).apply(params, ...)`)
     and the run's `Tokenizer`.
+  Raises:
+    ConfigError: the tokenizer has more ids than model.decoder.vocab_size (fewer is
+      fine: `Tokenizer.decode` drops ids past its vocabulary).
+    CheckpointError: see `load_params`.
   """
   from mtp_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.tokenizer import Tokenizer, check_tokenizer_fits  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
   from mtp_jax.train.state import abstract_params  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   config = load_config(workdir)
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  tokenizer = Tokenizer.load(workdir)
+  check_tokenizer_fits(tokenizer, model.cfg.decoder.vocab_size)
   if mesh is None:
     mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   rules = sharding_lib.rules_from_config(config.get("sharding_rules") if rules is None
@@ -232,5 +372,4 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
   shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   target = _abstract(nn.unbox(boxed), shardings)
   params = load_params(workdir, step, target)
-  tokenizer = Tokenizer.load(workdir)
   return config, params, tokenizer

@@ -154,27 +154,9 @@ class ModelConfig:
   def from_config(cls, cfg: Mapping[str, Any] | ml_collections.ConfigDict,
                   prefix: str = "model") -> "ModelConfig":
     """Builds and validates a ModelConfig from `config.model`."""
-    cfg = _to_dict(cfg)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-      if field.name not in cfg:
-        continue
-      value = cfg[field.name]
-      sub = _SUBCONFIGS.get(field.name)
-      if sub is not None:
-        value = _build(sub, value, f"{prefix}.{field.name}")
-      kwargs[field.name] = value
-    _reject_unknown(cls, cfg, prefix)
-    out = cls(**kwargs)
+    out = build(cls, cfg, prefix)
     validate(out, prefix)
     return out
-
-
-_SUBCONFIGS = {
-    "frontend": FrontendConfig, "encoder": EncoderConfig,
-    "projector": ProjectorConfig, "decoder": DecoderConfig, "mtp": MTPConfig,
-    "reduction": ReductionConfig,
-}
 
 
 def _to_dict(cfg) -> dict:
@@ -190,25 +172,58 @@ def _reject_unknown(cls, cfg: Mapping[str, Any], prefix: str) -> None:
       raise ConfigError(f"{prefix}.{key}: unknown field (known: {sorted(known)})")
 
 
-def _build(cls, cfg, prefix: str):
+def build(cls, cfg, prefix: str):
+  """A frozen `cls` dataclass from a mapping, without range checks.
+
+  Unknown keys and wrongly typed values raise ConfigError naming the field
+  (`prefix.field`); fields whose default is a dataclass are built recursively;
+  missing fields keep their defaults. An int is accepted for a float field and
+  a list for a tuple field (JSON has no tuples).
+  """
+  if not isinstance(cfg, (Mapping, ml_collections.ConfigDict)):
+    raise ConfigError(f"{prefix}={cfg!r}: expected a section (mapping) of {cls.__name__}")
   cfg = _to_dict(cfg)
   _reject_unknown(cls, cfg, prefix)
-  kwargs = {}
-  for field in dataclasses.fields(cls):
-    if field.name in cfg:
-      value = cfg[field.name]
-      expected = type(field.default)
-      if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-      if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{prefix}.{field.name}={value!r}: expected {expected.__name__}")
-      kwargs[field.name] = value
-  return cls(**kwargs)
+  return cls(**{f.name: _typed(f.default, cfg[f.name], f"{prefix}.{f.name}")
+                for f in dataclasses.fields(cls) if f.name in cfg})
+
+
+def _typed(default, value, name: str):
+  """`value` checked against (and converted to) the type of `default`."""
+  if dataclasses.is_dataclass(default):
+    return build(type(default), value, name)
+  expected = type(default)
+  if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if expected is tuple and isinstance(value, list):
+    return tuple(value)
+  if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+    raise ConfigError(f"{name}={value!r}: expected {expected.__name__}")
+  return value
 
 
 def _require(cond: bool, msg: str) -> None:
   if not cond:
     raise ConfigError(msg)
+
+
+def require_at_least(name: str, value, low) -> None:
+  """ConfigError "name=value: must be >= low" unless value >= low."""
+  _require(value >= low, f"{name}={value}: must be >= {low}")
+
+
+def require_positive(name: str, value) -> None:
+  _require(value > 0, f"{name}={value}: must be > 0")
+
+
+def require_fraction(name: str, value, *, closed: bool = False) -> None:
+  """value in [0, 1) (or [0, 1] with `closed`)."""
+  ok = 0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0
+  _require(ok, f"{name}={value}: must be in [0, 1{']' if closed else ')'}")
+
+
+def require_one_of(name: str, value, choices) -> None:
+  _require(value in choices, f"{name}={value!r}: expected one of {tuple(choices)}")
 
 
 def validate(cfg: ModelConfig, prefix: str = "model") -> None:
@@ -234,6 +249,11 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(not (enc.ctc_head and proj.ctc_head),
            f"{p}.encoder.ctc_head and {p}.projector.ctc_head: set one (one CTC head)")
   _require(fe.sample_rate > 0, f"{p}.frontend.sample_rate={fe.sample_rate}: must be > 0")
+  for name in ("freq_masks", "freq_mask_width", "time_masks"):
+    require_at_least(f"{p}.frontend.{name}", getattr(fe, name), 0)
+  require_fraction(f"{p}.frontend.time_mask_ratio", fe.time_mask_ratio)
+  require_fraction(f"{p}.encoder.dropout", enc.dropout)
+  require_fraction(f"{p}.decoder.dropout", dec.dropout)
   # The encoder family checks its own fields (and the frontend it needs).
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   spec = encoders.get(enc.type)
@@ -273,7 +293,11 @@ def model_defaults() -> ml_collections.ConfigDict:
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The full default config; files under `configs/` start from this."""
+  """The full default config; files under `configs/` start from this.
+
+  It is locked (`ConfigDict.lock()`): fields can be changed but not added, so a
+  misspelt field raises where it is set (`load_config_file` names file and line).
+  """
   from mtp_jax.data.config import data_defaults  # pylint: disable=g-import-not-at-top
   from mtp_jax.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
 
@@ -288,6 +312,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   from mtp_jax.train.config import train_defaults  # pylint: disable=g-import-not-at-top
   c.train = train_defaults()
+  c.lock()  # a misspelt field (c.train.learning_rte = ...) fails where it is set
   return c
 
 
@@ -305,7 +330,11 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     key, value = item.split("=", 1)
     if key not in defaults:
       raise ConfigError(f"config arg {key!r}: unknown, expected one of {sorted(defaults)}")
-    out[key] = type(defaults[key])(value)
+    kind = type(defaults[key])
+    try:
+      out[key] = kind(value)
+    except ValueError as e:
+      raise ConfigError(f"config arg {key}={value!r}: expected {kind.__name__}") from e
   return out
 
 
@@ -337,7 +366,13 @@ def shifted_config(configs_dir, layers: dict[str, tuple[int, int]], arg: str | N
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """Loads `get_config(arg)` from a config file; `path` may carry `:arg` (as on the CLI)."""
+  """Loads `get_config(arg)` from a config file; `path` may carry `:arg` (as on the CLI).
+
+  The result is locked (fields can change, none can be added). A field the config
+  file misspells or sets to a wrong type raises ConfigError naming file, line and
+  field, e.g. "configs/x.py:12: `c.train.learning_rte = 1e-3`: no config field
+  'learning_rte' (did you mean 'learning_rate'?)".
+  """
   import importlib.util  # pylint: disable=g-import-not-at-top
   import pathlib  # pylint: disable=g-import-not-at-top
   if arg is None and ":" in str(path):
@@ -347,5 +382,115 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
     raise ConfigError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
   mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg) if arg is not None else mod.get_config()
+  try:
+    spec.loader.exec_module(mod)
+    config = mod.get_config(arg) if arg is not None else mod.get_config()
+  except (AttributeError, KeyError, TypeError) as e:
+    located = _config_dict_error(e)
+    if located is None:
+      raise
+    raise located from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, "
+                      "expected an ml_collections.ConfigDict")
+  config.lock()
+  return config
+
+
+def _config_dict_error(err: Exception) -> ConfigError | None:
+  """"file:line: `source`: what" for an error a ConfigDict raised on a config file's
+  line (unknown field, wrong type); None for any other error."""
+  import os  # pylint: disable=g-import-not-at-top
+  import traceback  # pylint: disable=g-import-not-at-top
+  frames = traceback.extract_tb(err.__traceback__)
+  inside = [i for i, f in enumerate(frames)
+            if f"{os.sep}ml_collections{os.sep}" in f.filename]
+  if not inside or inside[0] == 0:
+    return None
+  caller = frames[inside[0] - 1]
+  return ConfigError(f"{caller.filename}:{caller.lineno}: `{caller.line}`: "
+                     f"{_describe_config_dict_error(err)}")
+
+
+def _describe_config_dict_error(err: Exception) -> str:
+  """ml_collections' message, shortened: the missing field and its likely spelling."""
+  import re  # pylint: disable=g-import-not-at-top
+  text = str(err.args[0]) if err.args else str(err)
+  key = (re.search(r'Key "([^"]+)" does not exist', text)
+         or re.match(r"'([^'\n]+)'\s*(\n|$)", text))
+  if key is None:
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  return (f"no config field {key.group(1)!r}"
+          + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+
+
+def parse_flags_with_config(argv: list[str], flag_values=None, name: str = "config"):
+  """An absl `flags_parser` (`app.run(main, flags_parser=...)`) for a program with a
+  `--config` file flag (`config_flags.DEFINE_config_file`).
+
+  Like absl's own parser it prints a flag error as one line ("FATAL Flags parsing
+  error: ...") and exits with status 1, and it also does so, naming the file or the
+  flag, for a config file that fails to load and for a `--config.<field>` override
+  of a field that does not exist ("--config.train.learning_rte: no config field
+  'learning_rte' in train (did you mean 'learning_rate'?)"), which would otherwise end
+  in a traceback.
+  """
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  try:
+    return flag_values(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    message = _config_flag_problem(argv, name)
+    if message is None and not isinstance(e, flags.Error):
+      raise
+    sys.stderr.write(f"FATAL Flags parsing error: {message or e}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def _config_flag_problem(argv: list[str], name: str) -> str | None:
+  """Why `--name` (a config file) or one of its overrides in argv cannot apply."""
+  path = _flag_value(argv, name)
+  if path is None:
+    return None
+  try:
+    config = load_config_file(path)
+  except ConfigError as err:
+    return f"--{name}={path}: {err}"
+  except Exception:  # pylint: disable=broad-except  # a bug in the file: absl's own message
+    return None
+  return _unknown_override(argv, name, config)
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of `--name=value` / `--name value` in argv (None when absent)."""
+  for i, arg in enumerate(argv):
+    for dashes in ("--", "-"):
+      if arg.startswith(f"{dashes}{name}="):
+        return arg.split("=", 1)[1]
+      if arg == f"{dashes}{name}" and i + 1 < len(argv):
+        return argv[i + 1]
+  return None
+
+
+def _unknown_override(argv: list[str], name: str, config) -> str | None:
+  """A message for the first `--name.a.b=...` whose field `a.b` is not in config."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  for arg in argv:
+    flag = arg.lstrip("-").split("=", 1)[0]
+    if not arg.startswith("-") or not flag.startswith(f"{name}."):
+      continue
+    node, parts = config, flag.split(".")[1:]
+    for i, key in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict):
+        break
+      if key not in node:
+        section = ".".join(parts[:i]) or "the config"
+        close = difflib.get_close_matches(key, list(node.keys()), n=1)
+        return (f"--{flag}: no config field {key!r} in {section}"
+                + (f" (did you mean {close[0]!r}?)" if close else
+                   f" (fields: {', '.join(sorted(node.keys()))})"))
+      node = node[key]
+  return None

@@ -43,14 +43,15 @@ def decode_table(workdir: str, manifest: str, *, batch_size: int, max_utts: int,
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.pipeline import make_eval_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
 
   config, params, tokenizer = restore_for_inference(workdir)
   model = SpeechLLaMA(ModelConfig.from_config(config.model))
-  data = config.data.copy_and_resolve_references()
-  data.max_duration = 30.0  # score every test utterance the encoder can take
+  # Score every test utterance the encoder can take.
+  data = scoring_data_config(config.data, encoders.max_audio_seconds(model.cfg))
   batches = list(make_eval_batches(manifest, tokenizer, data, batch_size=batch_size))
   if max_utts:
     kept, n = [], 0
@@ -64,7 +65,8 @@ def decode_table(workdir: str, manifest: str, *, batch_size: int, max_utts: int,
   for strategy in STRATEGIES:
     print(f"decoding with {strategy} ...", flush=True)
     out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
-                         max_new_tokens=int(config.data.max_text_tokens), threshold=threshold)
+                         max_new_tokens=int(config.data.max_text_tokens), threshold=threshold,
+                         numbers_to_words=bool(config.data.numbers_to_words))
     rows.append(out["summary"])
   greedy = rows[0]
   for r in rows:
@@ -73,7 +75,8 @@ def decode_table(workdir: str, manifest: str, *, batch_size: int, max_utts: int,
   if model.cfg.ctc_head:  # encoder (+ projector) alone: does it read the audio?
     print("decoding with the encoder's CTC head ...", flush=True)
     out = decode_batches(model, params, tokenizer, batches, strategy="ctc",
-                         max_new_tokens=int(config.data.max_text_tokens))
+                         max_new_tokens=int(config.data.max_text_tokens),
+                         numbers_to_words=bool(config.data.numbers_to_words))
     rows.append(dict(out["summary"], calls_reduction=None,
                      speedup=greedy["decode_s"] / max(out["summary"]["decode_s"], 1e-9)))
   return rows

@@ -228,4 +228,5 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
   flags.DEFINE_integer("context", 256, "Context length for per-token FLOPs.")
-  app.run(main)
+  from mtp_jax.config import parse_flags_with_config  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=parse_flags_with_config)

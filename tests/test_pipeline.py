@@ -317,3 +317,31 @@ def test_no_usable_data(corpus, tmp_path):
     _train_iter(corpus, manifest=" , ")
   with pytest.raises(ValueError, match="bad_input_policy"):
     _train_iter(corpus, bad_input_policy="ignore")
+
+
+@pytest.mark.parametrize("bad_manifest", ["nan_samples"], indirect=True)
+def test_read_failure_is_read_counted_and_logged_once(corpus, bad_manifest, monkeypatch,
+                                                     caplog):
+  _, manifest, _ = bad_manifest
+  bad_path = str(corpus["root"] / "audio" / "bad_nan.wav")
+  reads = []
+  load = pipeline.audio_lib.load_audio
+
+  def counting_load(path, **kw):
+    reads.append(path)
+    return load(path, **kw)
+
+  monkeypatch.setattr(pipeline.audio_lib, "load_audio", counting_load)
+  it = _train_iter(corpus, manifest=manifest, max_text_tokens=64, num_threads=1)
+  with caplog.at_level("WARNING", logger=pipeline.__name__):
+    _take(it, 3 * it.batches_per_epoch)
+  assert it.epoch == 2
+  report = it.bad_input_report()
+  assert report["num_skipped"] == 1 and list(report["epochs"]) == ["0"]
+  assert [(r["line"], r["stage"]) for r in report["rows"]] == [(4, "decode")]
+  assert reads.count(bad_path) == 1  # not re-read in later epochs
+  assert sum("skipping bad input" in r.message for r in caplog.records) == 1
+  ev = pipeline.make_eval_batches(manifest, corpus["tok"], _cfg(manifest, max_text_tokens=64),
+                                  batch_size=8, process_index=0, process_count=1)
+  list(ev), list(ev)  # iterated twice (e.g. calibration, then decoding)
+  assert ev.bad_input_report()["num_skipped"] == 1

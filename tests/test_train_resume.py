@@ -1,16 +1,22 @@
-"""Exact resume, incomplete checkpoints, and non-finite steps, on a synthetic manifest.
+"""Exact resume, incomplete and damaged checkpoints, refused re-runs, changed data,
+metrics after a kill, and non-finite steps, on a synthetic manifest.
 
 All runs share one step HLO (same config apart from host-side fields), so a
 persistent compilation cache in tmp makes every run after the first skip XLA.
 """
 import json
 import os
+import pathlib
+import re
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from mtp_jax import checkpoint as ckpt_lib
+from mtp_jax.data.errors import NoDataError
+from mtp_jax.train import workdir as workdir_lib
 from train_helpers import load_train_module, micro_config, write_synthetic_manifest
 
 DEVICES = 2  # A 2-device data mesh: sharded, yet cheap to compile.
@@ -108,3 +114,140 @@ def test_repeated_nonfinite_stops_with_last_good_checkpoint(env):
   p2 = ckpt_lib.load_params(root / "nan3", step=2)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
                                                        jax.tree.leaves(p2)))
+
+
+# --- re-running a workdir: refusals leave it intact, damage and data changes -------
+
+@pytest.fixture(scope="module")
+def base_run(env):
+  """A finished 6-step run (checkpoints 3 and 6); tests work on copies of it."""
+  root, manifest, tm = env
+  _run(tm, _config(manifest), root / "base")
+  return root / "base"
+
+
+def _copy(base, dest):
+  shutil.copytree(base, dest)
+  return dest
+
+
+def _snapshot(workdir):
+  """Every file of the workdir with its bytes (what a refused re-run must not touch)."""
+  return {str(p.relative_to(workdir)): p.read_bytes()
+          for p in sorted(workdir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("change,error", [
+    (dict(ff_dim=96), r"model.decoder.ff_dim: 64 -> 96"),
+    (dict(num_kv_heads=3), r"model.decoder.num_kv_heads=3: must divide"),
+])
+def test_changed_or_invalid_model_on_a_workdir_is_refused_untouched(env, base_run, tmp_path,
+                                                                   change, error):
+  root, manifest, tm = env
+  work = _copy(base_run, tmp_path / "w")
+  before = _snapshot(work)
+  cfg = _config(manifest)
+  cfg.model.decoder.update(**change)
+  with pytest.raises((tm.ConfigError, workdir_lib.ResumeError), match=error):
+    _run(tm, cfg, work)
+  assert _snapshot(work) == before
+  config, _, _ = ckpt_lib.restore_for_inference(work)  # decode.py still reads the run
+  assert config.model.decoder.ff_dim == 64
+
+
+def test_invalid_train_value_writes_nothing(env, tmp_path):
+  root, manifest, tm = env
+  with pytest.raises(tm.ConfigError, match="train.steps=0: must be >= 1"):
+    _run(tm, _config(manifest, steps=0), tmp_path / "fresh")
+  assert not (tmp_path / "fresh").exists()
+
+
+def _damage(step_dir):
+  for p in (step_dir / "params").rglob("*"):
+    if p.is_file():
+      p.write_bytes(b"garbage" * 7)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(env, base_run, tmp_path,
+                                                                  capsys):
+  root, manifest, tm = env
+  work = _copy(base_run, tmp_path / "w")
+  _damage(work / "checkpoints" / "6")
+  # Loading params (decode.py): the newest readable step, or one clear error.
+  jax.tree.map(np.testing.assert_array_equal, ckpt_lib.load_params(work),
+               ckpt_lib.load_params(base_run, step=3))
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"checkpoint step 6 in .* cannot be read"):
+    ckpt_lib.load_params(work, step=6)
+  capsys.readouterr()
+  out, order = _run(tm, _config(manifest), work)
+  log = capsys.readouterr()
+  assert [s for s, _ in order] == [3, 4, 5]  # resumed from step 3 and replayed 3..5
+  assert out["step"] == 6
+  assert re.search(r"checkpoint step 6 in .* cannot be read, skipped: \w+", log.out)
+  assert "resumed from step 3" in log.out
+  assert "Event loop is closed" not in log.err and "Traceback" not in log.err
+  assert (work / "checkpoints_damaged" / "6").is_dir()
+  assert ckpt_lib.Checkpointer(work).all_steps() == [3, 6]
+  # The replay is exact: the rewritten step 6 equals the original run's.
+  jax.tree.map(np.testing.assert_array_equal, ckpt_lib.load_params(work),
+               ckpt_lib.load_params(base_run))
+  steps = [json.loads(l)["step"] for l in open(work / "metrics.jsonl")]
+  assert steps == [3, 6]
+
+
+def test_no_readable_checkpoint_is_one_clear_error(env, base_run, tmp_path):
+  root, manifest, tm = env
+  work = _copy(base_run, tmp_path / "w")
+  before_config = (work / "config.json").read_bytes()
+  for step in (3, 6):
+    _damage(work / "checkpoints" / str(step))
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"no readable checkpoint in .*step 6: .*; step 3: "):
+    _run(tm, _config(manifest), work)
+  assert (work / "config.json").read_bytes() == before_config
+
+
+def test_killed_run_metrics_hold_each_step_once(env, tmp_path):
+  root, manifest, tm = env
+  work = tmp_path / "killed"
+
+  def kill_at_4(step, _):
+    if step == 4:
+      raise KeyboardInterrupt("killed")
+
+  cfg = _config(manifest, log_every=1)
+  with pytest.raises(KeyboardInterrupt):
+    tm.train_and_evaluate(cfg, str(work), devices=jax.devices()[:DEVICES],
+                          batch_callback=kill_at_4)
+  steps = [json.loads(l)["step"] for l in open(work / "metrics.jsonl")]
+  assert steps == [1, 2, 3, 4] and ckpt_lib.Checkpointer(work).all_steps() == [3]
+  _run(tm, cfg, work)  # resumes from 3: step 4 is replayed
+  steps = [json.loads(l)["step"] for l in open(work / "metrics.jsonl")]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_changed_manifest_says_how_to_resume(env, base_run, tmp_path):
+  root, manifest, tm = env
+  work = _copy(base_run, tmp_path / "w")
+  lines = open(manifest).read().splitlines(keepends=True)
+  edited = pathlib.Path(manifest).with_name("edited.jsonl")
+  edited.write_text("".join(lines[:-1]))  # a "bad" line removed
+  cfg = _config(str(edited), steps=7)
+  before = _snapshot(work)
+  with pytest.raises(workdir_lib.ResumeError,
+                     match=r"(?s)fingerprint.*--config.train.reset_data_iterator=True"):
+    _run(tm, cfg, work)
+  assert _snapshot(work) == before
+  cfg.train.reset_data_iterator = True
+  out, order = _run(tm, cfg, work)
+  assert out["step"] == 7 and [s for s, _ in order] == [6]
+  assert ckpt_lib.load_config(work).data.train_manifests == str(edited)
+
+
+def test_empty_manifest_is_a_clear_error(env, tmp_path):
+  root, manifest, tm = env
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(NoDataError, match=f"no utterance in {empty}"):
+    _run(tm, _config(str(empty)), tmp_path / "w")
+  assert not (tmp_path / "w" / "config.json").exists()

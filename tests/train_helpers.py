@@ -51,3 +51,29 @@ def write_synthetic_manifest(directory: pathlib.Path, n: int = 16, seed: int = 0
       f.write(json.dumps({"audio_filepath": f"audio/u{i:02d}.flac",
                           "duration": samples / 16000, "text": text}) + "\n")
   return str(path)
+
+
+def init_workdir(workdir: pathlib.Path, config) -> pathlib.Path:
+  """A run directory as train.py leaves one, with untrained params (fast: nothing is
+  compiled but the init): config.json, the tokenizer (trained on
+  config.data.train_manifests) and a checkpoint at step 0."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from mtp_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from mtp_jax import sharding  # pylint: disable=import-outside-toplevel
+  from mtp_jax.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  from mtp_jax.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
+  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=import-outside-toplevel
+  from mtp_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  workdir.mkdir(parents=True, exist_ok=True)
+  tok_lib.get_tokenizer(config.data, workdir)
+  ckpt_lib.save_config(workdir, config)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  state, _ = state_lib.create_train_state(model, optax.sgd(0.1), mesh,
+                                          sharding.rules_from_config(config.sharding_rules),
+                                          seed=0)
+  ck = ckpt_lib.Checkpointer(workdir, async_save=False)
+  ck.save(state)
+  ck.close()
+  return workdir

@@ -28,3 +28,7 @@ class BadInputError(ValueError):
 
 class ManifestError(BadInputError):
   """A manifest line that is not a valid utterance record (JSON or fields)."""
+
+
+class NoDataError(ValueError):
+  """Nothing to train on: no manifest, or no usable utterance (or transcript) in them."""

@@ -52,12 +52,11 @@ import numpy as np
 from mtp_jax.data import audio as audio_lib
 from mtp_jax.data import bucketing
 from mtp_jax.data import manifest as manifest_lib
-from mtp_jax.data.errors import BadInputError
+from mtp_jax.data.config import BATCHING, POLICIES
+from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.data.tokenizer import PAD_ID, Tokenizer
 
 _LOG = logging.getLogger(__name__)
-POLICIES = ("skip", "error")
-BATCHING = ("random", "1d", "2d")
 _EPOCH_KEY = "_epoch"      # Internal batch keys, removed by the iterators.
 _SKIPPED_KEY = "_skipped"
 
@@ -78,34 +77,50 @@ class Utterance:
 
 
 class BadInputReport:
-  """Skipped bad inputs: those found while preparing and those found per epoch.
+  """Skipped bad inputs, each utterance once: found while preparing, or when its
+  audio was read.
 
   Each record is {"manifest", "line", "reason", "stage"} with stage "prepare"
   (before training, the utterance is never used) or "decode" (found when the
-  audio was decoded during `epoch`, the row was left empty).
+  audio was decoded during `epoch`, the row was left empty). A row that fails at
+  read time stays empty in every later epoch, but it is recorded and logged once,
+  under the epoch it was first found in.
   """
 
   def __init__(self):
     self.prepared: list[dict] = []
     self.by_epoch: dict[int, list[dict]] = {}
+    self.rows: list[dict] = []   # every record once, in the order found
+    self._seen: set[tuple[str, int]] = set()
 
-  def add(self, error: BadInputError, epoch: int | None = None) -> None:
+  def add(self, error: BadInputError, epoch: int | None = None) -> bool:
+    """Records (and logs) `error` unless its utterance is already recorded."""
+    key = (error.manifest, error.line)
+    if key in self._seen:
+      return False
+    self._seen.add(key)
     rec = {"manifest": error.manifest, "line": error.line,
            "reason": error.reason}
     if epoch is None:
-      self.prepared.append({**rec, "stage": "prepare"})
+      rec["stage"] = "prepare"
+      self.prepared.append(rec)
     else:
-      self.by_epoch.setdefault(int(epoch), []).append({**rec, "stage": "decode"})
+      rec["stage"] = "decode"
+      self.by_epoch.setdefault(int(epoch), []).append(rec)
+    self.rows.append(rec)
     _LOG.warning("skipping bad input %s", error)
+    return True
 
   def __len__(self) -> int:
-    return len(self.prepared) + sum(len(v) for v in self.by_epoch.values())
+    return len(self.rows)
 
   def as_dict(self) -> dict:
-    """JSON-ready summary: counts, the prepared skips and the per-epoch skips."""
+    """JSON-ready summary: counts, the prepared skips, the per-epoch skips, and
+    `rows`, every skipped row once (prepare and read time) in the order found."""
     return {"num_skipped": len(self), "num_prepared_skips": len(self.prepared),
             "prepared": list(self.prepared),
-            "epochs": {str(e): list(v) for e, v in sorted(self.by_epoch.items())}}
+            "epochs": {str(e): list(v) for e, v in sorted(self.by_epoch.items())},
+            "rows": list(self.rows)}
 
 
 def _handle_bad(error: BadInputError, policy: str, report: BadInputReport,
@@ -127,7 +142,7 @@ def load_entries(manifests, data_cfg, report: BadInputReport
   """Reads manifests; malformed lines follow the bad-input policy."""
   policy = _check_policy(data_cfg)
   if not manifest_lib.split_manifest_paths(manifests):
-    raise ValueError("no manifest given")
+    raise NoDataError("no manifest given")
   errors = [] if policy == "skip" else None
   entries = manifest_lib.load_manifests(manifests, errors=errors)
   for e in errors or ():
@@ -217,6 +232,7 @@ class _BatchLoader:
     self._policy = policy
     self._cache = feature_cache  # FeatureCache: deliver cached encoder frames
     self._frames_for = frames_for  # samples -> encoder frames (the bucket's T)
+    self._failed: dict[int, BadInputError] = {}  # utterance -> its read error (not re-read)
 
   def _read_frames(self, utt: Utterance, max_frames: int) -> np.ndarray:
     e = utt.entry
@@ -262,6 +278,8 @@ class _BatchLoader:
         continue
       utt = self._utts[index]
       try:
+        if index in self._failed:  # failed in an earlier epoch: the same file fails again
+          raise self._failed[index]
         if self._cache is None:
           wav = self._read(utt, max_samples)
         else:
@@ -269,6 +287,7 @@ class _BatchLoader:
       except BadInputError as err:
         if self._policy == "error":
           raise
+        self._failed[index] = err
         skipped.append([err.manifest, err.line, err.reason])
         continue
       if self._cache is None:
@@ -389,6 +408,10 @@ def make_buckets_for(utterances: Sequence[Utterance], data_cfg, *,
       batch_size_overrides=overrides, binning=data_cfg.binning, **pads)
 
 
+class DataStateMismatchError(ValueError):
+  """A saved iterator state that does not belong to this dataset (fingerprint)."""
+
+
 class DataIterator:
   """Infinite training iterator over fixed-shape batches, checkpointable.
 
@@ -429,7 +452,7 @@ class DataIterator:
 
   def set_state(self, state: dict) -> None:
     if state.get("fingerprint") != self._fingerprint:
-      raise ValueError(
+      raise DataStateMismatchError(
           "data iterator state is from a different dataset/bucketing/seed/process"
           f" layout (fingerprint {state.get('fingerprint')!r}, expected "
           f"{self._fingerprint!r})")
@@ -486,7 +509,8 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
 
   Raises:
     BadInputError: under policy "error", at the first bad utterance.
-    ValueError: bad configuration, or no usable utterance.
+    NoDataError: no usable utterance.
+    ValueError: bad configuration.
   """
   pi, pc = _process(process_index, process_count)
   report = BadInputReport()
@@ -494,8 +518,10 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
   entries = load_entries(manifests, data_cfg, report)
   utterances = prepare_utterances(entries, tokenizer, data_cfg, report)
   if not utterances:
-    raise ValueError(f"no usable utterance in {manifests} "
-                     f"({len(report)} bad inputs skipped)")
+    more = " ..." if len(report) > 3 else ""
+    why = (f"{len(report)} bad inputs skipped: {report.rows[:3]}{more}" if len(report)
+           else "the manifests hold no utterance")
+    raise NoDataError(f"no usable utterance in {manifests} ({why})")
   multiple = _batch_multiple(data_cfg, pc)
   buckets = make_buckets_for(utterances, data_cfg, batch_multiple=multiple)
   remainder = data_cfg.remainder
@@ -559,6 +585,22 @@ class EvalBatches:
 
   def bad_input_report(self) -> dict:
     return self._report.as_dict()
+
+
+def scoring_data_config(data_cfg, max_seconds: float = math.inf):
+  """A copy of `data_cfg` for scoring a test set with `make_eval_batches`.
+
+  No utterance is dropped for a training-time limit: max_duration becomes
+  `max_seconds` (the model's own limit, `encoders.max_audio_seconds`), min_duration
+  0 and max_text_tokens unbounded. Bad rows (missing, corrupt, NaN, empty text, longer
+  than the model takes) are skipped and reported (`bad_input_policy="skip"`).
+  """
+  cfg = data_cfg.copy_and_resolve_references()
+  cfg.max_duration = float(max_seconds)
+  cfg.min_duration = 0.0
+  cfg.max_text_tokens = 1 << 20
+  cfg.bad_input_policy = "skip"
+  return cfg
 
 
 def make_eval_batches(manifest: str, tokenizer: Tokenizer, data_cfg, *,

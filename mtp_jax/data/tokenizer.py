@@ -21,7 +21,9 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 
 from mtp_jax import text as text_lib
+from mtp_jax.config import ConfigError
 from mtp_jax.data import manifest as manifest_lib
+from mtp_jax.data.errors import NoDataError
 
 PAD_ID = 0
 BOS_ID = 1
@@ -115,6 +117,19 @@ class Tokenizer:
     self._sp = spm.SentencePieceProcessor(model_proto=state["proto"])
 
 
+def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int) -> None:
+  """Raises ConfigError when `tokenizer` has ids the model cannot emit or embed.
+
+  A tokenizer with fewer ids than `model.decoder.vocab_size` is fine (a small corpus
+  gives a smaller vocabulary; `Tokenizer.decode` drops the extra ids a model emits).
+  """
+  if tokenizer.vocab_size > vocab_size:
+    raise ConfigError(f"model.decoder.vocab_size={vocab_size}: the tokenizer "
+                      f"{tokenizer.path} has {tokenizer.vocab_size} ids; the model needs "
+                      "at least as many (raise model.decoder.vocab_size or use a smaller "
+                      "tokenizer)")
+
+
 def train_tokenizer_from_texts(texts: Iterable[str], model_dir: str | os.PathLike,
                                *, vocab_size: int = 256,
                                model_type: str = "unigram",
@@ -141,7 +156,7 @@ def train_tokenizer_from_texts(texts: Iterable[str], model_dir: str | os.PathLik
   normalized = [text_lib.normalize(t, numbers_to_words) for t in texts]
   normalized = [t for t in normalized if t]
   if not normalized:
-    raise ValueError("cannot train a tokenizer: no non-empty transcript")
+    raise NoDataError("cannot train a tokenizer: no non-empty transcript")
   model_dir = os.fspath(model_dir)
   os.makedirs(model_dir, exist_ok=True)
   prefix = os.path.join(model_dir, MODEL_PREFIX)
@@ -185,6 +200,8 @@ def train_tokenizer(manifests: str | Sequence[str], model_dir: str | os.PathLike
     numbers_to_words: normalization option.
   """
   entries = manifest_lib.load_manifests(manifests, errors=[])
+  if not entries:
+    raise NoDataError(f"cannot train a tokenizer: no utterance in {manifests}")
   return train_tokenizer_from_texts(
       (e.text for e in entries), model_dir, vocab_size=vocab_size,
       model_type=model_type, numbers_to_words=numbers_to_words)

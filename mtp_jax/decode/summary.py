@@ -17,15 +17,21 @@ from mtp_jax.decode.api import decode
 
 
 def decode_batches(model, params, tokenizer, batches: Iterable[dict], *, strategy: str,
-                   max_new_tokens: int, sample_rate: int = 16000, **decode_kw) -> dict:
+                   max_new_tokens: int, sample_rate: int = 16000,
+                   numbers_to_words: bool = False, **decode_kw) -> dict:
   """Decodes every batch; returns {"records": [...], "summary": {...}}.
 
   Args:
     model, params: the model.
     tokenizer: `mtp_jax.data.tokenizer.Tokenizer` (ids -> text).
     batches: dicts with "audio" [B,S], "audio_len" [B] (0 = padding row),
-      "utt_id" [B], "ref_text" [B] (as from `make_eval_batches`).
+      "utt_id" [B], "ref_text" [B] (as from `make_eval_batches`). When it has
+      `bad_input_report()` (`EvalBatches`), the summary counts and names the rows it
+      skipped: "skipped" and "skipped_rows" ([{"manifest", "line", "reason", "stage"}]).
     strategy, max_new_tokens, **decode_kw: passed to `api.decode`.
+    sample_rate: of "audio" (for RTFx).
+    numbers_to_words: WER normalization (`text.wer`), as in train-time eval: pass the
+      run's `config.data.numbers_to_words`.
   """
   records, latencies, compile_s, seen = [], [], 0.0, set()
   audio_s = 0.0
@@ -54,8 +60,10 @@ def decode_batches(model, params, tokenizer, batches: Iterable[dict], *, strateg
       audio_s += float(alen[i]) / sample_rate
   decode_s = float(np.sum(latencies))
   calls = np.asarray(calls_all, np.float64)
-  acc = np.asarray(accepted_all, np.float64).reshape(len(records), -1)
-  w = text_lib.wer([r["ref"] for r in records], [r["hyp"] for r in records])
+  acc = (np.asarray(accepted_all, np.float64).reshape(len(records), -1) if records
+         else np.zeros((0, 0)))
+  w = text_lib.wer([r["ref"] for r in records], [r["hyp"] for r in records],
+                   numbers_to_words=numbers_to_words)
   emitted = acc.sum()
   summary = dict(
       strategy=strategy, utterances=len(records), wer=w["wer"],
@@ -70,7 +78,16 @@ def decode_batches(model, params, tokenizer, batches: Iterable[dict], *, strateg
       latency_p50_s=float(np.percentile(latencies, 50)) if latencies else 0.0,
       latency_p90_s=float(np.percentile(latencies, 90)) if latencies else 0.0,
       batches=len(latencies))
+  report = getattr(batches, "bad_input_report", None)
+  if report is not None:  # read after decoding: it includes rows that failed to read
+    rows = report()["rows"]
+    summary.update(skipped=len(rows), skipped_rows=rows)
   return dict(records=records, summary=summary)
+
+
+def describe_skipped(rows: list[dict]) -> str:
+  """Lines naming each skipped row ("<manifest>:<line>: <reason>")."""
+  return "\n".join(f"  {r['manifest']}:{r['line']}: {r['reason']}" for r in rows)
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

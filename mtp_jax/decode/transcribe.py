@@ -54,6 +54,7 @@ class Transcriber:
                long_audio: str = "split", max_new_tokens: int | None = None, **decode_kw):
     from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
     from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+    from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
     from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
     if long_audio not in ("split", "error"):
       raise ValueError(f"long_audio={long_audio!r}: expected 'split' or 'error'")
@@ -61,9 +62,7 @@ class Transcriber:
     self.model = SpeechLLaMA(ModelConfig.from_config(self.config.model))
     mc = self.model.cfg
     self.rate = int(mc.frontend.sample_rate)
-    limit = float(self.config.data.max_duration)
-    if mc.encoder.type == "whisper":
-      limit = min(limit, 2 * mc.encoder.max_positions * mc.frontend.hop_length / self.rate)
+    limit = min(float(self.config.data.max_duration), encoders.max_audio_seconds(mc))
     self.max_samples = int((max_seconds or limit) * self.rate)
     self.strategy, self.batch_size, self.long_audio = strategy, int(batch_size), long_audio
     self.max_new_tokens = int(max_new_tokens or mc.decoder.max_text_len - 2)

@@ -8,6 +8,7 @@ decoding and FastAdaSP only see `EncoderSpec`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from mtp_jax.config import ConfigError, ModelConfig
@@ -28,6 +29,7 @@ class EncoderSpec:
     num_params: ModelConfig -> exact parameter count (`mtp_jax.flops`).
     flops_per_second: ModelConfig -> matmul FLOPs per second of audio.
     validate: `(ModelConfig, prefix) -> None`, raises ConfigError naming a field.
+    max_seconds: ModelConfig -> the longest audio the encoder takes (inf: no limit).
   """
   module: Callable
   features: Callable
@@ -36,6 +38,7 @@ class EncoderSpec:
   num_params: Callable
   flops_per_second: Callable
   validate: Callable = lambda cfg, prefix: None
+  max_seconds: Callable = lambda cfg: math.inf
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -54,6 +57,17 @@ def get(name: str) -> EncoderSpec:
 
 def names() -> list[str]:
   return sorted(_REGISTRY)
+
+
+def max_audio_seconds(cfg: ModelConfig) -> float:
+  """The longest audio (seconds) the model's encoder takes; inf when unlimited."""
+  return float(get(cfg.encoder.type).max_seconds(cfg))
+
+
+def _whisper_max_seconds(cfg: ModelConfig) -> float:
+  """Whisper's positional table: max_positions frames after its stride-2 conv."""
+  fe = cfg.frontend
+  return 2 * cfg.encoder.max_positions * fe.hop_length / fe.sample_rate
 
 
 def encoder_frames(num_samples, cfg: ModelConfig):
@@ -99,4 +113,4 @@ register("whisper", EncoderSpec(
     module=whisper.WhisperEncoder, features=frontend.whisper_log_mel,
     num_frames=frontend.whisper_num_frames, output_length=whisper.output_length,
     num_params=whisper.num_params, flops_per_second=whisper.flops_per_second,
-    validate=_validate_whisper))
+    validate=_validate_whisper, max_seconds=_whisper_max_seconds))

