@@ -37,7 +37,8 @@ flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
 flags.DEFINE_integer("max_utts", 32, "first N utterances of the manifest")
 flags.DEFINE_list("batch_sizes", ["1", "16"], "batch sizes")
 flags.DEFINE_list("strategies", ["greedy", "verify", "threshold", "beam"],
-                  "strategies (add ctc for models trained with a CTC head)")
+                  "strategies, each optionally with options: verify:gate=0.5 (greedy first: "
+                  "the reference; add ctc for models trained with a CTC head)")
 flags.DEFINE_float("threshold", 0.8, "tau")
 flags.DEFINE_integer("beam", 4, "beam width")
 flags.DEFINE_integer("max_new_tokens", None, "token cap (default config.data.max_text_tokens)")
@@ -79,6 +80,7 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode import registry  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   rows = []
@@ -94,12 +96,14 @@ def main(argv):
         prefix_s = (decode_batches(model, params, tok, batches, strategy="greedy",
                                    max_new_tokens=1, sample_rate=sr)["summary"]["decode_s"]
                     if FLAGS.phase_split else None)
-        for strategy in FLAGS.strategies:
+        for spec in FLAGS.strategies:
+          strategy, options = registry.split_spec(spec)
+          options = dict(dict(threshold=FLAGS.threshold, beam=FLAGS.beam), **options)
           s = decode_batches(model, params, tok, batches, strategy=strategy,
-                             max_new_tokens=max_new, threshold=FLAGS.threshold,
-                             beam=FLAGS.beam, sample_rate=sr,
-                             numbers_to_words=bool(config.data.numbers_to_words))["summary"]
-          s = dict(s, model=name, batch_size=bs, random_init=FLAGS.random_init)
+                             max_new_tokens=max_new, sample_rate=sr,
+                             numbers_to_words=bool(config.data.numbers_to_words),
+                             **options)["summary"]
+          s = dict(s, strategy=spec, model=name, batch_size=bs, random_init=FLAGS.random_init)
           if prefix_s is not None and strategy != "ctc":
             s.update(prefix_s=prefix_s, loop_s=max(s["decode_s"] - prefix_s, 1e-9))
           if strategy == "greedy":

@@ -11,7 +11,9 @@ prefilled loop state (the prefill + `init` is timed apart, as `prefill_ms`).
 
 Per-iteration time = time of an N-iteration loop / N, the fastest of the repeats (the
 least disturbed by other work on the machine); N is large enough (default 256) that
-the call's fixed dispatch cost (~0.05 ms) is below 0.1% of the loop. All loops use the
+the call's fixed dispatch cost (~0.05 ms) is below 0.1% of the loop. The loops of one
+row run in interleaved rounds (each loop once per round), so a disturbed stretch of
+time hits every strategy alike. All loops use the
 cache length of a real decode (--max_new_tokens). Compile time is reported apart.
 Weights are random normal-initialized (not zeros); an iteration's cost does not depend
 on what the weights are (rows that finish keep computing, masked, as in the real loop).
@@ -47,23 +49,30 @@ flags.DEFINE_integer("repeats", 7, "timed repeats (the fastest is kept)")
 flags.DEFINE_string("out", None, "JSON path (default bench/results/step_cost_<backend>.json)")
 
 
-def _timed(fn, *args, repeats: int) -> tuple[float, float]:
-  """(compile + first run seconds, fastest of `repeats` runs: the least disturbed)."""
+def _compile(fn, *args) -> float:
+  """Compile + first run seconds."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   t = time.perf_counter()
   jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t
-  ts = []
+  return time.perf_counter() - t
+
+
+def _fastest(runs: dict, repeats: int) -> dict:
+  """{name: (fn, args)} -> {name: fastest seconds}, timed in interleaved rounds (every
+  fn once per round), so a disturbed stretch of time hits all of them alike."""
+  import jax  # pylint: disable=g-import-not-at-top
+  best = {name: float("inf") for name in runs}
   for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    ts.append(time.perf_counter() - t)
-  return first, float(np.min(ts))
+    for name, (fn, args) in runs.items():
+      t = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      best[name] = min(best[name], time.perf_counter() - t)
+  return best
 
 
 def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
-  """Times prefill + init, and N iterations of each strategy's loop body."""
+  """Times prefill + init, N iterations of each strategy's loop body and N bare decoder
+  calls per width, interleaved."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mtp_jax import flops  # pylint: disable=g-import-not-at-top
@@ -88,6 +97,7 @@ def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
   row = {"config": config_path, "batch": batch, "K": k, "steps": n, "context": FLAGS.context,
          "decoder_params": flops.param_counts(cfg)["decoder"],
          "total_params": flops.param_counts(cfg)["total"], "compile_s": 0.0}
+  runs = {}
   for name in strategies:
     # The cache of a real decode (max_new_tokens); rows that finish keep computing,
     # masked, as in the real loop, so every iteration costs the same.
@@ -100,51 +110,51 @@ def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
                               common.max_text_len(strategy.max_new_tokens, strategy.feed_width))
       return strategy.init(f, out0, cache, alen)
 
-    def loop(steps: int, strategy=strategy):
-      @jax.jit
-      def fn(params, state):
-        f = common.model_fns(model, params)
-        s = jax.lax.fori_loop(0, steps, lambda i, s: strategy.body(f, s), state)
-        return s.n_out, s.text_index
-      return fn
+    @jax.jit
+    def loop(params, state, strategy=strategy):
+      f = common.model_fns(model, params)
+      s = jax.lax.fori_loop(0, n, lambda i, s: strategy.body(f, s), state)
+      return s.n_out, s.text_index
 
-    c, t = _timed(start, params, audio, alen, repeats=FLAGS.repeats)
-    row["compile_s"] += c
-    row.setdefault("prefill_ms", t * 1e3)
+    row["compile_s"] += _compile(start, params, audio, alen)
+    if name == strategies[0]:
+      runs["prefill"] = (start, (params, audio, alen))
     state = jax.block_until_ready(start(params, audio, alen))
-    c, t = _timed(loop(n), params, state, repeats=FLAGS.repeats)
-    row["compile_s"] += c
-    row[f"{name}_step_ms"] = t * 1e3 / n
-    if name == "greedy" and FLAGS.widths:
-      row["call_ms_by_width"] = _call_cost_by_width(model, params, state, n)
+    row["compile_s"] += _compile(loop, params, state)
+    runs[name] = (loop, (params, state))
+    if name == "greedy":
+      for t in map(int, FLAGS.widths):
+        fn = _bare_calls(model, t, n)
+        args = (params, state.cache, state.text_index)
+        row["compile_s"] += _compile(fn, *args)
+        runs[f"T={t}"] = (fn, args)
+  best = _fastest(runs, FLAGS.repeats)
+  row["prefill_ms"] = best.pop("prefill") * 1e3
   for name in strategies:
-    row[f"{name}_ratio"] = row[f"{name}_step_ms"] / row["greedy_step_ms"]
+    row[f"{name}_step_ms"] = best[name] * 1e3 / n
+    row[f"{name}_ratio"] = best[name] / best["greedy"]
+  row["call_ms_by_width"] = {t: best[f"T={t}"] * 1e3 / n for t in FLAGS.widths}
   row["break_even_reduction"] = row.get("verify_ratio")
   return row
 
 
-def _call_cost_by_width(model, params, state, n: int) -> dict:
-  """ms of one bare decoder call (head 1 at every position) feeding T tokens per row,
-  for each T in --widths: how the call's cost grows with the tokens it verifies."""
+def _bare_calls(model, t: int, n: int):
+  """A jitted loop of n bare decoder calls (head 1 at every position) feeding T tokens
+  per row: how a call's cost grows with the tokens it verifies."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode import common  # pylint: disable=g-import-not-at-top
-  out = {}
-  for t in map(int, FLAGS.widths):
-    def loop(steps, t=t):
-      @jax.jit
-      def fn(params, cache, ti):
-        f = common.model_fns(model, params)
-        def body(i, c):
-          cache, tok = c
-          o, cache = f.step(tok, ti, cache, num_heads=1)
-          return cache, jnp.argmax(o["logits"][:, :, 0], -1).astype(jnp.int32)
-        tok = jnp.zeros((ti.shape[0], t), jnp.int32)
-        return jax.lax.fori_loop(0, steps, body, (cache, tok))[1]
-      return fn
-    _, sec = _timed(loop(n), params, state.cache, state.text_index, repeats=FLAGS.repeats)
-    out[str(t)] = sec * 1e3 / n
-  return out
+
+  @jax.jit
+  def fn(params, cache, ti):
+    f = common.model_fns(model, params)
+    def body(i, c):
+      cache, tok = c
+      o, cache = f.step(tok, ti, cache, num_heads=1)
+      return cache, jnp.argmax(o["logits"][:, :, 0], -1).astype(jnp.int32)
+    tok = jnp.zeros((ti.shape[0], t), jnp.int32)
+    return jax.lax.fori_loop(0, n, body, (cache, tok))[1]
+  return fn
 
 
 def main(argv):

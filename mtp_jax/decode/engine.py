@@ -158,9 +158,9 @@ class BlockStrategy(Strategy):
   Subclasses implement:
     first(f, out0) -> (Block, carry): the block after the prefill (out0: its outputs,
       "logits" [B, 1, K, V], "hidden" [B, 1, d]) and the carry of the first call.
-    propose(f, cache, text_index, carry) -> (Block, committed [B], cache, carry): one
-      decoder call; `committed` = tokens fed in this call that are now final in the
-      cache (the row's text_index advances by it).
+    propose(f, cache, text_index, carry, live) -> (Block, committed [B], cache, carry):
+      one decoder call (live [B]: rows not finished before it); `committed` = tokens fed
+      in this call that are now final in the cache (the row's text_index advances by it).
   `emit_width` is the largest block (tokens emitted per call).
   """
   emit_width: int = 1
@@ -168,7 +168,7 @@ class BlockStrategy(Strategy):
   def first(self, f, out0):
     raise NotImplementedError
 
-  def propose(self, f, cache, text_index, carry):
+  def propose(self, f, cache, text_index, carry, live):
     raise NotImplementedError
 
   def _take(self, s: LoopState, block: Block) -> LoopState:
@@ -193,7 +193,7 @@ class BlockStrategy(Strategy):
 
   def body(self, f, s):
     live = ~s.done
-    block, committed, cache, carry = self.propose(f, s.cache, s.text_index, s.carry)
+    block, committed, cache, carry = self.propose(f, s.cache, s.text_index, s.carry, live)
     s = s.replace(cache=cache, carry=carry,
                   text_index=s.text_index + jnp.where(live, committed, 0),
                   calls=s.calls + live.astype(jnp.int32), total=s.total + 1)

@@ -17,7 +17,7 @@ class Greedy(engine.BlockStrategy):
     tok = _argmax(out0["logits"][:, 0, 0])
     return engine.Block.single(tok), tok
 
-  def propose(self, f, cache, text_index, tok):
+  def propose(self, f, cache, text_index, tok, live):
     out, cache = f.step(tok[:, None], text_index, cache, num_heads=1)
     tok = _argmax(out["logits"][:, 0, 0])
     return engine.Block.single(tok), jnp.ones_like(tok), cache, tok

@@ -125,12 +125,30 @@ def resolve_options(name: str, options: dict[str, Any]) -> tuple[tuple[str, Any]
   return tuple(sorted(values.items()))
 
 
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+  """"verify:gate=0.5:typical=0.3,0.09" -> ("verify", {"gate": "0.5", ...}): a strategy
+  with options in one string (benchmarks' --strategies lists); values stay strings,
+  parsed by the options' own parsers."""
+  name, *items = spec.split(":")
+  options = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"{spec!r}: expected name:option=value[:option=value]")
+    options[key] = value
+  return name, options
+
+
 # ------------------------------------------------------------------- option parsers
 def positive_int(name: str) -> Callable[[Any], int]:
   def parse(v):
-    if isinstance(v, bool) or int(v) != v or int(v) < 1:
+    try:
+      ok = not isinstance(v, bool) and float(v) == int(float(v)) and int(float(v)) >= 1
+    except (TypeError, ValueError):
+      ok = False
+    if not ok:
       raise ValueError(f"{name}={v!r}: must be an integer >= 1")
-    return int(v)
+    return int(float(v))
   return parse
 
 

@@ -40,7 +40,7 @@ class Threshold(engine.BlockStrategy):
   def first(self, f, out0):
     return self._block(out0["logits"][:, 0])
 
-  def propose(self, f, cache, text_index, carry):
+  def propose(self, f, cache, text_index, carry, live):
     tok, cnt = carry
     out, cache = f.step(tok, text_index, cache, num_heads=0)
     block, carry = self._block(common.heads_at(f, out["hidden"], cnt - 1))

@@ -93,7 +93,7 @@ class Tree(engine.BlockStrategy):
     corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
     return engine.Block.single(corr), (corr, self._candidates(out0["logits"][:, 0]))
 
-  def propose(self, f, cache, text_index, carry):
+  def propose(self, f, cache, text_index, carry, live):
     corr, cand = carry
     k, depth, parent, anc = self.num_heads, self.depth, self.parent, self.anc
     tokens = cand[:, self.node_head, self.node_rank].at[:, 0].set(corr)   # [B, T]
