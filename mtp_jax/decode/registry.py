@@ -126,7 +126,7 @@ def resolve_options(name: str, options: dict[str, Any]) -> tuple[tuple[str, Any]
 
 
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
-  """"verify:gate=0.5:typical=0.3,0.09" -> ("verify", {"gate": "0.5", ...}): a strategy
+  """"verify:typical=0.3,0.09" -> ("verify", {"typical": "0.3,0.09"}): a strategy
   with options in one string (benchmarks' --strategies lists); values stay strings,
   parsed by the options' own parsers."""
   name, *items = spec.split(":")

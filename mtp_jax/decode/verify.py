@@ -96,61 +96,31 @@ def verified_block(drafts, accepted, correction) -> engine.Block:
 
 
 class Verify(engine.BlockStrategy):
-  """Carry: (correction [B], drafts [B, K-1], confident [B]): the next call feeds
-  [c, d_2..d_{m+1}] where m = the most confident drafts of any live row (all K-1
-  without a gate)."""
+  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K]."""
 
-  def __init__(self, model, *, max_new_tokens: int, typical=None, use_kernels: bool = False,
-               gate: float = 0.0):
+  def __init__(self, model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
     super().__init__(model, max_new_tokens=max_new_tokens)
     self.typical = typical
     self.use_kernels = use_kernels
-    self.gate = float(gate)
+    self.accept = kernel_accept if use_kernels else reference_accept
     self.feed_width = self.emit_width = self.num_heads
-
-  def _drafts(self, logits):
-    """Every head's logits at one position [B, K, V] -> (drafts [B, K-1], confident [B]:
-    the leading drafts whose heads' argmax probabilities all reach the gate)."""
-    drafts = drafts_of(logits)
-    if self.gate <= 0.0:
-      return drafts, jnp.full(drafts.shape[:1], self.num_heads - 1, jnp.int32)
-    p = jnp.max(jax.nn.softmax(logits[:, 1:], axis=-1), axis=-1)          # [B, K-1]
-    return drafts, common.prefix_count(p >= self.gate)
 
   def first(self, f, out0):
     corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
-    return engine.Block.single(corr), (corr,) + self._drafts(out0["logits"][:, 0])
-
-  def _call(self, j: int, f, cache, text_index, corr, drafts):
-    """One decoder call feeding [c, d_2..d_{j+1}] (T = j+1): the verified block
-    (padded to K tokens), committed tokens, the cache and the next carry."""
-    drafts = drafts[:, :j]
-    fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, j+1]
-    # Head 1 at every fed position (none with the kernel, which reads the hidden
-    # states); heads 2..K only at the last accepted position (heads_at).
-    kernel = self.use_kernels and j > 0
-    out, cache = f.step(fed, text_index, cache, num_heads=0 if kernel else 1)
-    accept = kernel_accept if kernel else reference_accept
-    _, a, corr = accept(f, out, drafts, self.typical)
-    block = verified_block(drafts, a, corr)
-    pad = ((0, 0), (0, self.num_heads - 1 - j))
-    block = engine.Block(jnp.pad(block.tokens, pad), block.count, jnp.pad(block.source, pad))
-    return block, a + 1, cache, (corr,) + self._drafts(common.heads_at(f, out["hidden"], a))
+    return engine.Block.single(corr), (corr, drafts_of(out0["logits"][:, 0]))
 
   def propose(self, f, cache, text_index, carry, live):
-    corr, drafts, confident = carry
-    k = self.num_heads
-    if self.gate <= 0.0:
-      return self._call(k - 1, f, cache, text_index, corr, drafts)
-    # A gate: as many drafts as the most confident live row has (static shapes: one
-    # branch per draft count; 0 drafts is a greedy step). Output = greedy either way.
-    m = jnp.max(jnp.where(live, confident, 0))
-    branches = [lambda c, t, x, d, j=j: self._call(j, f, c, t, x, d) for j in range(k)]
-    return jax.lax.switch(m, branches, cache, text_index, corr, drafts)
+    corr, drafts = carry
+    fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, K]
+    # Head 1 at every fed position (none with the kernel, which reads the hidden
+    # states); heads 2..K only at the last accepted position (heads_at).
+    out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1)
+    _, a, corr = self.accept(f, out, drafts, self.typical)
+    block = verified_block(drafts, a, corr)
+    return block, a + 1, cache, (corr, drafts_of(common.heads_at(f, out["hidden"], a)))
 
 
-def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool = False,
-                gate: float = 0.0):
+def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
   """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
@@ -158,16 +128,12 @@ def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool =
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     typical: None, or (eps, alpha) for Medusa-style typical acceptance.
     use_kernels: verify with `pallas_kernels.dispatch.fused_verify`.
-    gate: 0 (feed all K-1 drafts every call), or a probability: feed a row's leading
-      drafts only while their heads are at least this sure (the call feeds as many as
-      the most confident live row). Unconfident drafts are mostly rejected, and on
-      hardware where a K-token call costs much more than a 1-token call (XLA:CPU) a
-      gate makes each call only as wide as it is likely to pay. Output = greedy.
   """
   if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  return Verify(model, max_new_tokens=max_new_tokens, typical=typical, use_kernels=use_kernels,
-                gate=gate)
+  return Verify(model, max_new_tokens=max_new_tokens, typical=typical, use_kernels=use_kernels)
+
+
 def parse_typical(v):
   """None / "" / (eps, alpha) / "eps,alpha" -> None or (float, float)."""
   if v is None or v == "" or v == ():
@@ -188,8 +154,5 @@ registry.register(registry.StrategySpec(
                              "--strategy=verify (changes the output); empty: exact",
                              kind="string", parse=parse_typical),
              registry.Option("use_kernels", False, "fused Pallas verification kernel "
-                             "(--strategy=verify)", kind="bool", parse=registry.boolean),
-             registry.Option("gate", 0.0, "feed only drafts whose heads are at least this "
-                             "sure, 0 = all (--strategy=verify; output unchanged)",
-                             parse=registry.non_negative("gate"))),
+                             "(--strategy=verify)", kind="bool", parse=registry.boolean)),
     help="blockwise-parallel verification of the heads' drafts (output = greedy)"))
