@@ -37,7 +37,7 @@ flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
 flags.DEFINE_integer("max_utts", 32, "first N utterances of the manifest")
 flags.DEFINE_list("batch_sizes", ["1", "16"], "batch sizes")
 flags.DEFINE_list("strategies", ["greedy", "verify", "threshold", "beam"],
-                  "strategies, each optionally with options: verify:typical=0.3,0.09 (greedy first: "
+                  "strategies, each optionally with options, e.g. threshold:threshold=0.9 (greedy first: "
                   "the reference; add ctc for models trained with a CTC head)")
 flags.DEFINE_float("threshold", 0.8, "tau")
 flags.DEFINE_integer("beam", 4, "beam width")
