@@ -121,7 +121,7 @@ def _fmt(x, pct=False):
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--manifest", default="/work/shared/data/kathleen/train.jsonl")
+  p.add_argument("--manifest", default="../shared/data/kathleen/train.jsonl")
   p.add_argument("--synthetic_manifest", default="",
                  help="optional second manifest, e.g. from mtp_jax.data.synth "
                  "(any manifest works: results are labelled by folder/file)")

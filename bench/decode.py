@@ -31,8 +31,8 @@ flags.DEFINE_list("workdirs", [], "trained workdirs (one per head type)")
 flags.DEFINE_bool("random_init", False, "use randomly initialized configs/small.py models")
 flags.DEFINE_list("head_types", ["independent", "latent", "sequential"], "for --random_init")
 flags.DEFINE_integer("K", 4, "heads for --random_init")
-flags.DEFINE_string("manifest", "/work/shared/data/kathleen/test.jsonl", "test manifest")
-flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
+flags.DEFINE_string("manifest", "../shared/data/kathleen/test.jsonl", "test manifest")
+flags.DEFINE_string("train_manifest", "../shared/data/kathleen/train.jsonl",
                     "tokenizer training text for --random_init")
 flags.DEFINE_integer("max_utts", 32, "first N utterances of the manifest")
 flags.DEFINE_list("batch_sizes", ["1", "16"], "batch sizes")

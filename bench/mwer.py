@@ -7,10 +7,10 @@ up to K tokens (the model's heads) against K=1 (ordinary beam search): decoder c
 time apart, plus the N-best's quality (top-1 / oracle WER, expected word errors under
 the rescored posterior, exactly what the MWER loss weighs).
 
-Trained model:   python bench/mwer.py --workdir /work/exp/demo_k4 --max_utts 32
+Trained model:   python bench/mwer.py --workdir runs/demo --max_utts 32
 Random `small`:  python bench/mwer.py --max_utts 8 --max_new_tokens 24
 WER before/after MWER fine-tuning (trains a copy in a temp dir, `train.init_from`):
-                 python bench/mwer.py --workdir /work/exp/demo_k4 --finetune_steps 50
+                 python bench/mwer.py --workdir runs/demo --finetune_steps 50
 
 Writes bench/results/mwer.json (or --out).
 """
@@ -33,8 +33,8 @@ from mtp_jax.data.manifest import write_subset  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "", "trained workdir (default: a random configs/small.py:K=4)")
 flags.DEFINE_string("manifest", "", "utterances (default: the run's dev manifest, else "
-                    "/work/shared/data/kathleen/test.jsonl)")
-flags.DEFINE_string("train_manifest", "/work/shared/data/kathleen/train.jsonl",
+                    "../shared/data/kathleen/test.jsonl)")
+flags.DEFINE_string("train_manifest", "../shared/data/kathleen/train.jsonl",
                     "tokenizer text for the random model")
 flags.DEFINE_integer("max_utts", 16, "first N utterances of the manifest")
 flags.DEFINE_integer("batch_size", 8, "utterances per search call")
@@ -73,7 +73,7 @@ def _model():
 def _manifest(config, tmp):
   """The first --max_utts entries of the manifest, audio paths made absolute."""
   src = FLAGS.manifest or config.data.get("dev_manifest", "") or \
-      "/work/shared/data/kathleen/test.jsonl"
+      "../shared/data/kathleen/test.jsonl"
   return write_subset(src, os.path.join(tmp, "subset.jsonl"), FLAGS.max_utts)
 
 

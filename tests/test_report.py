@@ -110,16 +110,22 @@ def test_readme_rewrite_is_idempotent_and_touches_only_the_markers(results):
   first = readme.read_text()
   assert first.startswith(before)
   assert first.count(report.START) == 1 and first.count(report.END) == 1
-  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" in first
+  # The README keeps the headline and a link; every table goes to docs/results.md.
+  assert "[docs/results.md](docs/results.md)" in first
+  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" not in first
+  docs = (root / "docs" / "results.md").read_text()
+  assert docs.startswith("# Results")
+  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" in docs
+  assert "](../bench/results/plots/" in docs and "](bench/results/plots/" not in docs
   assert report.main(argv) == 0
-  assert readme.read_text() == first
+  assert readme.read_text() == first and (root / "docs" / "results.md").read_text() == docs
   # Text around existing markers is kept byte for byte; the old section is replaced.
   head, tail = "Intro\n", "\n## After\ntrailing text\n"
   readme.write_text(f"{head}{report.START}\nstale table\n{report.END}{tail}")
   assert report.main(argv) == 0
   text = readme.read_text()
   assert text.startswith(head + report.START) and text.endswith(report.END + tail)
-  assert "stale table" not in text and "| runs/a | 4 | verify | 12.5% |" in text
+  assert "stale table" not in text and "docs/results.md" in text
 
 
 def test_replace_rejects_a_lone_marker():
@@ -202,3 +208,25 @@ def test_peer_whisper_section(tmp_path):
   sec = [s for s in sections if s.title.startswith("Race against faster-whisper")][0]
   assert "| kathleen_test | ours:k4:verify | 3 | 0 | 50.0% | 6 | 45 |" in sec.body
   assert "10.00×" in sec.body and "--workdirs runs/wt/k4" in sec.body
+
+
+def test_readme_headline_is_the_race_table(tmp_path):
+  res = tmp_path / "results"
+  _write(res / "peer_whisper.json", {
+      "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
+      "rows": [{"test_set": "kathleen_test", "system": "faster-whisper tiny.en float32 beam 1",
+                "utterances": 3, "skipped": 0, "wer": 0.031, "rtfx": 4.5},
+               {"test_set": "kathleen_test", "system": "ours greedy", "utterances": 3,
+                "skipped": 0, "wer": 0.6, "rtfx": 45.0, "rtfx_vs_peer_fastest_greedy": 10.0}]})
+  text = report.render_headline(res, tmp_path, "docs/results.md")
+  assert text.startswith("## Results") and "Headline: Race against faster-whisper" in text
+  assert "| kathleen_test | ours greedy | 3 | 0 | 60.0% |" in text
+  assert "[docs/results.md](docs/results.md)" in text
+  assert "No headline yet" in report.render_headline(tmp_path / "empty", tmp_path, "d.md")
+
+
+def test_commands_lose_machine_paths():
+  cmd = report.portable(f"python bench/x.py --c {report.ROOT}/configs/small.py "
+                        "--m /mnt/disk/shared/data/kathleen/test.jsonl --n ../shared/data/a")
+  assert cmd == ("python bench/x.py --c configs/small.py --m ../shared/data/kathleen/test.jsonl "
+                 "--n ../shared/data/a")
