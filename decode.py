@@ -201,11 +201,11 @@ def decode_main() -> None:
 def _calibrate_sparse_layer(config, params, batches) -> int:
   """Transfer-entropy layer choice for fastadasp_sparse on the first batch."""
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.model import reduction  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import reduction_calibrate  # pylint: disable=g-import-not-at-top
   batch = next(iter(batches))
   target = float(config.model.reduction.flops_reduction) or 0.3
-  layer, _ = reduction.calibrate_sparse_layer(ModelConfig.from_config(config.model), params,
-                                              batch["audio"], batch["audio_len"], target)
+  layer, _ = reduction_calibrate.calibrate_sparse_layer(
+      ModelConfig.from_config(config.model), params, batch["audio"], batch["audio_len"], target)
   return int(layer)
 
 

@@ -111,18 +111,20 @@ class MTPConfig:
 class ReductionConfig:
   """Audio-token reduction in the decoder prefill (FastAdaSP and baselines).
 
-  See `mtp_jax/model/reduction.py` for the methods. The per-layer token budget comes
-  either from `flops_reduction` (a target fraction of decoder prefill FLOPs, solved
-  for (start_layer, ratio) by `mtp_jax.flops.solve_reduction`) or, when that is 0,
-  from `start_layer` and `ratio` directly (`ratio` = tokens removed at the start
-  layer as a fraction of the audio prefix length P).
+  See `mtp_jax/model/reduction_ops.py` for the methods. The per-layer token budget
+  (`mtp_jax/model/reduction_plan.py`) comes either from `flops_reduction` (a target
+  fraction of decoder prefill FLOPs, solved for (start_layer, ratio) by
+  `reduction_plan.solve_reduction`) or, when that is 0, from `start_layer` and `ratio`
+  directly (`ratio` = tokens removed at the start layer as a fraction of the audio
+  prefix length P).
   """
   method: str = "none"
   flops_reduction: float = 0.0
   schedule: str = "decay"     # multi-layer methods; fastv/fastadasp_sparse merge once
   start_layer: int = -1       # -1: chosen by the solver
   ratio: float = 0.0
-  sparse_layer: int = -1      # fastadasp_sparse: layer from `reduction.choose_sparse_layer`
+  sparse_layer: int = -1      # fastadasp_sparse: layer from
+  #                             `reduction_calibrate.choose_sparse_layer`
   max_step_ratio: float = 0.5  # multi-layer methods: cap on tokens removed at one layer
   #                              (fraction of the audio tokens entering it)
   seed: int = 0               # random_merge / random_evict

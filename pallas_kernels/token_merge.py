@@ -16,7 +16,7 @@ Semantics (``merge_reference`` is the definition; the kernels match it):
    padding tokens together, from the lowest index up; padding stays behind
    the valid tokens and output shapes are always [B, N-n, ...].
    With a per-row ``quota`` ([B] int, clipped to [0, n]) the selection is
-   tiered instead (``mtp_jax.model.reduction.select_tiered``'s rule):
+   tiered instead (``mtp_jax.model.reduction_ops.select_tiered``'s rule):
    * tier A: the min(quota[b], #valid-valid) valid-valid edges of highest
      cosine (ties to the lower index);
    * then the rest of the n merges go to padding-padding edges (lower index

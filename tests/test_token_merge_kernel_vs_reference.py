@@ -8,7 +8,7 @@ exactly, ties included.  Merged values are float32 sums in a different order
 float32 rounding level, or at one bfloat16 ulp for bfloat16 outputs.
 
 With a per-row ``quota`` (FastAdaSP's tiered selection) the reference must
-equal ``mtp_jax.model.reduction.merge_tokens`` and a brute-force oracle, and
+equal ``mtp_jax.model.reduction_ops.merge_tokens`` and a brute-force oracle, and
 the kernels must equal the reference, under the same rules.
 """
 import functools
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtp_jax.model import reduction
+from mtp_jax.model import reduction_ops
 from pallas_kernels import dispatch
 from pallas_kernels import token_merge as tm
 
@@ -297,7 +297,7 @@ def test_reference_with_quota_matches_reduction_and_numpy(seed, b, n_tok, frac,
     keys = jnp.asarray(rng.normal(size=keys.shape), jnp.float32)
   ref = tm.merge_reference(x, keys, weights, valid, n, pos, quota)
   # FastAdaSP's own merge in mtp_jax (the model's reduction without kernels).
-  merged, m_valid, m_pos, gid = jax.jit(reduction.merge_tokens,
+  merged, m_valid, m_pos, gid = jax.jit(reduction_ops.merge_tokens,
                                         static_argnums=5)(
       x, keys, weights, valid, pos, n, quota)
   np.testing.assert_array_equal(ref.group_index, gid)

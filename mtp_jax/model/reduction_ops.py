@@ -1,10 +1,12 @@
-"""Audio-token reduction inside the decoder prefill: FastAdaSP and baselines.
+"""Audio-token reduction, in-graph ops: FastAdaSP and baselines inside the prefill.
 
 Where: in `SpeechLLaMA.prefill` only (never the training forward nor `decode_step`),
-inside a chosen decoder layer after attention and before the MLP. Layer l removes
-`merges[l]` tokens from the audio span of the sequence, so its MLP and every later
-layer run on fewer tokens (static shapes per layer) and the KV cache of later
-layers holds fewer valid audio slots.
+inside a chosen decoder layer after attention and before the MLP
+(`mtp_jax.model.decoder.reduced_prefill`). Layer l removes `merges[l]` tokens from
+the audio span of the sequence (the budgets come from
+`mtp_jax.model.reduction_plan.make_plan`), so its MLP and every later layer run on
+fewer tokens (static shapes per layer) and the KV cache of later layers holds fewer
+valid audio slots.
 
 Methods (`config.model.reduction.method`):
   * fastadasp_dense: at every layer of the schedule, cosine similarity of adjacent
@@ -12,10 +14,9 @@ Methods (`config.model.reduction.method`):
     along the top-n most similar adjacent edges (chains form groups); each merged
     token is the attention-received-weighted mean of its group, the weight of token
     j being the attention probability it received from every query, summed over
-    heads. Schedules: "decay" (n per layer falls linearly from n0 at the start layer
-    to 0 at the last layer) or "constant" (n0 at every layer from the start layer).
-  * fastadasp_sparse: one weighted merge, at the layer chosen by
-    `choose_sparse_layer` (a transfer-entropy criterion, see there).
+    heads.
+  * fastadasp_sparse: one weighted merge, at the layer chosen offline by
+    `mtp_jax.model.reduction_calibrate.choose_sparse_layer` (transfer entropy).
   * random_merge: merge along n random adjacent edges (plain mean), same schedule.
   * random_evict: drop n random audio tokens, same schedule.
   * atome: A-ToMe, non-overlapping adjacent pairs (2i, 2i+1) ranked by key cosine,
@@ -42,99 +43,18 @@ marked invalid. Without reduction it stays [B, P].
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable, Sequence
 
 import jax
 from jax import lax
 import jax.numpy as jnp
-import numpy as np
 
-from mtp_jax.config import ConfigError, ModelConfig
+from mtp_jax.config import REDUCTION_METHODS, ConfigError
+from pallas_kernels import dispatch
 
-METHODS = ("none", "fastadasp_dense", "fastadasp_sparse", "random_merge", "random_evict",
-           "atome", "fastv")
-SINGLE_LAYER = ("fastadasp_sparse", "fastv")
-EVICT = ("random_evict", "fastv")
 EPS = 1e-6
 _NEG = -jnp.inf
 
 
-# ---------------------------------------------------------------- schedules and plans
-def merge_schedule(method: str, schedule: str, num_layers: int, start_layer: int, n0: int,
-                   num_audio: int, max_step_ratio: float = 0.5) -> tuple[int, ...]:
-  """Tokens removed at each layer (static Python ints).
-
-  Args:
-    method: a reduction method (single-layer methods ignore `schedule`).
-    schedule: "decay": n_l = round(n0 * (L-1-l) / (L-1-l0)) for l >= l0 (0 at the last
-      layer; a start at the last layer removes n0 there); "constant": n_l = n0 for l >= l0.
-    num_layers: L.
-    start_layer: l0.
-    n0: tokens removed at the start layer.
-    num_audio: P, the audio prefix length.
-    max_step_ratio: multi-layer methods: cap on tokens removed at one layer, as a
-      fraction of the audio tokens entering it (A-ToMe is also capped at half of them).
-  Returns:
-    tuple of L ints; their running sum never exceeds P - 1 (one audio token stays).
-  """
-  out, p = [], num_audio
-  for l in range(num_layers):
-    if l < start_layer or n0 <= 0:
-      n = 0
-    elif method in SINGLE_LAYER:
-      n = n0 if l == start_layer else 0
-    elif schedule == "constant" or start_layer == num_layers - 1:
-      n = n0
-    elif schedule == "decay":
-      n = int(round(n0 * (num_layers - 1 - l) / (num_layers - 1 - start_layer)))
-    else:
-      raise ConfigError(f"model.reduction.schedule={schedule!r}: expected decay|constant")
-    # Multi-layer schedules are capped per layer; a single-layer method may remove
-    # all but one token at its layer (FastV-style one-shot pruning).
-    cap = p if method in SINGLE_LAYER else int(math.floor(max_step_ratio * p))
-    if method == "atome":
-      cap = min(cap, p // 2)
-    n = max(0, min(n, cap, p - 1))
-    out.append(n)
-    p -= n
-  return tuple(out)
-
-
-def make_plan(cfg: ModelConfig, num_audio: int, num_text: int) -> tuple[int, ...] | None:
-  """Per-layer token removals for a prefill of P audio + T0 text tokens, or None.
-
-  Solved at trace time from the static shapes: with `flops_reduction > 0` by
-  `mtp_jax.flops.solve_reduction`, else from `start_layer` and `ratio` (n0 =
-  round(ratio * P)). None when the method is "none" or nothing would be removed
-  (then prefill runs the unreduced path, bit-identical to no reduction).
-  """
-  from mtp_jax import flops  # pylint: disable=g-import-not-at-top
-  r = cfg.reduction
-  if r.method == "none" or num_audio < 2:
-    return None
-  start = r.start_layer
-  if r.method == "fastadasp_sparse":
-    if r.sparse_layer < 0:
-      raise ConfigError("model.reduction.sparse_layer=-1: fastadasp_sparse needs a layer; "
-                        "choose it with mtp_jax.model.reduction.choose_sparse_layer")
-    start = r.sparse_layer
-  if r.flops_reduction > 0:
-    merges = flops.solve_reduction(
-        cfg, num_audio, num_text, r.flops_reduction, schedule=r.schedule, method=r.method,
-        start_layer=start, max_step_ratio=r.max_step_ratio)["merges"]
-  else:
-    if r.ratio <= 0:
-      return None
-    if start < 0:
-      raise ConfigError(f"model.reduction.start_layer=-1 with ratio={r.ratio}: set the start "
-                        "layer, or set flops_reduction instead of ratio")
-    merges = merge_schedule(r.method, r.schedule, cfg.decoder.num_layers, start,
-                            int(round(r.ratio * num_audio)), num_audio, r.max_step_ratio)
-  return tuple(merges) if sum(merges) else None
-
-
-# ---------------------------------------------------------------- token reduction ops
 def row_quota(n: int, orig_len: jax.Array, num_audio: int, valid: jax.Array) -> jax.Array:
   """Valid tokens row b removes: round(n * alen_b / P), at most valid_b - 1.
 
@@ -319,7 +239,6 @@ class Reducer:
     """
     if self.use_kernel is False:
       return merge_tokens(x, keys, weights, valid, positions, n, quota)
-    from pallas_kernels import dispatch  # pylint: disable=g-import-not-at-top
     out = dispatch.merge_tokens(x, keys, weights, valid, n, positions=positions,
                                 quota=quota, use_kernel=self.use_kernel,
                                 interpret=self.interpret)
@@ -364,127 +283,5 @@ class Reducer:
       received = jnp.sum(probs, axis=(1, 2, 3))[:, :n_tok]
       out = evict_tokens(x, valid, positions, n, quota, -jnp.tanh(received))
     else:
-      raise ConfigError(f"model.reduction.method={m!r}: expected one of {METHODS}")
+      raise ConfigError(f"model.reduction.method={m!r}: expected one of {REDUCTION_METHODS}")
     return out[0], out[1], out[2]
-
-
-# ---------------------------------------------------------------- transfer entropy (sparse)
-def gaussian_information_loss(full: np.ndarray, reduced: np.ndarray, ridge: float = 1e-3
-                              ) -> float:
-  """Gaussian estimate of the information the reduced features lose about the full ones.
-
-  Models (F, G) as jointly Gaussian (sample covariances, ridge-regularized by
-  `ridge` times the mean variance) and returns the conditional differential entropy
-  H(F | G) = 0.5 * logdet(2 pi e Sigma_{F|G}), Sigma_{F|G} = S_FF - S_FG S_GG^-1 S_GF,
-  in nats per vector. Since H(F) does not depend on the reduction, minimizing it is
-  maximizing the mutual information I(F; G) = H(F) - H(F|G): the "transfer entropy"
-  from full to reduced final-layer features.
-
-  Args:
-    full: [M, d] final-layer features without reduction (M samples).
-    reduced: [M, d] the same positions' features with the reduction.
-  Returns:
-    H(F | G) in nats (lower = less information lost).
-  """
-  f = np.asarray(full, np.float64)
-  g = np.asarray(reduced, np.float64)
-  f = f - f.mean(0)
-  g = g - g.mean(0)
-  m, d = f.shape
-  lam = ridge * max(float(np.mean(f * f)), 1e-12)
-  sff = f.T @ f / m + lam * np.eye(d)
-  sgg = g.T @ g / m + lam * np.eye(d)
-  sfg = f.T @ g / m
-  cond = sff - sfg @ np.linalg.solve(sgg, sfg.T)
-  cond = 0.5 * (cond + cond.T) + lam * np.eye(d)
-  sign, logdet = np.linalg.slogdet(cond)
-  if sign <= 0:
-    raise FloatingPointError("mtp_jax/model/reduction.py: conditional covariance not PD")
-  return 0.5 * (logdet + d * math.log(2 * math.pi * math.e))
-
-
-def choose_sparse_layer(cfg: ModelConfig, params, emb, valid, alen, text_in, text_valid,
-                        flops_reduction: float, *, candidates: Sequence[int] | None = None,
-                        prefill_text_tokens: int = 1, model_factory: Callable | None = None
-                        ) -> tuple[int, dict[int, float]]:
-  """Transfer-entropy choice of the single merge layer for fastadasp_sparse.
-
-  For each candidate layer i, runs the prefill over a few calibration utterances
-  (`text_in` = their transcripts, teacher-forced in the prefill) with one weighted
-  merge at layer i sized to remove `flops_reduction` of the FLOPs of the deployed
-  prefill (P audio + `prefill_text_tokens` text tokens, the same token count is then
-  merged in the longer calibration prefill), and
-  compares the final-layer (final-normed) features at the valid text positions with
-  the unreduced ones via `gaussian_information_loss`. Layers where the target is not
-  reachable are skipped. Returns the layer with the least loss.
-
-  Args:
-    cfg: the model config (its reduction settings are replaced).
-    params: model variables.
-    emb: [B, P, d], valid: [B, P], alen: [B]: audio tokens from `model.encode`.
-    text_in: [B, T] int32 `[BOS, y...]`; text_valid: [B, T] bool.
-    flops_reduction: target fraction of decoder prefill FLOPs.
-    candidates: layers to try (default all).
-    prefill_text_tokens: T0 of the deployed prefill (1 = BOS).
-    model_factory: ModelConfig -> model (default `SpeechLLaMA`).
-  Returns:
-    (best layer, {layer: loss in nats}).
-  """
-  from mtp_jax import flops  # pylint: disable=g-import-not-at-top
-  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
-  factory = model_factory or SpeechLLaMA
-  num_layers = cfg.decoder.num_layers
-  candidates = list(range(num_layers)) if candidates is None else list(candidates)
-  p, t = emb.shape[1], text_in.shape[1]
-  keep = np.asarray(text_valid)
-
-  def features(rcfg):
-    model = factory(dataclasses.replace(cfg, reduction=rcfg))
-    fn = jax.jit(lambda pr, e, v, a, x: model.apply(
-        pr, e, v, a, x, t, method=model.prefill_from_embeddings)[0]["hidden"])
-    return np.asarray(fn(params, emb, valid, alen, text_in))[keep]
-
-  base = dataclasses.replace(cfg.reduction, method="none", flops_reduction=0.0, ratio=0.0)
-  full = features(base)
-  losses = {}
-  for layer in candidates:
-    sol = flops.solve_reduction(cfg, p, prefill_text_tokens, flops_reduction, schedule="decay",
-                                method="fastadasp_sparse", start_layer=layer,
-                                max_step_ratio=cfg.reduction.max_step_ratio)
-    if sol["achieved"] + 1e-9 < flops_reduction:
-      continue
-    rc = dataclasses.replace(base, method="fastadasp_sparse", sparse_layer=layer,
-                             start_layer=layer, ratio=sol["n0"] / p)
-    losses[layer] = gaussian_information_loss(full, features(rc))
-  if not losses:
-    raise ValueError(f"mtp_jax/model/reduction.py: flops_reduction={flops_reduction} is not "
-                     f"reachable with one merge at any of layers {candidates}")
-  return min(losses, key=losses.get), losses
-
-
-def calibrate_sparse_layer(cfg, params, audio, audio_len, flops_reduction: float,
-                           max_new_tokens: int = 24):
-  """Transfer-entropy layer choice on one calibration batch, greedy hypotheses as text.
-
-  Args:
-    cfg: ModelConfig; params: its params.
-    audio: [B, S]; audio_len: [B].
-    flops_reduction: the target the single merge must reach.
-  Returns:
-    (layer, {layer: information loss}) as `choose_sparse_layer`.
-  """
-  from mtp_jax.decode.api import decode  # pylint: disable=g-import-not-at-top
-  from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
-  model = SpeechLLaMA(cfg)
-  audio, alen = jnp.asarray(audio), jnp.asarray(audio_len)
-  res = decode(model, params, audio, alen, strategy="greedy", max_new_tokens=max_new_tokens)
-  toks, lens = np.asarray(res.tokens), np.asarray(res.lengths)
-  t = int(max(lens.max(), 1)) + 1
-  text = np.zeros((toks.shape[0], t), np.int32)
-  text[:, 0] = 1  # BOS
-  text[:, 1:] = toks[:, :t - 1]
-  text_valid = (np.arange(t)[None] <= lens[:, None]) & (np.asarray(alen)[:, None] > 0)
-  emb, valid, n = jax.jit(lambda p, a, l: model.apply(p, a, l, method=model.encode))(
-      params, audio, alen)
-  return choose_sparse_layer(cfg, params, emb, valid, n, jnp.asarray(text),
-                             jnp.asarray(text_valid), flops_reduction)
