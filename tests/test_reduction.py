@@ -11,6 +11,7 @@ from mtp_jax import flops
 from mtp_jax.config import REDUCTION_METHODS, ConfigError, ModelConfig
 from mtp_jax.model import reduction_calibrate, reduction_ops, reduction_plan
 from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count
+from pallas_kernels import token_merge
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -167,6 +168,7 @@ def _numpy_group_means(x, w, valid, pos, gid, g):
 
 
 def test_merged_token_is_weighted_mean_of_its_group():
+  """The FastAdaSP merge the prefill runs with kernels off (the kernel's reference)."""
   rng = np.random.default_rng(3)
   b, n_tok, d, n = 3, 12, 8, 5
   x = rng.normal(size=(b, n_tok, d)).astype(np.float32)
@@ -176,10 +178,10 @@ def test_merged_token_is_weighted_mean_of_its_group():
   valid = np.arange(n_tok)[None] < np.array([[12], [9], [4]])
   pos = np.tile(np.arange(n_tok, dtype=np.float32), (b, 1))
   quota = jnp.array([5, 4, 1], jnp.int32)
-  merged, mvalid, mpos, gid = jax.jit(reduction_ops.merge_tokens, static_argnums=5)(
-      jnp.asarray(x), jnp.asarray(keys), jnp.asarray(w), jnp.asarray(valid), jnp.asarray(pos),
-      n, quota)
-  gid = np.asarray(gid)
+  out = token_merge.merge_reference(jnp.asarray(x), jnp.asarray(keys), jnp.asarray(w),
+                                    jnp.asarray(valid), n, jnp.asarray(pos), quota)
+  merged, mvalid, mpos = out.merged, out.merged_valid, out.merged_positions
+  gid = np.asarray(out.group_index)
   assert merged.shape == (b, n_tok - n, d)
   assert (np.diff(gid, axis=1) >= 0).all() and (gid[:, -1] == n_tok - n - 1).all()
   assert gid[0, 2] == gid[0, 3]
@@ -190,24 +192,6 @@ def test_merged_token_is_weighted_mean_of_its_group():
   np.testing.assert_array_equal(np.asarray(mvalid).sum(1), valid.sum(1) - np.asarray(quota))
   mv = np.asarray(mvalid)
   assert (mv == (np.arange(n_tok - n)[None] < mv.sum(1, keepdims=True))).all()
-
-
-def test_merge_matches_kernel_reference_on_full_rows():
-  dispatch = pytest.importorskip("pallas_kernels.dispatch")
-  rng = np.random.default_rng(5)
-  b, n_tok, d, n = 2, 16, 8, 6
-  x = jnp.asarray(rng.normal(size=(b, n_tok, d)), jnp.float32)
-  keys = jnp.asarray(rng.normal(size=(b, n_tok, 4)), jnp.float32)
-  w = jnp.asarray(rng.uniform(size=(b, n_tok)), jnp.float32)
-  valid = jnp.ones((b, n_tok), bool)
-  pos = jnp.tile(jnp.arange(n_tok, dtype=jnp.float32), (b, 1))
-  ref = dispatch.merge_tokens(x, keys, w, valid, n, positions=pos, use_kernel=False)
-  merged, mvalid, mpos, gid = jax.jit(reduction_ops.merge_tokens, static_argnums=5)(
-      x, keys, w, valid, pos, n, jnp.full((b,), n, jnp.int32))
-  np.testing.assert_array_equal(gid, ref.group_index)
-  np.testing.assert_allclose(merged, ref.merged, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(mpos, ref.merged_positions, rtol=1e-6, atol=1e-6)
-  np.testing.assert_array_equal(mvalid, ref.merged_valid)
 
 
 def _dot_flops(jaxpr) -> float:
@@ -385,7 +369,7 @@ def test_every_method_reduces_one_layer(method):
 
 @pytest.mark.parametrize("method", ["fastadasp_dense", "fastadasp_sparse"])
 def test_reducer_kernel_path_matches_reduction_merge(method):
-  """Reducer(use_kernel=True / None) merges exactly as the in-module merge_tokens."""
+  """Reducer(use_kernel=True / None) merges as with the kernel's reference (default)."""
   n_tok, n = 13, 5
   args = _layer_inputs(11, n_tok, 2, [13, 7, 2])
   run = lambda red: jax.jit(lambda *a: red(0, *a))(*args)
@@ -401,7 +385,6 @@ def test_reducer_kernel_path_matches_reduction_merge(method):
 
 def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
   """fastadasp_dense prefill through the Pallas merge kernel (interpreted on CPU)."""
-  from pallas_kernels import token_merge  # pylint: disable=g-import-not-at-top
   calls = []
   kernel = token_merge.merge_kernel
   monkeypatch.setattr(token_merge, "merge_kernel",
