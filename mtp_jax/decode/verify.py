@@ -17,8 +17,10 @@ greedy decoding token for token (up to float ties). Optional typical acceptance
 (Medusa): a draft is also accepted when p_1(draft) > min(eps, alpha * exp(-H(p_1))),
 which may change the output.
 
-Head-1 acceptance goes through one function, `reference_accept` or the fused Pallas
-kernel (`kernel_accept`, `pallas_kernels.dispatch.fused_verify`).
+Head-1 verification reads the step's logits (`reference_accept`) or runs the fused
+Pallas kernel on the hidden states (`kernel_accept`,
+`pallas_kernels.dispatch.fused_verify`); both accept with the one rule,
+`pallas_kernels.verify.acceptance`.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import jax.numpy as jnp
 
 from mtp_jax.decode import common, engine, registry
 from mtp_jax.decode.greedy import make_greedy
+from pallas_kernels import dispatch
+from pallas_kernels.verify import acceptance
 
 # (f: ModelFns, out: decode_step output, drafts [B,T-1], typical)
 #   -> (argmax [B,T], accepted [B], correction [B])
@@ -49,15 +53,14 @@ def reference_accept(f: common.ModelFns, out, drafts, typical=None):
   del f
   logits = out["logits"][:, :, 0]
   argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  match = drafts == argmax[:, :-1]
+  typical_ok = None
   if typical is not None:
     eps, alpha = typical
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     p_draft = jnp.exp(jnp.take_along_axis(logp, drafts[..., None], axis=-1)[..., 0])
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    match = match | (p_draft > jnp.minimum(eps, alpha * jnp.exp(-entropy)))
-  accepted = common.prefix_count(match)
-  correction = common.take_position(argmax, accepted)
+    typical_ok = p_draft > jnp.minimum(eps, alpha * jnp.exp(-entropy))
+  accepted, correction = acceptance(argmax, drafts, typical_ok)
   return argmax, accepted, correction
 
 
@@ -68,7 +71,6 @@ def kernel_accept(f: common.ModelFns, out, drafts, typical=None):
   if typical is not None:
     raise ValueError("mtp_jax/decode/verify.py: typical acceptance is not supported by the "
                      "fused verification kernel; use use_kernels=False")
-  from pallas_kernels import dispatch  # pylint: disable=g-import-not-at-top
   hidden = out["hidden"]
   w = f.unembedding().astype(hidden.dtype)
   res = dispatch.fused_verify(hidden, w, drafts, use_kernel=True,
