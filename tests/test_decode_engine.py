@@ -18,11 +18,12 @@ N = 10
 def test_registry_lists_every_strategy_with_its_options():
   assert registry.names() == ["greedy", "threshold", "verify", "tree", "beam", "ctc"]
   opts = registry.all_options()
-  assert {"threshold", "typical", "use_kernels", "top", "beam", "nbest"} <= set(opts)
+  assert {"threshold", "typical", "top", "beam", "nbest"} <= set(opts)
+  assert "use_kernels" not in opts  # the model's kernel switch (config.kernels), no option
   assert registry.resolve_options("greedy", dict(threshold=0.9, beam=8)) == ()
   assert registry.resolve_options("beam", dict(beam=8)) == (("beam", 8), ("nbest", None))
   assert registry.resolve_options("verify", dict(typical="0.3,0.09")) == (
-      ("typical", (0.3, 0.09)), ("use_kernels", False))
+      ("typical", (0.3, 0.09)),)
 
 
 @pytest.mark.parametrize("strategy,options,match", [

@@ -17,10 +17,12 @@ greedy decoding token for token (up to float ties). Optional typical acceptance
 (Medusa): a draft is also accepted when p_1(draft) > min(eps, alpha * exp(-H(p_1))),
 which may change the output.
 
-Head-1 verification reads the step's logits (`reference_accept`) or runs the fused
+Head-1 verification reads the step's logits (`reference_accept`) or, when the model's
+kernel switch is on (`model.kernels.enabled`, from `config.kernels`), runs the fused
 Pallas kernel on the hidden states (`kernel_accept`,
 `pallas_kernels.dispatch.fused_verify`); both accept with the one rule,
-`pallas_kernels.verify.acceptance`.
+`pallas_kernels.verify.acceptance`. Typical acceptance needs the full logits, so it
+always takes the reference path.
 """
 from __future__ import annotations
 
@@ -67,14 +69,15 @@ def reference_accept(f: common.ModelFns, out, drafts, typical=None):
 def kernel_accept(f: common.ModelFns, out, drafts, typical=None):
   """Head-1 verification with the fused Pallas kernel (greedy acceptance only).
 
-  On CPU the kernel runs in the Pallas interpreter (slow; for tests)."""
+  Same arguments and results as `reference_accept`; reads only out["hidden"]. On CPU
+  the kernel runs in the Pallas interpreter (slow; for tests)."""
   if typical is not None:
-    raise ValueError("mtp_jax/decode/verify.py: typical acceptance is not supported by the "
-                     "fused verification kernel; use use_kernels=False")
+    raise ValueError("mtp_jax/decode/verify.py: typical acceptance needs the full logits; "
+                     "the fused verification kernel computes only their argmax")
   hidden = out["hidden"]
   w = f.unembedding().astype(hidden.dtype)
   res = dispatch.fused_verify(hidden, w, drafts, use_kernel=True,
-                              interpret=jax.default_backend() not in ("gpu", "tpu"))
+                              interpret=dispatch.needs_interpreter())
   return res.argmax, res.accepted, res.correction
 
 
@@ -98,13 +101,16 @@ def verified_block(drafts, accepted, correction) -> engine.Block:
 
 
 class Verify(engine.BlockStrategy):
-  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K]."""
+  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K].
 
-  def __init__(self, model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
+  Verification runs the fused kernel when `model.kernels.enabled` and acceptance is
+  exact (typical=None), else the reference."""
+
+  def __init__(self, model, *, max_new_tokens: int, typical=None):
     super().__init__(model, max_new_tokens=max_new_tokens)
     self.typical = typical
-    self.use_kernels = use_kernels
-    self.accept = kernel_accept if use_kernels else reference_accept
+    self.use_kernels = model.kernels.enabled and typical is None
+    self.accept = kernel_accept if self.use_kernels else reference_accept
     self.feed_width = self.emit_width = self.num_heads
 
   def first(self, f, out0):
@@ -122,18 +128,18 @@ class Verify(engine.BlockStrategy):
     return block, a + 1, cache, (corr, drafts_of(common.heads_at(f, out["hidden"], a)))
 
 
-def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
+def make_verify(model, *, max_new_tokens: int, typical=None):
   """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
-    model: a `SpeechLLaMA` with K = `cfg.mtp.num_heads` heads (K=1: plain greedy).
+    model: a `SpeechLLaMA` with K = `cfg.mtp.num_heads` heads (K=1: plain greedy);
+      its `kernels.enabled` picks the fused verification kernel (see `Verify`).
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     typical: None, or (eps, alpha) for Medusa-style typical acceptance.
-    use_kernels: verify with `pallas_kernels.dispatch.fused_verify`.
   """
   if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  return Verify(model, max_new_tokens=max_new_tokens, typical=typical, use_kernels=use_kernels)
+  return Verify(model, max_new_tokens=max_new_tokens, typical=typical)
 
 
 def parse_typical(v):
@@ -154,7 +160,5 @@ registry.register(registry.StrategySpec(
     name="verify", build=make_verify, exact=True,
     options=(registry.Option("typical", None, "eps,alpha: Medusa typical acceptance in "
                              "--strategy=verify (changes the output); empty: exact",
-                             kind="string", parse=parse_typical),
-             registry.Option("use_kernels", False, "fused Pallas verification kernel "
-                             "(--strategy=verify)", kind="bool", parse=registry.boolean)),
+                             kind="string", parse=parse_typical),),
     help="blockwise-parallel verification of the heads' drafts (output = greedy)"))

@@ -120,15 +120,14 @@ class Reducer:
     use_kernel: fastadasp_dense / fastadasp_sparse merging through
       `pallas_kernels.dispatch.merge_tokens`: False = its pure-JAX reference
       (`token_merge.merge_reference`); True = the Pallas kernel (same selection
-      and means); None = the dispatch's choice (kernel on GPU/TPU, else reference).
-    interpret: run that kernel in the Pallas interpreter (needed off GPU/TPU).
+      and means; in the Pallas interpreter off GPU/TPU). The model sets it from
+      `config.kernels.enabled`.
   """
   method: str
   merges: tuple[int, ...]
   num_audio: int
   seed: int = 0
-  use_kernel: bool | None = False
-  interpret: bool = False
+  use_kernel: bool = False
 
   def __call__(self, layer: int, x, keys, probs, valid, positions, orig_len):
     """Reduces the audio span of one layer.
@@ -154,7 +153,8 @@ class Reducer:
     if m in ("fastadasp_dense", "fastadasp_sparse"):
       out = dispatch.merge_tokens(x, jnp.mean(keys, axis=2), received, valid, n,
                                   positions=positions, quota=quota,
-                                  use_kernel=self.use_kernel, interpret=self.interpret)
+                                  use_kernel=self.use_kernel,
+                                  interpret=dispatch.needs_interpreter())
       return out.merged, out.merged_valid, out.merged_positions
     if m == "random_merge":
       return merge_tokens(x, jnp.ones((b, n_tok)), valid, positions, n, quota,

@@ -19,10 +19,9 @@ Entry points (all via `model.apply(params, ..., method=...)`):
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import KernelsConfig, ModelConfig
 from mtp_jax.model import encoders
 from mtp_jax.model import frontend
 from mtp_jax.model import reduction_ops
@@ -66,9 +65,12 @@ class Projector(nn.Module):
 
 
 class SpeechLLaMA(nn.Module):
-  """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug')."""
+  """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug');
+  `kernels` (`config.kernels`) switches the Pallas kernels on for the prefill's token
+  merging and for verification decoding (`mtp_jax.decode.verify`)."""
   cfg: ModelConfig
   train: bool = False
+  kernels: KernelsConfig = KernelsConfig()
 
   def setup(self):
     mc = self.cfg
@@ -256,9 +258,8 @@ class SpeechLLaMA(nn.Module):
     plan = reduction_plan.make_plan(self.cfg, p, t0)
     if plan is not None:
       r = self.cfg.reduction
-      reducer = reduction_ops.Reducer(
-          r.method, plan, p, r.seed, use_kernel=r.use_kernel,
-          interpret=jax.default_backend() not in ("gpu", "tpu"))
+      reducer = reduction_ops.Reducer(r.method, plan, p, r.seed,
+                                      use_kernel=self.kernels.enabled)
       h, layers, valid = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
                                       attend_cache=False, reduction=(reducer, valid, alen))
       hn = self.final_norm(h)
