@@ -44,9 +44,9 @@ flags.DEFINE_integer("max_new_tokens", None, "token cap (default or 0: "
                      "config.data.max_text_tokens)", lower_bound=0)
 flags.DEFINE_bool("fail_on_skip", False, "exit with an error when a manifest row cannot "
                   "be decoded (default: skip it, count and name it in the table and summary)")
-flags.DEFINE_bool("use_kernels", None, "Pallas kernels: fused verification (--strategy=verify) "
-                  "and FastAdaSP token merging (--reduce=fastadasp_*) "
-                  "(default: config.kernels.enabled)")
+flags.DEFINE_bool("use_kernels", None, "Pallas kernels (overrides config.kernels.enabled): "
+                  "fused verification (--strategy=verify, exact acceptance) and FastAdaSP "
+                  "token merging (--reduce=fastadasp_*)")
 flags.DEFINE_string("out", None, "hypotheses JSONL (default: <workdir>/decode_<strategy>.jsonl)")
 flags.DEFINE_enum("reduce", None, list(REDUCTION_METHODS),
                   "audio-token reduction in the prefill (default: the config's)")
@@ -84,7 +84,8 @@ def transcribe_main(paths) -> None:
     raise app.UsageError(f"--audio: no such file: {', '.join(missing)}")
   tr = Transcriber(FLAGS.workdir, step=FLAGS.step, strategy=FLAGS.strategy,
                    batch_size=FLAGS.batch_size, long_audio=FLAGS.long_audio,
-                   max_new_tokens=FLAGS.max_new_tokens, **strategy_options())
+                   max_new_tokens=FLAGS.max_new_tokens, use_kernels=FLAGS.use_kernels,
+                   **strategy_options())
   try:
     texts = tr(paths)
   except (LongAudioError, BadInputError) as e:
@@ -147,7 +148,7 @@ def decode_main() -> None:
   options = strategy_options()
   path = _output_path()
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
-  from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from mtp_jax.config import KernelsConfig, ModelConfig  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches, describe_skipped, format_table  # pylint: disable=g-import-not-at-top
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
@@ -167,17 +168,10 @@ def decode_main() -> None:
   _check_skipped(batches.num_utterances, batches.bad_input_report()["rows"], decoded=False)
   if red.method == "fastadasp_sparse" and red.sparse_layer < 0:
     red.sparse_layer = _calibrate_sparse_layer(config, params, batches)
-  if red.method != "none":
-    # FastAdaSP merging through the Pallas kernel (interpreted off GPU/TPU): the flag
-    # wins, else config.kernels.enabled turns it on, else model.reduction.use_kernel.
-    if FLAGS.use_kernels is not None:
-      red.use_kernel = bool(FLAGS.use_kernels)
-    elif config.kernels.enabled:
-      red.use_kernel = True
-  model = SpeechLLaMA(ModelConfig.from_config(config.model))
+  # The one kernel switch: config.kernels, --use_kernels overriding it.
+  kernels = KernelsConfig.from_config(config.get("kernels", {}), enabled=FLAGS.use_kernels)
+  model = SpeechLLaMA(ModelConfig.from_config(config.model), kernels=kernels)
   max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
-  if options.get("use_kernels") is None:
-    options["use_kernels"] = bool(config.kernels.enabled) and FLAGS.strategy == "verify"
   out = decode_batches(model, params, tokenizer, batches, strategy=FLAGS.strategy,
                        max_new_tokens=max_new, sample_rate=int(config.data.sample_rate),
                        numbers_to_words=bool(config.data.numbers_to_words), **options)
@@ -201,11 +195,11 @@ def decode_main() -> None:
 def _calibrate_sparse_layer(config, params, batches) -> int:
   """Transfer-entropy layer choice for fastadasp_sparse on the first batch."""
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  from mtp_jax.model import reduction  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model import reduction_calibrate  # pylint: disable=g-import-not-at-top
   batch = next(iter(batches))
   target = float(config.model.reduction.flops_reduction) or 0.3
-  layer, _ = reduction.calibrate_sparse_layer(ModelConfig.from_config(config.model), params,
-                                              batch["audio"], batch["audio_len"], target)
+  layer, _ = reduction_calibrate.calibrate_sparse_layer(
+      ModelConfig.from_config(config.model), params, batch["audio"], batch["audio_len"], target)
   return int(layer)
 
 

@@ -45,7 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 from mtp_jax.machine import machine_info
 from mtp_jax import flops  # noqa: E402
 from mtp_jax.config import ModelConfig, ReductionConfig, load_config_file  # noqa: E402
-from mtp_jax.model import reduction  # noqa: E402
+from mtp_jax.model import reduction_calibrate, reduction_plan  # noqa: E402
 from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,7 +97,7 @@ def planned_reduction(cfg: ModelConfig, batches, t0: int = 1) -> float:
   full = red = 0.0
   for audio, _, _ in batches:
     p = int(audio_token_count(audio.shape[1], cfg))
-    plan = reduction.make_plan(cfg, p, t0) or (0,) * cfg.decoder.num_layers
+    plan = reduction_plan.make_plan(cfg, p, t0) or (0,) * cfg.decoder.num_layers
     full += sum(flops.reduced_prefill_flops(cfg, p, t0, [0] * len(plan)))
     red += sum(flops.reduced_prefill_flops(cfg, p, t0, plan))
   return 1.0 - red / full
@@ -120,12 +120,12 @@ def prefill_fn(cfg: ModelConfig, max_text: int, force_zero_plan: bool = False):
   def call(*args):
     if state["traced"]:
       return jitted(*args)
-    orig = reduction.make_plan
-    reduction.make_plan = lambda c, p, t: (0,) * c.decoder.num_layers
+    orig = reduction_plan.make_plan
+    reduction_plan.make_plan = lambda c, p, t: (0,) * c.decoder.num_layers
     try:
       out = jitted(*args)
     finally:
-      reduction.make_plan = orig
+      reduction_plan.make_plan = orig
     state["traced"] = True
     return out
   return call
@@ -261,7 +261,7 @@ def main():
                                              max_text, force_zero_plan=True)}
     sparse = None
     if "fastadasp_sparse" in methods:
-      layer, losses = reduction.calibrate_sparse_layer(
+      layer, losses = reduction_calibrate.calibrate_sparse_layer(
           base, params, batches[0][0], batches[0][1], args.sparse_calib_target)
       sparse = {"layer": layer, "calib_target": args.sparse_calib_target,
                 "te_losses": {str(k): v for k, v in losses.items()}}
@@ -290,7 +290,7 @@ def main():
             kw["sparse_layer"] = row["sparse_layer"] = sparse["layer"]
           cfg = with_reduction(base, **kw)
           row["flops_reduction"] = planned_reduction(cfg, batches)
-          row["plan_timing_batch"] = reduction.make_plan(cfg, p_timing, 1)
+          row["plan_timing_batch"] = reduction_plan.make_plan(cfg, p_timing, 1)
           lat = time_side_by_side(dict(full_fns, reduced=prefill_fn(cfg, max_text)),
                                   params, timing_args, args.reps)
           row["decoder_prefill_ms"] = lat["reduced"]["median_s"] * 1e3

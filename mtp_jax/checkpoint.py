@@ -312,12 +312,26 @@ def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config a run saved in its workdir."""
+  """The config a run saved in its workdir (fields older code wrote, upgraded)."""
   path = os.path.join(os.fspath(workdir), CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: not a training workdir (no {CONFIG_FILE})")
   with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(upgrade_stored_config(json.load(f)))
+
+
+def upgrade_stored_config(config: dict) -> dict:
+  """A stored config (plain dict) in today's layout.
+
+  `model.reduction.use_kernel` (older runs) is now part of the one kernel switch,
+  `kernels.enabled`: True there turns the switch on.
+  """
+  reduction = config.get("model", {}).get("reduction", {})
+  if "use_kernel" in reduction:
+    legacy = bool(reduction.pop("use_kernel"))
+    kernels = config.setdefault("kernels", {})
+    kernels["enabled"] = bool(kernels.get("enabled", False)) or legacy
+  return config
 
 
 def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) -> None:

@@ -111,23 +111,45 @@ class MTPConfig:
 class ReductionConfig:
   """Audio-token reduction in the decoder prefill (FastAdaSP and baselines).
 
-  See `mtp_jax/model/reduction.py` for the methods. The per-layer token budget comes
-  either from `flops_reduction` (a target fraction of decoder prefill FLOPs, solved
-  for (start_layer, ratio) by `mtp_jax.flops.solve_reduction`) or, when that is 0,
-  from `start_layer` and `ratio` directly (`ratio` = tokens removed at the start
-  layer as a fraction of the audio prefix length P).
+  See `mtp_jax/model/reduction_ops.py` for the methods. The per-layer token budget
+  (`mtp_jax/model/reduction_plan.py`) comes either from `flops_reduction` (a target
+  fraction of decoder prefill FLOPs, solved for (start_layer, ratio) by
+  `reduction_plan.solve_reduction`) or, when that is 0, from `start_layer` and `ratio`
+  directly (`ratio` = tokens removed at the start layer as a fraction of the audio
+  prefix length P).
   """
   method: str = "none"
   flops_reduction: float = 0.0
   schedule: str = "decay"     # multi-layer methods; fastv/fastadasp_sparse merge once
   start_layer: int = -1       # -1: chosen by the solver
   ratio: float = 0.0
-  sparse_layer: int = -1      # fastadasp_sparse: layer from `reduction.choose_sparse_layer`
+  sparse_layer: int = -1      # fastadasp_sparse: layer from
+  #                             `reduction_calibrate.choose_sparse_layer`
   max_step_ratio: float = 0.5  # multi-layer methods: cap on tokens removed at one layer
   #                              (fraction of the audio tokens entering it)
   seed: int = 0               # random_merge / random_evict
-  use_kernel: bool = False    # fastadasp_*: merge with the Pallas token-merge kernel
-  #                             (pallas_kernels/token_merge.py; interpreted off GPU/TPU)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelsConfig:
+  """`config.kernels`: the one switch for the Pallas kernels (`pallas_kernels/`).
+
+  With `enabled`, the computations a kernel implements run it instead of its pure-JAX
+  reference (same results, tests/test_*_kernel_vs_reference.py): FastAdaSP token
+  merging in the prefill (`model.reduction.method` fastadasp_*) and verification in
+  decoding (strategy "verify" with exact acceptance; typical acceptance needs the full
+  logits and keeps the reference). Kernels compile with Triton on GPU and Mosaic on
+  TPU; elsewhere they run in the Pallas interpreter (correct but slow). The model
+  carries it (`SpeechLLaMA(cfg, kernels=...)`); decode.py's --use_kernels overrides it.
+  """
+  enabled: bool = False
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any] | ml_collections.ConfigDict,
+                  prefix: str = "kernels", enabled: bool | None = None) -> "KernelsConfig":
+    """Builds `config.kernels`; `enabled` (a command-line override) wins unless None."""
+    out = build(cls, cfg, prefix)
+    return out if enabled is None else dataclasses.replace(out, enabled=bool(enabled))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +330,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Logical-axis -> mesh-axis rules (see mtp_jax/sharding.py), declared in the config
   # so a run can change its parallelism without touching code.
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
-  c.kernels = ml_collections.ConfigDict({"enabled": False})
+  c.kernels = ml_collections.ConfigDict(dataclasses.asdict(KernelsConfig()))
   c.seed = 0
   from mtp_jax.train.config import train_defaults  # pylint: disable=g-import-not-at-top
   c.train = train_defaults()

@@ -7,9 +7,8 @@ values, unembedding); norms, activations and the FFT frontend are ignored.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from mtp_jax.config import ModelConfig
+from mtp_jax.model import encoders
 
 
 def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
@@ -18,7 +17,6 @@ def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
 
 def encoder_params(cfg: ModelConfig) -> int:
   """The speech encoder's parameters (its family's formula, `mtp_jax.model.encoders`)."""
-  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   return encoders.get(cfg.encoder.type).num_params(cfg)
 
 
@@ -99,7 +97,7 @@ def prefill_layer_flops(cfg: ModelConfig, tokens_in: int, tokens_out: int | None
                         causal: bool = True) -> float:
   """Matmul FLOPs of one decoder layer in a prefill that may drop tokens mid-layer.
 
-  Token reduction (mtp_jax/model/reduction.py) runs after attention and before the
+  Token reduction (mtp_jax/model/reduction_ops.py) runs after attention and before the
   MLP, so q/k/v/o projections and attention see `tokens_in` tokens and the SwiGLU
   sees `tokens_out`.
 
@@ -124,7 +122,9 @@ def reduced_prefill_flops(cfg: ModelConfig, num_audio_tokens: int, num_text_toke
                           merges, causal: bool = True) -> list[float]:
   """Per-layer decoder prefill FLOPs when layer l removes `merges[l]` audio tokens.
 
-  With `merges` all zero and causal=True this equals `prefill_flops`.
+  With `merges` all zero and causal=True this equals `prefill_flops`. The budgets
+  themselves are planned (and solved for a FLOPs target) in
+  `mtp_jax.model.reduction_plan`.
   """
   out, p = [], num_audio_tokens
   for n in merges:
@@ -134,70 +134,8 @@ def reduced_prefill_flops(cfg: ModelConfig, num_audio_tokens: int, num_text_toke
   return out
 
 
-def solve_reduction(cfg: ModelConfig, num_audio_tokens: int, num_text_tokens: int,
-                    target: float, *, schedule: str, method: str = "fastadasp_dense",
-                    start_layer: int = -1, max_step_ratio: float = 0.5,
-                    causal: bool = True) -> dict:
-  """(start_layer, ratio) removing at least `target` of the decoder prefill FLOPs.
-
-  Policy: the latest start layer that can reach the target (shallow layers are the
-  most sensitive to reduction), with the smallest start-layer token count n0 there
-  (found by bisection; FLOPs fall monotonically in n0). If no start layer reaches the
-  target, the plan with the largest reduction is returned (`achieved < target`).
-
-  Args:
-    cfg: model config (decoder sizes).
-    num_audio_tokens: P, the (padded) audio prefix length of the batch.
-    num_text_tokens: T0 text tokens in the prefill.
-    target: fraction in [0, 1) of decoder-layer prefill FLOPs to remove.
-    schedule: "decay" | "constant" (ignored for single-layer methods).
-    method: a `model.reduction.method` (sets single-layer and per-layer caps).
-    start_layer: fixed start layer, or -1 to search.
-    max_step_ratio: cap on tokens removed at one layer, as a fraction of P.
-  Returns:
-    dict(start_layer, n0, ratio = n0 / P, merges (tuple per layer), achieved, target).
-  """
-  from mtp_jax.model import reduction  # pylint: disable=g-import-not-at-top
-  num_layers = cfg.decoder.num_layers
-  full = sum(reduced_prefill_flops(cfg, num_audio_tokens, num_text_tokens,
-                                   [0] * num_layers, causal))
-
-  def make(l0, n0):
-    merges = reduction.merge_schedule(method, schedule, num_layers, l0, n0, num_audio_tokens,
-                                      max_step_ratio)
-    f = sum(reduced_prefill_flops(cfg, num_audio_tokens, num_text_tokens, merges, causal))
-    return merges, 1.0 - f / full
-
-  layers = [start_layer] if start_layer >= 0 else list(range(num_layers - 1, -1, -1))
-  best = None
-  for l0 in layers:
-    hi = max(num_audio_tokens - 1, 0)
-    merges, got = make(l0, hi)
-    if best is None or got > best[2] + 1e-12:
-      best = (l0, hi, got, merges)
-    if got < target or target <= 0:
-      continue
-    lo = 0  # make(l0, lo) < target <= make(l0, hi)
-    while hi - lo > 1:
-      mid = (lo + hi) // 2
-      if make(l0, mid)[1] >= target:
-        hi = mid
-      else:
-        lo = mid
-    merges, got = make(l0, hi)
-    best = (l0, hi, got, merges)
-    break
-  if target <= 0:
-    l0 = layers[0]
-    best = (l0, 0, 0.0, make(l0, 0)[0])
-  l0, n0, got, merges = best
-  return {"start_layer": l0, "n0": n0, "ratio": n0 / max(num_audio_tokens, 1),
-          "merges": tuple(merges), "achieved": got, "target": target}
-
-
 def encoder_flops_per_second(cfg: ModelConfig) -> float:
   """Matmul FLOPs of frontend-to-projector for one second of audio (encoder + projector)."""
-  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   spec = encoders.get(cfg.encoder.type)
   t = float(spec.output_length(spec.num_frames(cfg.frontend.sample_rate, cfg.frontend)))
   proj = 2 * (t / cfg.projector.stack) * projector_params(cfg)

@@ -1,6 +1,8 @@
 """Backend dispatch between the Pallas kernels and their XLA references.
 
-Callers pass ``config.kernels.enabled`` as ``use_kernel``:
+The model passes its ``kernels.enabled`` (``config.kernels``, see
+``mtp_jax.config.KernelsConfig``) as ``use_kernel``, with
+``interpret=needs_interpreter()``:
 
 * ``None``: the kernel on TPU and GPU (or anywhere with
   ``interpret=True``), the pure-JAX reference elsewhere.
@@ -19,6 +21,11 @@ _KERNEL_BACKENDS = ("gpu", "tpu")
 
 VerifyOutput = verify.VerifyOutput
 MergeOutput = token_merge.MergeOutput
+
+
+def needs_interpreter() -> bool:
+  """True where the kernels have no lowering (CPU): there they run interpreted."""
+  return jax.default_backend() not in _KERNEL_BACKENDS
 
 
 def kernel_selected(use_kernel: bool | None, interpret: bool = False) -> bool:

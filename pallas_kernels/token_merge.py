@@ -16,7 +16,8 @@ Semantics (``merge_reference`` is the definition; the kernels match it):
    padding tokens together, from the lowest index up; padding stays behind
    the valid tokens and output shapes are always [B, N-n, ...].
    With a per-row ``quota`` ([B] int, clipped to [0, n]) the selection is
-   tiered instead (``mtp_jax.model.reduction.select_tiered``'s rule):
+   tiered instead (``select_items``; the model's token eviction applies the
+   same rule to tokens):
    * tier A: the min(quota[b], #valid-valid) valid-valid edges of highest
      cosine (ties to the lower index);
    * then the rest of the n merges go to padding-padding edges (lower index
@@ -191,36 +192,67 @@ def _segment_sum(data, gid, num_groups):
   return out.reshape(b, num_groups, *data.shape[2:])
 
 
-def _reference_priority(keys, valid):
-  """Edge priorities [B, N-1] (float32) from keys and validity."""
+def edge_priorities(keys, valid):
+  """``edge_priority`` of every adjacent pair: [B, N, dk], [B, N] -> [B, N-1].
+
+  Args:
+    keys: [B, N, dk] keys (any float dtype; the math is float32).
+    valid: [B, N] bool.
+
+  Returns:
+    [B, N-1] float32: the key cosine on valid-valid edges, the padding
+    priorities elsewhere.
+  """
   k = keys.astype(jnp.float32)
   sq = jnp.sum(k * k, axis=-1)
   dot = jnp.sum(k[:, :-1] * k[:, 1:], axis=-1)
   return edge_priority(dot, sq[:, :-1], sq[:, 1:], valid[:, :-1], valid[:, 1:])
 
 
-def _reference_tiered(prio, valid, n, quota):
-  """Tiered priorities [B, N-1] under a quota (see the module docstring).
+def top_n_mask(prio, n, take):
+  """Marks each row's ``take[b]`` (<= n) highest finite entries.
 
   Args:
-    prio: [B, N-1] from ``_reference_priority``.
-    valid: [B, N] bool.
-    n: static number of merges.
-    quota: [B] int, valid-valid merges per row.
+    prio: [B, M] float32 priorities (-inf: never marked).
+    n: static bound on ``take``.
+    take: [B] int, entries to mark per row (values past [0, n] are clipped).
 
   Returns:
-    [B, N-1] float32; its n highest entries (ties to the lower index) are the
-    chosen edges.
+    [B, M] bool; equal priorities go to the lower index (as ``lax.top_k``).
   """
-  b = prio.shape[0]
-  va, vb = valid[:, :-1], valid[:, 1:]
-  cos = jnp.where(va & vb, prio, _NEG_INF)
-  vals, idx = lax.top_k(cos, n)  # Ties -> lower edge index.
-  take = jnp.clip(quota.astype(jnp.int32), 0, n)
+  vals, idx = lax.top_k(prio, n)
   ok = (jnp.arange(n)[None] < take[:, None]) & jnp.isfinite(vals)
-  tier_a = jnp.zeros(prio.shape, jnp.bool_).at[
-      jnp.arange(b)[:, None], idx].max(ok)
-  return tiered_priority(prio, va, vb, tier_a)
+  rows = jnp.arange(prio.shape[0])[:, None]
+  return jnp.zeros(prio.shape, jnp.bool_).at[rows, idx].max(ok)
+
+
+def select_items(prio, valid_a, valid_b, n, quota=None, eligible=None):
+  """The n items each row chooses (rule 2 of the module docstring).
+
+  An item joins tokens a and b: an edge (a = i, b = i+1) to merge, or a token
+  to evict (a = b = the token, so its tiers are valid / padding).
+
+  Args:
+    prio: [B, M] float32 scores.  quota=None: the full priority (for edges,
+      ``edge_priorities``); with a quota only the valid-valid entries are
+      read, any scores in [-1, 1] (higher = chosen first).
+    valid_a, valid_b: [B, M] bool validity of each item's two tokens.
+    n: static number of items per row (at most the eligible ones).
+    quota: optional [B] int valid-valid items per row (tier A); None: the n
+      highest ``prio``.
+    eligible: optional [B, M] bool, the items that may be chosen at all
+      (A-ToMe: the even edges); default all.
+
+  Returns:
+    [B, M] bool with n True per row.
+  """
+  ok = True if eligible is None else eligible
+  if quota is not None:
+    tier_a = top_n_mask(jnp.where(valid_a & valid_b & ok, prio, _NEG_INF), n,
+                        quota)
+    prio = tiered_priority(prio, valid_a, valid_b, tier_a)
+  return top_n_mask(jnp.where(ok, prio, _NEG_INF), n,
+                    jnp.full(prio.shape[:1], n, jnp.int32))
 
 
 def group_index_from_edges(chosen):
@@ -270,12 +302,37 @@ def _token_coefficients(gid, weights, valid, num_groups):
   return coef, w_sum, valid_count
 
 
+def merge_edges(x, weights, valid, chosen, n: int, positions=None) -> MergeOutput:
+  """Merges along chosen edges (rules 3-5 of the module docstring).
+
+  Args:
+    x: [B, N, d]; weights: [B, N] non-negative; valid: [B, N] bool.
+    chosen: [B, N-1] bool with n True per row (``select_items``).
+    n: static number of chosen edges per row.
+    positions: optional [B, N] token positions.
+
+  Returns:
+    MergeOutput with G = N - n groups per row.
+  """
+  num_groups = x.shape[1] - n
+  gid = group_index_from_edges(chosen)
+  coef, w_sum, valid_count = _token_coefficients(gid, weights, valid,
+                                                 num_groups)
+  merged = _segment_sum(coef[..., None] * x.astype(jnp.float32), gid,
+                        num_groups).astype(x.dtype)
+  pos = None
+  if positions is not None:
+    pos = _segment_sum(coef * positions.astype(jnp.float32), gid, num_groups)
+  return MergeOutput(merged, valid_count > 0, w_sum, gid, pos)
+
+
 @functools.partial(jax.jit, static_argnames=("n",))
 def merge_reference(x: jax.Array, keys: jax.Array, weights: jax.Array,
                     valid: jax.Array, n: int,
                     positions: jax.Array | None = None,
                     quota: jax.Array | None = None) -> MergeOutput:
-  """Pure-JAX token merging (the definition of the semantics).
+  """Pure-JAX token merging: the definition of the semantics, and the merge
+  the model runs with the kernel off (``mtp_jax.model.reduction_ops``).
 
   Args:
     x: [B, N, d] hidden states of the audio tokens.
@@ -291,23 +348,10 @@ def merge_reference(x: jax.Array, keys: jax.Array, weights: jax.Array,
   Returns:
     MergeOutput with G = N - n groups per row.
   """
-  b, n_tok, _, _ = _check_inputs(x, keys, weights, valid, n, positions, quota)
-  num_groups = n_tok - n
-  prio = _reference_priority(keys, valid)
-  if quota is not None:
-    prio = _reference_tiered(prio, valid, n, quota)
-  _, top = lax.top_k(prio, n)  # Ties -> lower edge index.
-  chosen = jnp.zeros((b, n_tok - 1), jnp.bool_).at[
-      jnp.arange(b)[:, None], top].set(True)
-  gid = group_index_from_edges(chosen)
-  coef, w_sum, valid_count = _token_coefficients(gid, weights, valid,
-                                                 num_groups)
-  merged = _segment_sum(coef[..., None] * x.astype(jnp.float32), gid,
-                        num_groups).astype(x.dtype)
-  pos = None
-  if positions is not None:
-    pos = _segment_sum(coef * positions.astype(jnp.float32), gid, num_groups)
-  return MergeOutput(merged, valid_count > 0, w_sum, gid, pos)
+  _check_inputs(x, keys, weights, valid, n, positions, quota)
+  chosen = select_items(edge_priorities(keys, valid), valid[:, :-1],
+                        valid[:, 1:], n, quota)
+  return merge_edges(x, weights, valid, chosen, n, positions)
 
 
 # ----------------------------------------------------------------- kernels --

@@ -83,19 +83,35 @@ def _check_inputs(h, w, drafts):
   return b, k1 - 1, d, v
 
 
-def acceptance(argmax: jax.Array, drafts: jax.Array):
+def prefix_count(match: jax.Array) -> jax.Array:
+  """[B, K] bool -> [B] int32 length of the leading run of True."""
+  return jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1),
+                 axis=1).astype(jnp.int32)
+
+
+def acceptance(argmax: jax.Array, drafts: jax.Array,
+               also: jax.Array | None = None):
   """Greedy acceptance from verifier tokens.
+
+  The one acceptance rule: the kernel, ``verify_reference`` and the decoding
+  loops' reference path (``mtp_jax.decode.verify.reference_accept``) all use it.
 
   Args:
     argmax: [B, K+1] int32 verifier tokens.
-    drafts: [B, K] integer draft tokens.
+    drafts: [B, K] integer draft tokens; drafts[:, i] is checked against
+      argmax[:, i].
+    also: optional [B, K] bool, drafts accepted although they differ from the
+      argmax (Medusa's typical acceptance).
 
   Returns:
-    (accepted [B] int32, correction [B] int32).
+    (accepted [B] int32 in [0, K], the leading run of accepted drafts;
+    correction [B] int32 = argmax[b, accepted[b]]).
   """
   k = drafts.shape[1]
-  match = (drafts.astype(jnp.int32) == argmax[:, :k]).astype(jnp.int32)
-  accepted = jnp.sum(jnp.cumprod(match, axis=1), axis=1).astype(jnp.int32)
+  match = drafts.astype(jnp.int32) == argmax[:, :k]
+  if also is not None:
+    match = match | also
+  accepted = prefix_count(match)
   correction = jnp.take_along_axis(argmax, accepted[:, None], axis=1)[:, 0]
   return accepted, correction
 

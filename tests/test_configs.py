@@ -1,5 +1,6 @@
 """Every config file loads, validates, documents its command, and overrides work;
 train/data fields are typed and validated; misspelt fields fail with file and field."""
+import json
 import os
 import pathlib
 import subprocess
@@ -8,8 +9,8 @@ import textwrap
 
 import pytest
 
-from mtp_jax import flops
-from mtp_jax.config import ConfigError, ModelConfig, load_config_file, parse_arg
+from mtp_jax import checkpoint, flops
+from mtp_jax.config import ConfigError, KernelsConfig, ModelConfig, load_config_file, parse_arg
 from mtp_jax.train.config import RunConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def _tiny():
                                         "model.decoder.vocab_size=128"),
     ("model.encoder.dropout", 1.5, r"model.encoder.dropout=1.5: must be in \[0, 1\)"),
     ("model.decoder.dropout", -0.1, r"model.decoder.dropout=-0.1: must be in \[0, 1\)"),
+    ("kernels.enabled", "yes", "kernels.enabled='yes': expected bool"),
 ])
 def test_invalid_values_name_the_field(field, value, message):
   c = _tiny().to_dict()  # a plain dict takes values of any type (as config.json does)
@@ -106,9 +108,30 @@ def test_unknown_fields_are_rejected_in_every_section():
     RunConfig.from_config(c)
   c = _tiny()
   c.unlock()
+  c.kernels.verify = True
+  with pytest.raises(ConfigError, match=r"kernels.verify: unknown field"):
+    RunConfig.from_config(c)
+  c = _tiny()
+  c.unlock()
   c.traim = {}
   with pytest.raises(ConfigError, match=r"traim: unknown config section"):
     RunConfig.from_config(c)
+
+
+def test_kernel_switch_is_config_kernels_and_old_runs_still_load(tmp_path):
+  """One kernel switch (config.kernels.enabled); a stored config from before it, with
+  model.reduction.use_kernel, loads with that field folded into the switch."""
+  c = _tiny()
+  assert RunConfig.from_config(c).kernels == KernelsConfig(enabled=False)
+  assert KernelsConfig.from_config(c.kernels, enabled=True).enabled
+  assert "use_kernel" not in c.model.reduction
+  for legacy in (False, True):
+    old = c.to_dict()
+    old["model"]["reduction"]["use_kernel"] = legacy
+    (tmp_path / checkpoint.CONFIG_FILE).write_text(json.dumps(old))
+    stored = checkpoint.load_config(tmp_path)
+    assert RunConfig.from_config(stored).kernels.enabled == legacy
+    assert ModelConfig.from_config(stored.model) == ModelConfig.from_config(c.model)
 
 
 _MISSPELT = textwrap.dedent("""\

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtp_jax.config import HEAD_TYPES
+from mtp_jax.config import HEAD_TYPES, KernelsConfig
 from mtp_jax.decode import testing
 from mtp_jax.decode.api import decode
 from mtp_jax.decode.common import EOS, PAD
+from mtp_jax.decode.verify import Verify, kernel_accept, reference_accept
 
 N = 10  # one shape/length everywhere ([3, 4000] audio): tests share compiled functions
 SETTINGS = hypothesis.settings(max_examples=2, deadline=None, derandomize=False,
@@ -175,15 +176,18 @@ def test_tree_equals_greedy(head_type):
 
 
 def test_verify_with_fused_kernel_equals_greedy():
-  """The kernel hook (Pallas interpreter on CPU) gives the same tokens and calls."""
-  pytest.importorskip("pallas_kernels.dispatch")
+  """The model's kernel switch (Pallas interpreter on CPU) gives the same tokens and calls;
+  typical acceptance keeps the reference path."""
   model, params = model_for("latent")
   rng = np.random.default_rng(7)
   params = testing.make_predictable(model, params, rng.permutation(testing.VOCAB),
                                     context=0.05, wrong_frac=0.3)
   audio, alen = testing.random_audio(rng, [4000, 0, 3000])
   v = run(model, params, audio, alen, "verify")
-  kv = run(model, params, audio, alen, "verify", use_kernels=True)
+  kernel_model = model.clone(kernels=KernelsConfig(enabled=True))
+  assert Verify(kernel_model, max_new_tokens=N).accept is kernel_accept
+  assert Verify(kernel_model, max_new_tokens=N, typical=(0.3, 0.09)).accept is reference_accept
+  kv = run(kernel_model, params, audio, alen, "verify")
   np.testing.assert_array_equal(kv.tokens, v.tokens)
   np.testing.assert_array_equal(kv.calls, v.calls)
   np.testing.assert_array_equal(kv.accepted, v.accepted)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from mtp_jax import flops
-from mtp_jax.config import ConfigError, ModelConfig
-from mtp_jax.model import reduction
+from mtp_jax.config import REDUCTION_METHODS, ConfigError, KernelsConfig, ModelConfig
+from mtp_jax.model import reduction_calibrate, reduction_ops, reduction_plan
 from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count
+from pallas_kernels import token_merge
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -69,16 +70,16 @@ def audio_inputs():
 
 
 @functools.lru_cache(maxsize=None)
-def _fns(cfg: ModelConfig, max_text: int = 8):
-  model = SpeechLLaMA(cfg)
+def _fns(cfg: ModelConfig, max_text: int = 8, kernels: bool = False):
+  model = SpeechLLaMA(cfg, kernels=KernelsConfig(enabled=kernels))
   pre = jax.jit(lambda p, e, v, a, t: model.apply(
       p, e, v, a, t, max_text, method=model.prefill_from_embeddings))
   dec = jax.jit(lambda p, t, i, c: model.apply(p, t, i, c, method=model.decode_step))
   return pre, dec
 
 
-def prefill(cfg, params, emb, valid, alen, text_in):
-  return _fns(cfg)[0](params, emb, valid, alen, text_in)
+def prefill(cfg, params, emb, valid, alen, text_in, kernels=False):
+  return _fns(cfg, kernels=kernels)[0](params, emb, valid, alen, text_in)
 
 
 def decode(cfg, params, tokens, index, cache):
@@ -104,7 +105,7 @@ def test_ratio_zero_is_identity_exactly(setup, monkeypatch):
     for k in ("k", "v", "prefix_valid", "prefix_len"):
       np.testing.assert_array_equal(getattr(cache, k), getattr(base_cache, k))
   # The reduced code path itself, forced with zero merges at every layer, is exact too.
-  monkeypatch.setattr(reduction, "make_plan", lambda c, p, t: (0, 0, 0))
+  monkeypatch.setattr(reduction_plan, "make_plan", lambda c, p, t: (0, 0, 0))
   out, cache = prefill(make_cfg(method="fastadasp_dense", seed=1), params, emb, valid, alen,
                        text[:, :1])
   np.testing.assert_array_equal(out["logits"], base_out["logits"])
@@ -117,20 +118,20 @@ def test_ratio_zero_is_identity_exactly(setup, monkeypatch):
 
 
 def test_schedules():
-  assert reduction.merge_schedule("fastadasp_dense", "decay", 5, 1, 6, 100) == (0, 6, 4, 2, 0)
-  assert reduction.merge_schedule("fastadasp_dense", "constant", 5, 2, 6, 100) == (0, 0, 6, 6, 6)
-  assert reduction.merge_schedule("fastv", "constant", 5, 2, 6, 100) == (0, 0, 6, 0, 0)
+  assert reduction_plan.merge_schedule("fastadasp_dense", "decay", 5, 1, 6, 100) == (0, 6, 4, 2, 0)
+  assert reduction_plan.merge_schedule("fastadasp_dense", "constant", 5, 2, 6, 100) == (0, 0, 6, 6, 6)
+  assert reduction_plan.merge_schedule("fastv", "constant", 5, 2, 6, 100) == (0, 0, 6, 0, 0)
   # Caps: at most max_step_ratio of the tokens entering a layer; A-ToMe at most half.
-  assert reduction.merge_schedule("random_merge", "constant", 3, 0, 9, 10, 0.9) == (9, 0, 0)
-  assert reduction.merge_schedule("atome", "constant", 3, 0, 9, 10, 0.9) == (5, 2, 1)
+  assert reduction_plan.merge_schedule("random_merge", "constant", 3, 0, 9, 10, 0.9) == (9, 0, 0)
+  assert reduction_plan.merge_schedule("atome", "constant", 3, 0, 9, 10, 0.9) == (5, 2, 1)
 
 
 def test_token_count_drops_by_n_per_layer(setup):
   cfg, params, emb, valid, alen, text = setup
   p = P
   red = make_cfg(method="fastadasp_dense", ratio=0.3, start_layer=0, schedule="decay")
-  plan = reduction.make_plan(red, p, 1)
-  assert plan == reduction.merge_schedule("fastadasp_dense", "decay", 3, 0, round(0.3 * p), p)
+  plan = reduction_plan.make_plan(red, p, 1)
+  assert plan == reduction_plan.merge_schedule("fastadasp_dense", "decay", 3, 0, round(0.3 * p), p)
   assert plan[0] > 0 and plan[1] > 0
   _, cache = prefill(red, params, emb, valid, alen, text[:, :1])
   counts = np.asarray(cache.prefix_valid.sum(-1))  # [L, B] valid audio keys per layer
@@ -167,6 +168,7 @@ def _numpy_group_means(x, w, valid, pos, gid, g):
 
 
 def test_merged_token_is_weighted_mean_of_its_group():
+  """The FastAdaSP merge the prefill runs with kernels off (the kernel's reference)."""
   rng = np.random.default_rng(3)
   b, n_tok, d, n = 3, 12, 8, 5
   x = rng.normal(size=(b, n_tok, d)).astype(np.float32)
@@ -176,10 +178,10 @@ def test_merged_token_is_weighted_mean_of_its_group():
   valid = np.arange(n_tok)[None] < np.array([[12], [9], [4]])
   pos = np.tile(np.arange(n_tok, dtype=np.float32), (b, 1))
   quota = jnp.array([5, 4, 1], jnp.int32)
-  merged, mvalid, mpos, gid = jax.jit(reduction.merge_tokens, static_argnums=5)(
-      jnp.asarray(x), jnp.asarray(keys), jnp.asarray(w), jnp.asarray(valid), jnp.asarray(pos),
-      n, quota)
-  gid = np.asarray(gid)
+  out = token_merge.merge_reference(jnp.asarray(x), jnp.asarray(keys), jnp.asarray(w),
+                                    jnp.asarray(valid), n, jnp.asarray(pos), quota)
+  merged, mvalid, mpos = out.merged, out.merged_valid, out.merged_positions
+  gid = np.asarray(out.group_index)
   assert merged.shape == (b, n_tok - n, d)
   assert (np.diff(gid, axis=1) >= 0).all() and (gid[:, -1] == n_tok - n - 1).all()
   assert gid[0, 2] == gid[0, 3]
@@ -190,24 +192,6 @@ def test_merged_token_is_weighted_mean_of_its_group():
   np.testing.assert_array_equal(np.asarray(mvalid).sum(1), valid.sum(1) - np.asarray(quota))
   mv = np.asarray(mvalid)
   assert (mv == (np.arange(n_tok - n)[None] < mv.sum(1, keepdims=True))).all()
-
-
-def test_merge_matches_kernel_reference_on_full_rows():
-  dispatch = pytest.importorskip("pallas_kernels.dispatch")
-  rng = np.random.default_rng(5)
-  b, n_tok, d, n = 2, 16, 8, 6
-  x = jnp.asarray(rng.normal(size=(b, n_tok, d)), jnp.float32)
-  keys = jnp.asarray(rng.normal(size=(b, n_tok, 4)), jnp.float32)
-  w = jnp.asarray(rng.uniform(size=(b, n_tok)), jnp.float32)
-  valid = jnp.ones((b, n_tok), bool)
-  pos = jnp.tile(jnp.arange(n_tok, dtype=jnp.float32), (b, 1))
-  ref = dispatch.merge_tokens(x, keys, w, valid, n, positions=pos, use_kernel=False)
-  merged, mvalid, mpos, gid = jax.jit(reduction.merge_tokens, static_argnums=5)(
-      x, keys, w, valid, pos, n, jnp.full((b,), n, jnp.int32))
-  np.testing.assert_array_equal(gid, ref.group_index)
-  np.testing.assert_allclose(merged, ref.merged, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(mpos, ref.merged_positions, rtol=1e-6, atol=1e-6)
-  np.testing.assert_array_equal(mvalid, ref.merged_valid)
 
 
 def _dot_flops(jaxpr) -> float:
@@ -241,7 +225,7 @@ def test_flops_accounting_matches_matmuls_run(setup, audio_inputs, method, sched
             params).jaxpr)
 
   red = make_cfg(method=method, schedule=schedule, flops_reduction=0.3)
-  plan = reduction.make_plan(red, p, t0)
+  plan = reduction_plan.make_plan(red, p, t0)
   assert plan is not None and sum(plan) > 0
   zero = [0] * cfg.decoder.num_layers
   batch = audio.shape[0]
@@ -250,7 +234,7 @@ def test_flops_accounting_matches_matmuls_run(setup, audio_inputs, method, sched
   got = count(cfg) - count(red)  # encoder, projector and heads cancel out
   assert got == pytest.approx(want, rel=1e-12)
   # And the solver's target is met by the analytical (causal) count.
-  sol = flops.solve_reduction(cfg, p, t0, 0.3, schedule=schedule, method=method)
+  sol = reduction_plan.solve_reduction(cfg, p, t0, 0.3, schedule=schedule, method=method)
   assert sol["merges"] == plan and sol["achieved"] >= 0.3
 
 
@@ -264,13 +248,13 @@ def test_unreduced_reduced_flops_equals_prefill_flops():
 @pytest.mark.parametrize("target", [0.1, 0.2, 0.3, 0.4, 0.5])
 def test_solver_reaches_targets(schedule, target):
   cfg = ModelConfig.from_config(dict(BASE, decoder=dict(BASE["decoder"], num_layers=6)))
-  sol = flops.solve_reduction(cfg, 200, 1, target, schedule=schedule)
+  sol = reduction_plan.solve_reduction(cfg, 200, 1, target, schedule=schedule)
   full = sum(flops.prefill_flops(cfg, 200, 1))
   red = sum(flops.reduced_prefill_flops(cfg, 200, 1, sol["merges"]))
   assert 1 - red / full == pytest.approx(sol["achieved"])
   assert sol["achieved"] >= target
   # Minimal n0 at that start layer: one token fewer misses the target.
-  fewer = reduction.merge_schedule("fastadasp_dense", schedule, 6, sol["start_layer"],
+  fewer = reduction_plan.merge_schedule("fastadasp_dense", schedule, 6, sol["start_layer"],
                                    sol["n0"] - 1, 200)
   assert 1 - sum(flops.reduced_prefill_flops(cfg, 200, 1, fewer)) / full < target
 
@@ -331,7 +315,7 @@ def test_end_to_end_prefill_with_audio(setup, audio_inputs):
   np.testing.assert_array_equal(out["logits"], out2["logits"])
   np.testing.assert_array_equal(cache.k, cache2.k)
   p = int(audio_token_count(S, cfg))
-  plan = reduction.make_plan(red, p, 1)
+  plan = reduction_plan.make_plan(red, p, 1)
   assert int(cache.prefix_valid[-1, 0].sum()) == p - sum(plan[:-1])
 
 
@@ -341,7 +325,7 @@ def test_config_validation_names_fields():
   with pytest.raises(ConfigError, match="model.reduction.ratio"):
     make_cfg(method="atome", ratio=0.2, flops_reduction=0.3)
   with pytest.raises(ConfigError, match="model.reduction.sparse_layer"):
-    reduction.make_plan(make_cfg(method="fastadasp_sparse", flops_reduction=0.3), 20, 1)
+    reduction_plan.make_plan(make_cfg(method="fastadasp_sparse", flops_reduction=0.3), 20, 1)
 
 
 def test_transfer_entropy_choice(setup):
@@ -349,10 +333,10 @@ def test_transfer_entropy_choice(setup):
   f = rng.normal(size=(400, 6))
   close = f + 0.01 * rng.normal(size=f.shape)
   far = f + 1.0 * rng.normal(size=f.shape)
-  assert (reduction.gaussian_information_loss(f, close)
-          < reduction.gaussian_information_loss(f, far))
+  assert (reduction_calibrate.gaussian_information_loss(f, close)
+          < reduction_calibrate.gaussian_information_loss(f, far))
   cfg, params, emb, valid, alen, text = setup
-  layer, losses = reduction.choose_sparse_layer(cfg, params, emb, valid, alen, text,
+  layer, losses = reduction_calibrate.choose_sparse_layer(cfg, params, emb, valid, alen, text,
                                                 jnp.ones(text.shape, bool), 0.1,
                                                 candidates=[0, 1])
   assert set(losses) == {0, 1} and losses[layer] == min(losses.values())
@@ -371,12 +355,12 @@ def _layer_inputs(seed, n_tok, t, lengths):
   return x, keys, probs, valid, pos, orig
 
 
-@pytest.mark.parametrize("method", [m for m in reduction.METHODS if m != "none"])
+@pytest.mark.parametrize("method", [m for m in REDUCTION_METHODS if m != "none"])
 def test_every_method_reduces_one_layer(method):
   """Each method (baselines included) removes exactly n tokens, valid ones first by quota."""
   b, n_tok, n = 2, 10, 4
   x, keys, probs, valid, pos, orig = _layer_inputs(7, n_tok, 3, [10, 6])
-  red = reduction.Reducer(method, (n,), n_tok, seed=3)
+  red = reduction_ops.Reducer(method, (n,), n_tok, seed=3)
   xr, vr, pr = jax.jit(lambda *a: red(0, *a))(x, keys, probs, valid, pos, orig)
   assert xr.shape == (b, n_tok - n, 8) and pr.shape == (b, n_tok - n)
   np.testing.assert_array_equal(np.asarray(vr).sum(1), [10 - 4, 6 - 2])  # quota 4*6/10 -> 2
@@ -385,23 +369,20 @@ def test_every_method_reduces_one_layer(method):
 
 @pytest.mark.parametrize("method", ["fastadasp_dense", "fastadasp_sparse"])
 def test_reducer_kernel_path_matches_reduction_merge(method):
-  """Reducer(use_kernel=True / None) merges exactly as the in-module merge_tokens."""
+  """Reducer(use_kernel=True) (interpreted off GPU/TPU) merges as the reference path."""
   n_tok, n = 13, 5
   args = _layer_inputs(11, n_tok, 2, [13, 7, 2])
   run = lambda red: jax.jit(lambda *a: red(0, *a))(*args)
-  want = run(reduction.Reducer(method, (n,), n_tok))
-  for use_kernel in (True, None):  # None on CPU: the kernel's XLA reference
-    got = run(reduction.Reducer(method, (n,), n_tok, use_kernel=use_kernel,
-                                interpret=jax.default_backend() not in ("gpu", "tpu")))
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(got[1], want[1])
-    assert got[2].dtype == jnp.float32
-    np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-5)
+  want = run(reduction_ops.Reducer(method, (n,), n_tok))
+  got = run(reduction_ops.Reducer(method, (n,), n_tok, use_kernel=True))
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got[1], want[1])
+  assert got[2].dtype == jnp.float32
+  np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-5)
 
 
 def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
   """fastadasp_dense prefill through the Pallas merge kernel (interpreted on CPU)."""
-  from pallas_kernels import token_merge  # pylint: disable=g-import-not-at-top
   calls = []
   kernel = token_merge.merge_kernel
   monkeypatch.setattr(token_merge, "merge_kernel",
@@ -410,8 +391,7 @@ def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
   red = dict(method="fastadasp_dense", flops_reduction=0.3)
   want, want_cache = prefill(make_cfg(**red), params, emb, valid, alen, text[:, :1])
   assert not calls
-  got, cache = prefill(make_cfg(use_kernel=True, **red), params, emb, valid, alen,
-                       text[:, :1])
+  got, cache = prefill(make_cfg(**red), params, emb, valid, alen, text[:, :1], kernels=True)
   assert calls and all(kw["interpret"] == (jax.default_backend() not in ("gpu", "tpu"))
                        for kw in calls)
   assert int(cache.prefix_valid[-1, 0].sum()) < P  # really reduced

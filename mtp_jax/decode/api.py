@@ -92,8 +92,9 @@ def decode(model, params, audio, audio_len, *, strategy: str = "greedy", max_new
     strategy: a registered strategy (`strategies()`).
     max_new_tokens: cap on tokens per row (EOS excluded); static.
     **options: the strategy's options (see `registry`), e.g. threshold=0.8 for
-      "threshold", beam=4 / nbest for "beam", typical=(eps, alpha) / use_kernels for
-      "verify", top for "tree".
+      "threshold", beam=4 / nbest for "beam", typical=(eps, alpha) for "verify", top
+      for "tree". The Pallas kernels are the model's switch, not an option:
+      `model.clone(kernels=KernelsConfig(enabled=True))` (`mtp_jax.config`).
   Returns:
     DecodeResult.
   """

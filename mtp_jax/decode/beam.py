@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from mtp_jax.decode import common, engine, registry
 from mtp_jax.model.kv_cache import write_rows
+from pallas_kernels.verify import prefix_count
 
 _H1, _H2 = 1000003, 40503
 NEG = -jnp.inf
@@ -130,7 +131,7 @@ class Beam(engine.Strategy):
     lp = jax.nn.log_softmax(out["logits"][:, :, 0], axis=-1)          # [R, K, V]
     amax = jnp.argmax(lp, axis=-1).astype(jnp.int32)                   # [R, K]
     d = c.drafts                                                       # [R, K-1]
-    a = common.prefix_count((d == amax[:, :-1]) & (d != common.EOS))
+    a = prefix_count((d == amax[:, :-1]) & (d != common.EOS))
     jmax = jnp.minimum(a, n - 1 - s.n_out)                             # live: hlen <= n-1
     # Exact log-prob of the chain d_2..d_{j+1} and hashes of prefix + chain, per j.
     d_lp = jnp.take_along_axis(lp[:, :-1], d[..., None], axis=-1)[..., 0]

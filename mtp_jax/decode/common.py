@@ -53,11 +53,6 @@ def take_position(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
 
 
-def prefix_count(match: jax.Array) -> jax.Array:
-  """[B, T] bool -> [B] int32 length of the leading run of True."""
-  return jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1).astype(jnp.int32)
-
-
 def max_text_len(max_new_tokens: int, width: int) -> int:
   """Text slots to preallocate: BOS + every emitted token + one block of width `width`."""
   return 1 + max_new_tokens + width + 1

@@ -158,11 +158,3 @@ def non_negative(name: str) -> Callable[[Any], float]:
       raise ValueError(f"{name}={v!r}: must be a number >= 0")
     return float(v)
   return parse
-
-
-def boolean(v) -> bool:
-  if isinstance(v, str):
-    if v.lower() not in ("true", "false", "1", "0"):
-      raise ValueError(f"expected a boolean, got {v!r}")
-    return v.lower() in ("true", "1")
-  return bool(v)

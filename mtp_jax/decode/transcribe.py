@@ -51,15 +51,18 @@ class Transcriber:
 
   def __init__(self, workdir: str | os.PathLike, *, step: int | None = None,
                strategy: str = "greedy", batch_size: int = 8, max_seconds: float | None = None,
-               long_audio: str = "split", max_new_tokens: int | None = None, **decode_kw):
+               long_audio: str = "split", max_new_tokens: int | None = None,
+               use_kernels: bool | None = None, **decode_kw):
+    """Loads the run; `use_kernels` (not None) overrides its `config.kernels.enabled`."""
     from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
-    from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
+    from mtp_jax.config import KernelsConfig, ModelConfig  # pylint: disable=g-import-not-at-top
     from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
     from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
     if long_audio not in ("split", "error"):
       raise ValueError(f"long_audio={long_audio!r}: expected 'split' or 'error'")
     self.config, self.params, self.tokenizer = restore_for_inference(workdir, step=step)
-    self.model = SpeechLLaMA(ModelConfig.from_config(self.config.model))
+    kernels = KernelsConfig.from_config(self.config.get("kernels", {}), enabled=use_kernels)
+    self.model = SpeechLLaMA(ModelConfig.from_config(self.config.model), kernels=kernels)
     mc = self.model.cfg
     self.rate = int(mc.frontend.sample_rate)
     limit = min(float(self.config.data.max_duration), encoders.max_audio_seconds(mc))

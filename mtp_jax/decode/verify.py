@@ -17,8 +17,12 @@ greedy decoding token for token (up to float ties). Optional typical acceptance
 (Medusa): a draft is also accepted when p_1(draft) > min(eps, alpha * exp(-H(p_1))),
 which may change the output.
 
-Head-1 acceptance goes through one function, `reference_accept` or the fused Pallas
-kernel (`kernel_accept`, `pallas_kernels.dispatch.fused_verify`).
+Head-1 verification reads the step's logits (`reference_accept`) or, when the model's
+kernel switch is on (`model.kernels.enabled`, from `config.kernels`), runs the fused
+Pallas kernel on the hidden states (`kernel_accept`,
+`pallas_kernels.dispatch.fused_verify`); both accept with the one rule,
+`pallas_kernels.verify.acceptance`. Typical acceptance needs the full logits, so it
+always takes the reference path.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ import jax.numpy as jnp
 
 from mtp_jax.decode import common, engine, registry
 from mtp_jax.decode.greedy import make_greedy
+from pallas_kernels import dispatch
+from pallas_kernels.verify import acceptance
 
 # (f: ModelFns, out: decode_step output, drafts [B,T-1], typical)
 #   -> (argmax [B,T], accepted [B], correction [B])
@@ -49,30 +55,29 @@ def reference_accept(f: common.ModelFns, out, drafts, typical=None):
   del f
   logits = out["logits"][:, :, 0]
   argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  match = drafts == argmax[:, :-1]
+  typical_ok = None
   if typical is not None:
     eps, alpha = typical
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     p_draft = jnp.exp(jnp.take_along_axis(logp, drafts[..., None], axis=-1)[..., 0])
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    match = match | (p_draft > jnp.minimum(eps, alpha * jnp.exp(-entropy)))
-  accepted = common.prefix_count(match)
-  correction = common.take_position(argmax, accepted)
+    typical_ok = p_draft > jnp.minimum(eps, alpha * jnp.exp(-entropy))
+  accepted, correction = acceptance(argmax, drafts, typical_ok)
   return argmax, accepted, correction
 
 
 def kernel_accept(f: common.ModelFns, out, drafts, typical=None):
   """Head-1 verification with the fused Pallas kernel (greedy acceptance only).
 
-  On CPU the kernel runs in the Pallas interpreter (slow; for tests)."""
+  Same arguments and results as `reference_accept`; reads only out["hidden"]. On CPU
+  the kernel runs in the Pallas interpreter (slow; for tests)."""
   if typical is not None:
-    raise ValueError("mtp_jax/decode/verify.py: typical acceptance is not supported by the "
-                     "fused verification kernel; use use_kernels=False")
-  from pallas_kernels import dispatch  # pylint: disable=g-import-not-at-top
+    raise ValueError("mtp_jax/decode/verify.py: typical acceptance needs the full logits; "
+                     "the fused verification kernel computes only their argmax")
   hidden = out["hidden"]
   w = f.unembedding().astype(hidden.dtype)
   res = dispatch.fused_verify(hidden, w, drafts, use_kernel=True,
-                              interpret=jax.default_backend() not in ("gpu", "tpu"))
+                              interpret=dispatch.needs_interpreter())
   return res.argmax, res.accepted, res.correction
 
 
@@ -96,13 +101,16 @@ def verified_block(drafts, accepted, correction) -> engine.Block:
 
 
 class Verify(engine.BlockStrategy):
-  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K]."""
+  """Carry: (correction [B], drafts [B, K-1]): the next call feeds [c, d_2..d_K].
 
-  def __init__(self, model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
+  Verification runs the fused kernel when `model.kernels.enabled` and acceptance is
+  exact (typical=None), else the reference."""
+
+  def __init__(self, model, *, max_new_tokens: int, typical=None):
     super().__init__(model, max_new_tokens=max_new_tokens)
     self.typical = typical
-    self.use_kernels = use_kernels
-    self.accept = kernel_accept if use_kernels else reference_accept
+    self.use_kernels = model.kernels.enabled and typical is None
+    self.accept = kernel_accept if self.use_kernels else reference_accept
     self.feed_width = self.emit_width = self.num_heads
 
   def first(self, f, out0):
@@ -120,18 +128,18 @@ class Verify(engine.BlockStrategy):
     return block, a + 1, cache, (corr, drafts_of(common.heads_at(f, out["hidden"], a)))
 
 
-def make_verify(model, *, max_new_tokens: int, typical=None, use_kernels: bool = False):
+def make_verify(model, *, max_new_tokens: int, typical=None):
   """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
-    model: a `SpeechLLaMA` with K = `cfg.mtp.num_heads` heads (K=1: plain greedy).
+    model: a `SpeechLLaMA` with K = `cfg.mtp.num_heads` heads (K=1: plain greedy);
+      its `kernels.enabled` picks the fused verification kernel (see `Verify`).
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     typical: None, or (eps, alpha) for Medusa-style typical acceptance.
-    use_kernels: verify with `pallas_kernels.dispatch.fused_verify`.
   """
   if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  return Verify(model, max_new_tokens=max_new_tokens, typical=typical, use_kernels=use_kernels)
+  return Verify(model, max_new_tokens=max_new_tokens, typical=typical)
 
 
 def parse_typical(v):
@@ -152,7 +160,5 @@ registry.register(registry.StrategySpec(
     name="verify", build=make_verify, exact=True,
     options=(registry.Option("typical", None, "eps,alpha: Medusa typical acceptance in "
                              "--strategy=verify (changes the output); empty: exact",
-                             kind="string", parse=parse_typical),
-             registry.Option("use_kernels", False, "fused Pallas verification kernel "
-                             "(--strategy=verify)", kind="bool", parse=registry.boolean)),
+                             kind="string", parse=parse_typical),),
     help="blockwise-parallel verification of the heads' drafts (output = greedy)"))

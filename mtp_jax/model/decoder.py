@@ -178,7 +178,7 @@ class DecoderStack(nn.Module):
 
 def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, audio_valid,
                     audio_len):
-  """Prefill through the stack with audio-token reduction (see mtp_jax/model/reduction.py).
+  """Prefill through the stack with audio-token reduction (mtp_jax/model/reduction_ops.py).
 
   The sequence is `[P audio tokens][T0 text tokens]`; layer l removes
   `reducer.merges[l]` audio tokens after its attention, so layer l runs attention on
@@ -189,7 +189,7 @@ def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, au
     num_layers: L.
     x: [B, P + T0, d] embeddings; positions: [B, P + T0] rotary positions.
     cache: {"k", "v"}: [L, B, S, Hkv, D] zeros, S >= P + T0.
-    reducer: a `reduction.Reducer` (static plan).
+    reducer: a `reduction_ops.Reducer` (static plan).
     audio_valid: [B, P] valid audio tokens; audio_len: [B] their count.
   Returns:
     (hidden [B, T0, d] of the text tokens before the final norm,

@@ -5,8 +5,8 @@ Layout (the decoding loops carry it through `lax.while_loop`):
     (row b's valid audio tokens where `prefix_valid` says so), slots [P, S) the text,
     written at per-row offsets: row b's text token i sits at slot P + i.
   prefix_valid: [B, P] bool, or [L, B, P] after a prefill with audio-token reduction
-    (FastAdaSP & co., `mtp_jax/model/reduction.py`): layer l then holds fewer valid audio
-    slots, compacted to the front of [0, P).
+    (FastAdaSP & co., `mtp_jax/model/reduction_ops.py`): layer l then holds fewer valid
+    audio slots, compacted to the front of [0, P).
   prefix_len: [B] int32 valid audio tokens before any reduction: the text's rotary
     positions start there, so reduction never shifts them.
 

@@ -19,13 +19,13 @@ Entry points (all via `model.apply(params, ..., method=...)`):
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import KernelsConfig, ModelConfig
 from mtp_jax.model import encoders
 from mtp_jax.model import frontend
-from mtp_jax.model import reduction as reduction_lib
+from mtp_jax.model import reduction_ops
+from mtp_jax.model import reduction_plan
 from mtp_jax.model.decoder import DecoderStack
 from mtp_jax.model.heads import MTPHeads, Unembed
 from mtp_jax.model.kv_cache import KVCache, causal_mask
@@ -65,9 +65,12 @@ class Projector(nn.Module):
 
 
 class SpeechLLaMA(nn.Module):
-  """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug')."""
+  """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug');
+  `kernels` (`config.kernels`) switches the Pallas kernels on for the prefill's token
+  merging and for verification decoding (`mtp_jax.decode.verify`)."""
   cfg: ModelConfig
   train: bool = False
+  kernels: KernelsConfig = KernelsConfig()
 
   def setup(self):
     mc = self.cfg
@@ -231,7 +234,7 @@ class SpeechLLaMA(nn.Module):
     Returns:
       (out, cache): out has "logits" [B, T0, K, V] and "hidden" [B, T0, d] for the text
       positions; the cache holds P + T0 filled slots (text_index = T0 next).
-      With `cfg.reduction` active (mtp_jax/model/reduction.py) the audio tokens are
+      With `cfg.reduction` active (mtp_jax/model/reduction_ops.py) the audio tokens are
       reduced inside the decoder layers and `cache.prefix_valid` is [L, B, P].
     """
     emb, valid, alen = self.encode(audio, audio_len)
@@ -252,12 +255,11 @@ class SpeechLLaMA(nn.Module):
                            alen[:, None] + jnp.arange(t0)[None]], axis=1)
     mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1))
     layers = cache.layers
-    plan = reduction_lib.make_plan(self.cfg, p, t0)
+    plan = reduction_plan.make_plan(self.cfg, p, t0)
     if plan is not None:
       r = self.cfg.reduction
-      reducer = reduction_lib.Reducer(
-          r.method, plan, p, r.seed, use_kernel=r.use_kernel,
-          interpret=jax.default_backend() not in ("gpu", "tpu"))
+      reducer = reduction_ops.Reducer(r.method, plan, p, r.seed,
+                                      use_kernel=self.kernels.enabled)
       h, layers, valid = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
                                       attend_cache=False, reduction=(reducer, valid, alen))
       hn = self.final_norm(h)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from mtp_jax.config import (ConfigError, ModelConfig, build, require_at_least,
+from mtp_jax.config import (ConfigError, KernelsConfig, ModelConfig, build, require_at_least,
                             require_fraction, require_one_of, require_positive)
 from mtp_jax.data.config import DataConfig
 
@@ -161,6 +161,7 @@ class RunConfig:
   model: ModelConfig
   data: DataConfig
   train: TrainConfig
+  kernels: KernelsConfig = KernelsConfig()
   seed: int = 0
 
   TOP_LEVEL = ("model", "data", "train", "mesh", "sharding_rules", "kernels", "seed")
@@ -177,7 +178,8 @@ class RunConfig:
     _check_mesh(config.get("mesh", {}))
     out = cls(model=ModelConfig.from_config(config.get("model", {})),
               data=DataConfig.from_config(config.get("data", {})),
-              train=TrainConfig.from_config(config.get("train", {})), seed=seed)
+              train=TrainConfig.from_config(config.get("train", {})),
+              kernels=KernelsConfig.from_config(config.get("kernels", {})), seed=seed)
     out.check_sections_agree()
     return out
 
