@@ -17,9 +17,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from mtp_jax.config import EncoderConfig, FrontendConfig, ModelConfig, MTPConfig  # noqa: E402
 from mtp_jax.interop import hf_llama  # noqa: E402
-from mtp_jax.model.speech_llama import SpeechLLaMA  # noqa: E402
+from tiny_models import text_model  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.set_num_threads(1)
@@ -32,8 +31,6 @@ CASES = {
     "mqa_untied_scan": (4, 1, False, 500000.0, True),
     "mha_untied": (2, 2, False, 2000.0, False),
 }
-ENCODER = EncoderConfig(d_model=16, num_layers=0, num_heads=2, ff_mult=2, conv_kernel=3,
-                        subsampling_channels=4, dropout=0.0)
 
 
 def _tokens(seed, b=2, t=12):
@@ -61,13 +58,6 @@ def _hf_logits(model, tokens):
     return model(torch.from_numpy(tokens.astype(np.int64))).logits.float().numpy()
 
 
-def _our_model(dc, scan, k=1):
-  cfg = ModelConfig(frontend=FrontendConfig(num_mels=16), encoder=ENCODER, decoder=dc,
-                    scan_layers=scan,
-                    mtp=MTPConfig(num_heads=k, head_type="independent"))
-  return cfg, SpeechLLaMA(cfg)
-
-
 def _randomize_norms(params, seed):
   rng = np.random.default_rng(seed)
   def f(path, x):
@@ -85,7 +75,7 @@ def test_hf_to_ours_logits_match(case, tmp_path):
   ref.save_pretrained(tmp_path)
   dc = hf_llama.decoder_config_from_hf(tmp_path)
   assert (dc.num_heads, dc.num_kv_heads, dc.tie_embeddings, dc.rope_theta) == (h, kv, tied, theta)
-  cfg, model = _our_model(dc, scan)
+  cfg, model = text_model(dc, scan_layers=scan)
   tokens = _tokens(1)
   fresh = hf_llama.init_decoder_params(model, jax.random.PRNGKey(0), jnp.asarray(tokens))
   # A sharded leaf (vocab axis over all devices) keeps its sharding through the load.
@@ -107,7 +97,7 @@ def test_hf_to_ours_logits_match(case, tmp_path):
   assert float(np.abs(want).max()) > 0.5  # logits not vanishingly small
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
   # Negative control: the comparison sees the rotary base.
-  _, wrong = _our_model(dataclasses.replace(dc, rope_theta=theta * 3), scan)
+  _, wrong = text_model(dataclasses.replace(dc, rope_theta=theta * 3), scan_layers=scan)
   off = np.asarray(hf_llama.text_logits(wrong, params, jnp.asarray(tokens)))
   assert float(np.abs(off - want).max()) > 100 * TOL
 
@@ -119,7 +109,7 @@ def test_ours_to_hf_logits_match(case, tmp_path):
       {"vocab_size": V, "hidden_size": D_MODEL, "intermediate_size": FF,
        "num_hidden_layers": LAYERS, "num_attention_heads": h, "num_key_value_heads": kv,
        "rope_theta": theta, "tie_word_embeddings": tied, "rms_norm_eps": 1e-5})
-  _, model = _our_model(dc, scan)
+  _, model = text_model(dc, scan_layers=scan)
   tokens = _tokens(2)
   params = hf_llama.init_decoder_params(model, jax.random.PRNGKey(3), jnp.asarray(tokens))
   params = _randomize_norms(params, seed=4)
@@ -142,7 +132,7 @@ def test_load_into_full_model_keeps_rest(tmp_path):
   ref.save_pretrained(tmp_path)
   # A tied checkpoint into an untied model: unembed starts as the embedding transposed.
   dc = dataclasses.replace(hf_llama.decoder_config_from_hf(tmp_path), tie_embeddings=False)
-  cfg, model = _our_model(dc, scan=False, k=3)
+  cfg, model = text_model(dc, k=3, scan_layers=False)
   audio = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4000)).astype(np.float32))
   fresh = jax.jit(model.init)(jax.random.PRNGKey(0), audio, jnp.array([4000]),
                               jnp.ones((1, 3), jnp.int32))
@@ -162,7 +152,7 @@ def test_mismatches_are_named(tmp_path):
   ref = _hf_model("gqa_tied")
   ref.save_pretrained(tmp_path)
   dc = hf_llama.decoder_config_from_hf(tmp_path)
-  cfg, _ = _our_model(dataclasses.replace(dc, vocab_size=V + 8), scan=False)
+  cfg, _ = text_model(dataclasses.replace(dc, vocab_size=V + 8), scan_layers=False)
   with pytest.raises(hf_llama.HFConversionError, match=r"model\.decoder\.vocab_size"):
     hf_llama.load_decoder_into({"params": {}}, tmp_path, cfg)
   with pytest.raises(hf_llama.HFConversionError, match=r"rope_scaling\.rope_type='llama3'"):
