@@ -3,9 +3,12 @@
 Random small models are built locally (no download) and compared on logits in both
 directions: HF -> ours (load_decoder_into, then a text-only forward) and ours -> HF
 (save_hf_checkpoint, then LlamaForCausalLM.from_pretrained). Skips without torch /
-transformers / safetensors (`pip install -e .[interop]`).
+transformers / safetensors (`pip install -e .[interop]`); llama_vs_reference_test.py
+checks the HF -> ours direction without them, on a stored checkpoint and its logits.
 """
 import dataclasses
+import pathlib
+import sys
 
 import flax.linen as nn
 import jax
@@ -19,6 +22,9 @@ pytest.importorskip("safetensors")
 
 from mtp_jax.interop import hf_llama  # noqa: E402
 from tiny_models import text_model  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).with_name("fixtures")))
+from make_llama_golden import hf_logits, random_llama  # noqa: E402  pylint: disable=wrong-import-position
 
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.set_num_threads(1)
@@ -39,23 +45,10 @@ def _tokens(seed, b=2, t=12):
 
 def _hf_model(case, seed=0):
   h, kv, tied, theta, _ = CASES[case]
-  config = transformers.LlamaConfig(
-      vocab_size=V, hidden_size=D_MODEL, intermediate_size=FF, num_hidden_layers=LAYERS,
-      num_attention_heads=h, num_key_value_heads=kv, rope_theta=theta,
-      tie_word_embeddings=tied, rms_norm_eps=1e-5, initializer_range=0.2,
-      max_position_embeddings=64)
-  torch.manual_seed(seed)
-  model = transformers.LlamaForCausalLM(config).eval()
-  with torch.no_grad():  # norms start at ones: randomize so a misplaced norm shows
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.normal_(1.0, 0.3)
-  return model
-
-
-def _hf_logits(model, tokens):
-  with torch.no_grad():
-    return model(torch.from_numpy(tokens.astype(np.int64))).logits.float().numpy()
+  return random_llama(seed, vocab_size=V, hidden_size=D_MODEL, intermediate_size=FF,
+                      num_hidden_layers=LAYERS, num_attention_heads=h, num_key_value_heads=kv,
+                      rope_theta=theta, tie_word_embeddings=tied, rms_norm_eps=1e-5,
+                      initializer_range=0.2, max_position_embeddings=64)
 
 
 def _randomize_norms(params, seed):
@@ -92,7 +85,7 @@ def test_hf_to_ours_logits_match(case, tmp_path):
   assert names(params) == names(fresh)
   params = jax.tree.map(np.asarray, params)  # back to one device for the eager forward
 
-  want = _hf_logits(ref, tokens)
+  want = hf_logits(ref, tokens)
   got = np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens)))
   assert float(np.abs(want).max()) > 0.5  # logits not vanishingly small
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
@@ -118,7 +111,7 @@ def test_ours_to_hf_logits_match(case, tmp_path):
   assert (tmp_path / hf_llama.INDEX_NAME).exists()
   ref = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
   assert ref.config.tie_word_embeddings == tied
-  got = _hf_logits(ref, tokens)
+  got = hf_logits(ref, tokens)
   want = np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens)))
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
   # Re-import is exact.
@@ -145,7 +138,7 @@ def test_load_into_full_model_keeps_rest(tmp_path):
   np.testing.assert_array_equal(p["mtp"]["out3"]["kernel"], emb.T)
   tokens = _tokens(6)
   np.testing.assert_allclose(np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens))),
-                             _hf_logits(ref, tokens), atol=TOL, rtol=0)
+                             hf_logits(ref, tokens), atol=TOL, rtol=0)
 
 
 def test_mismatches_are_named(tmp_path):
