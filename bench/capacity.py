@@ -45,7 +45,6 @@ from mtp_jax.data import bucketing  # noqa: E402
 from mtp_jax.data import pipeline  # noqa: E402
 from mtp_jax.data import tokenizer as tok_lib  # noqa: E402
 from mtp_jax.tools import batch_search as bs  # noqa: E402
-from mtp_jax.train import state as state_lib  # noqa: E402
 from mtp_jax.train import step as step_lib  # noqa: E402
 from mtp_jax.data.manifest import write_subset  # noqa: E402
 
@@ -77,8 +76,7 @@ def run_arm(name: str, data_cfg, config, tokenizer, prober: bs.StepProber) -> di
   batches = [next(data) for _ in range(n)]
   data.close()
   sr = float(data_cfg.sample_rate)
-  state, _ = state_lib.create_train_state(prober.model, prober.tx, prober.mesh, prober.rules,
-                                          int(config.seed))
+  state = prober.setup.create_state(int(config.seed))
   dev = [step_lib.device_batch(b, prober.mesh, prober.rules) for b in batches]
   warm = {}
   for b, d in zip(batches, dev):

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--manifest", default="../shared/data/kathleen/train.jsonl")
   p.add_argument("--synthetic_manifest", default="",
-                 help="optional second manifest, e.g. from mtp_jax.data.synth "
+                 help="optional second manifest, e.g. from mtp_jax.synth "
                  "(any manifest works: results are labelled by folder/file)")
   p.add_argument("--tokenizer", default="",
                  help=".model file; default: train one (vocab 256) on --manifest")

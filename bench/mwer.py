@@ -153,15 +153,10 @@ def _search_rows(model, params, chunks, refs, n, tok, k, max_new, tables):
 
 def _finetune(config, tok, manifest, workdir_in, tmp):
   """MWER fine-tuning of a copy; greedy WER on `manifest` before and after."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("mtp_train_main", os.path.join(ROOT, "train.py"))
-  train_mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(train_mod)
-  from mtp_jax.train.config import train_defaults  # pylint: disable=g-import-not-at-top
+  from mtp_jax.train.config import upgrade_train_section  # pylint: disable=g-import-not-at-top
+  from mtp_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   c = config.copy_and_resolve_references()
-  for key, value in train_defaults().items():  # runs saved before the MWER fields existed
-    if key not in c.train:
-      c.train[key] = value
+  c.train = upgrade_train_section(c.train)  # runs saved before (or after) a field change
   c.data.tokenizer.path = os.path.join(workdir_in, "tokenizer.model")
   c.data.dev_manifest = manifest
   c.data.num_duration_bins = 1  # one padded batch shape: one (slow) MWER step compile
@@ -172,7 +167,7 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   c.train.mwer.update(beam=FLAGS.beam, nbest=FLAGS.nbest, lambda_ce=FLAGS.lambda_ce)
   before = _greedy_wer(config, tok, manifest, workdir_in)
   t0 = time.perf_counter()
-  after = train_mod.train_and_evaluate(c, os.path.join(tmp, "after"))
+  after = train_and_evaluate(c, os.path.join(tmp, "after"))
   return dict(wer_before=before, wer_after=after.get("eval/wer"),
               finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
               lambda_ce=FLAGS.lambda_ce, finetune_s=time.perf_counter() - t0,
@@ -180,7 +175,7 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
 
 
 def _greedy_wer(config, tok, manifest, workdir):
-  """Greedy WER of the workdir's params on `manifest` (as train.py's eval computes it)."""
+  """Greedy WER of the workdir's params on `manifest` (as the training loop's eval computes it)."""
   import jax  # pylint: disable=g-import-not-at-top
   from mtp_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top

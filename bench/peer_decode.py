@@ -19,7 +19,7 @@ Compared, in one run, at batch 1 and 16:
 Scenarios:
   * random: randomly initialized weights. Heads 2..K are untrained, so verify
     accepts almost no drafts: calls/token is reported as measured.
-  * predictable: `mtp_jax.decode.testing.make_predictable` (same shapes and FLOPs;
+  * predictable: `make_predictable` of tests/tiny_models.py (same shapes and FLOPs;
     decoder block outputs scaled to 0 and head projections set so head k predicts
     the k-th next token of a fixed permutation chain): the upper bound where every
     draft is accepted (K tokens per call), as trained heads approach.
@@ -47,14 +47,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# make_predictable is test scaffolding (tests/tiny_models.py), not library code: the
+# predictable scenario borrows it from the repo's tests/ directory.
+sys.path.insert(1, str(ROOT / "tests"))
 
 from mtp_jax.config import ModelConfig, load_config_file  # noqa: E402
 from mtp_jax.decode import api  # noqa: E402
 from mtp_jax.decode.common import BOS, EOS, PAD  # noqa: E402
-from mtp_jax.decode.testing import make_predictable  # noqa: E402
 from mtp_jax.interop import hf_llama  # noqa: E402
 from mtp_jax.model.speech_llama import SpeechLLaMA  # noqa: E402
+from tiny_models import make_predictable  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/small.py:K=4", "Model config file[:arg].")

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
-import flax.linen as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtp_jax import flops as flops_lib  # noqa: E402
@@ -39,11 +38,10 @@ from mtp_jax import sharding as sharding_lib  # noqa: E402
 from mtp_jax.config import ModelConfig, load_config_file  # noqa: E402
 from mtp_jax.data import pipeline  # noqa: E402
 from mtp_jax.data import tokenizer as tok_lib  # noqa: E402
-from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # noqa: E402
+from mtp_jax.model.speech_llama import audio_token_count  # noqa: E402
 from mtp_jax.data import feature_cache as cache_lib  # noqa: E402
-from mtp_jax.train import optimizer as opt_lib  # noqa: E402
 from mtp_jax.train import pretrained  # noqa: E402
-from mtp_jax.train import state as state_lib  # noqa: E402
+from mtp_jax.train.setup import make_train_setup  # noqa: E402
 from mtp_jax.train import step as step_lib  # noqa: E402
 from mtp_jax.data.manifest import write_subset
 
@@ -91,29 +89,20 @@ def run_arm(config, tokenizer, mesh, rules, batching: str, batch_size: int,
   c = config.copy_and_resolve_references()
   c.data.batching = batching
   c.data.batch_size = batch_size
-  mcfg = ModelConfig.from_config(c.model)
-  model = SpeechLLaMA(mcfg)
-  abstract_params = nn.unbox(state_lib.abstract_params(model))
-  tx = opt_lib.make_optimizer(c.train, abstract_params)
-  labels = (opt_lib.trainable_labels(abstract_params, c.train)
-            if opt_lib.freezes_anything(c.train) else None)
-  state, sh = state_lib.create_train_state(model, tx, mesh, rules, seed=0)
+  setup = make_train_setup(c, mesh, rules)
+  mcfg = setup.model.cfg
+  state = setup.create_state(seed=0)
   if c.train.get("encoder_init", ""):
     enc = pretrained.load_encoder_params(c.train.encoder_init, mcfg)
     state = state.replace(params=pretrained.with_encoder(state.params, enc, mcfg))
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          jax.eval_shape(lambda x: x, state), sh)
   cache, frames_for = (pretrained.open_cache(cache_dir, state.params, mcfg, c.train)
                        if cache_dir else (None, None))
   data = pipeline.make_train_iterator(c.data, tokenizer, seed=0, feature_cache=cache,
                                       frames_for=frames_for)
-  step = step_lib.make_train_step(SpeechLLaMA(mcfg, train=True), tx, c.train, labels)
-  jitted = step_lib.jit_train_step(step, sh, mesh, rules, frames=cache is not None)
   shapes = [(b, s if frames_for is None else frames_for(s), l) for b, s, l in data.batch_shapes]
   t = time.perf_counter()
-  compiled = step_lib.compile_for_shapes(jitted, abstract, shapes, mesh, rules,
-                                         log=lambda m: None,
-                                         frames_dim=cache.dim if cache is not None else 0)
+  compiled = setup.compile_step(shapes, log=lambda m: None,
+                                frames_dim=cache.dim if cache is not None else 0)
   compile_s = time.perf_counter() - t
   key = step_lib.batch_shape
   warm = {}  # one untimed step per executable first (first runs allocate / warm caches)

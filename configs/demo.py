@@ -3,7 +3,7 @@ with K=4 heads (the `configs/recipes/whisper_tiny_cpu.py` model), trained on the
 espeak-ng corpus only. Used by `python -m mtp_jax.demo` (the README's first command).
 
 By hand (the demo runs exactly these):
-  python -m mtp_jax.data.synth --out runs/demo/corpus --num 3000 --seed 0
+  python -m mtp_jax.synth --out runs/demo/corpus --num 3000 --seed 0
   python -m mtp_jax.train.pretrained --config configs/demo.py:corpus=runs/demo/corpus \
       --out runs/demo/features
   python train.py --config configs/demo.py:corpus=runs/demo/corpus --workdir runs/demo/run \

@@ -2,7 +2,7 @@
 synthetic espeak-ng speech (the demo before the Whisper encoder; `configs/demo.py` now).
 
 By hand:
-  python -m mtp_jax.data.synth --out runs/demo/corpus --num 3000 --seed 0
+  python -m mtp_jax.synth --out runs/demo/corpus --num 3000 --seed 0
   python train.py --config configs/demo_conformer.py --workdir runs/demo/run \
       --config.data.train_manifests=runs/demo/corpus/train.jsonl \
       --config.data.dev_manifest=runs/demo/corpus/test.jsonl

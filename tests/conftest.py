@@ -21,3 +21,11 @@ def shared_data():
   if not (SHARED_DATA / "README.md").exists():
     pytest.skip(f"real speech data not found at {SHARED_DATA}")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+  """The tests' tiny ModelConfig builder, `tiny_models.tiny_model_config(head_type="independent",
+  k=3, **overrides)` (tests/tiny_models.py)."""
+  from tiny_models import tiny_model_config  # pylint: disable=import-outside-toplevel
+  return tiny_model_config

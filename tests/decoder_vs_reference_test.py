@@ -3,9 +3,12 @@
 Random small models are built locally (no download) and compared on logits in both
 directions: HF -> ours (load_decoder_into, then a text-only forward) and ours -> HF
 (save_hf_checkpoint, then LlamaForCausalLM.from_pretrained). Skips without torch /
-transformers / safetensors (`pip install -e .[interop]`).
+transformers / safetensors (`pip install -e .[interop]`); llama_vs_reference_test.py
+checks the HF -> ours direction without them, on a stored checkpoint and its logits.
 """
 import dataclasses
+import pathlib
+import sys
 
 import flax.linen as nn
 import jax
@@ -17,9 +20,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from mtp_jax.config import EncoderConfig, FrontendConfig, ModelConfig, MTPConfig  # noqa: E402
 from mtp_jax.interop import hf_llama  # noqa: E402
-from mtp_jax.model.speech_llama import SpeechLLaMA  # noqa: E402
+from tiny_models import text_model  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).with_name("fixtures")))
+from make_llama_golden import hf_logits, random_llama  # noqa: E402  pylint: disable=wrong-import-position
 
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.set_num_threads(1)
@@ -32,8 +37,6 @@ CASES = {
     "mqa_untied_scan": (4, 1, False, 500000.0, True),
     "mha_untied": (2, 2, False, 2000.0, False),
 }
-ENCODER = EncoderConfig(d_model=16, num_layers=0, num_heads=2, ff_mult=2, conv_kernel=3,
-                        subsampling_channels=4, dropout=0.0)
 
 
 def _tokens(seed, b=2, t=12):
@@ -42,30 +45,10 @@ def _tokens(seed, b=2, t=12):
 
 def _hf_model(case, seed=0):
   h, kv, tied, theta, _ = CASES[case]
-  config = transformers.LlamaConfig(
-      vocab_size=V, hidden_size=D_MODEL, intermediate_size=FF, num_hidden_layers=LAYERS,
-      num_attention_heads=h, num_key_value_heads=kv, rope_theta=theta,
-      tie_word_embeddings=tied, rms_norm_eps=1e-5, initializer_range=0.2,
-      max_position_embeddings=64)
-  torch.manual_seed(seed)
-  model = transformers.LlamaForCausalLM(config).eval()
-  with torch.no_grad():  # norms start at ones: randomize so a misplaced norm shows
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.normal_(1.0, 0.3)
-  return model
-
-
-def _hf_logits(model, tokens):
-  with torch.no_grad():
-    return model(torch.from_numpy(tokens.astype(np.int64))).logits.float().numpy()
-
-
-def _our_model(dc, scan, k=1):
-  cfg = ModelConfig(frontend=FrontendConfig(num_mels=16), encoder=ENCODER, decoder=dc,
-                    scan_layers=scan,
-                    mtp=MTPConfig(num_heads=k, head_type="independent"))
-  return cfg, SpeechLLaMA(cfg)
+  return random_llama(seed, vocab_size=V, hidden_size=D_MODEL, intermediate_size=FF,
+                      num_hidden_layers=LAYERS, num_attention_heads=h, num_key_value_heads=kv,
+                      rope_theta=theta, tie_word_embeddings=tied, rms_norm_eps=1e-5,
+                      initializer_range=0.2, max_position_embeddings=64)
 
 
 def _randomize_norms(params, seed):
@@ -85,7 +68,7 @@ def test_hf_to_ours_logits_match(case, tmp_path):
   ref.save_pretrained(tmp_path)
   dc = hf_llama.decoder_config_from_hf(tmp_path)
   assert (dc.num_heads, dc.num_kv_heads, dc.tie_embeddings, dc.rope_theta) == (h, kv, tied, theta)
-  cfg, model = _our_model(dc, scan)
+  cfg, model = text_model(dc, scan_layers=scan)
   tokens = _tokens(1)
   fresh = hf_llama.init_decoder_params(model, jax.random.PRNGKey(0), jnp.asarray(tokens))
   # A sharded leaf (vocab axis over all devices) keeps its sharding through the load.
@@ -102,12 +85,12 @@ def test_hf_to_ours_logits_match(case, tmp_path):
   assert names(params) == names(fresh)
   params = jax.tree.map(np.asarray, params)  # back to one device for the eager forward
 
-  want = _hf_logits(ref, tokens)
+  want = hf_logits(ref, tokens)
   got = np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens)))
   assert float(np.abs(want).max()) > 0.5  # logits not vanishingly small
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
   # Negative control: the comparison sees the rotary base.
-  _, wrong = _our_model(dataclasses.replace(dc, rope_theta=theta * 3), scan)
+  _, wrong = text_model(dataclasses.replace(dc, rope_theta=theta * 3), scan_layers=scan)
   off = np.asarray(hf_llama.text_logits(wrong, params, jnp.asarray(tokens)))
   assert float(np.abs(off - want).max()) > 100 * TOL
 
@@ -119,7 +102,7 @@ def test_ours_to_hf_logits_match(case, tmp_path):
       {"vocab_size": V, "hidden_size": D_MODEL, "intermediate_size": FF,
        "num_hidden_layers": LAYERS, "num_attention_heads": h, "num_key_value_heads": kv,
        "rope_theta": theta, "tie_word_embeddings": tied, "rms_norm_eps": 1e-5})
-  _, model = _our_model(dc, scan)
+  _, model = text_model(dc, scan_layers=scan)
   tokens = _tokens(2)
   params = hf_llama.init_decoder_params(model, jax.random.PRNGKey(3), jnp.asarray(tokens))
   params = _randomize_norms(params, seed=4)
@@ -128,7 +111,7 @@ def test_ours_to_hf_logits_match(case, tmp_path):
   assert (tmp_path / hf_llama.INDEX_NAME).exists()
   ref = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
   assert ref.config.tie_word_embeddings == tied
-  got = _hf_logits(ref, tokens)
+  got = hf_logits(ref, tokens)
   want = np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens)))
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
   # Re-import is exact.
@@ -142,7 +125,7 @@ def test_load_into_full_model_keeps_rest(tmp_path):
   ref.save_pretrained(tmp_path)
   # A tied checkpoint into an untied model: unembed starts as the embedding transposed.
   dc = dataclasses.replace(hf_llama.decoder_config_from_hf(tmp_path), tie_embeddings=False)
-  cfg, model = _our_model(dc, scan=False, k=3)
+  cfg, model = text_model(dc, k=3, scan_layers=False)
   audio = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4000)).astype(np.float32))
   fresh = jax.jit(model.init)(jax.random.PRNGKey(0), audio, jnp.array([4000]),
                               jnp.ones((1, 3), jnp.int32))
@@ -155,14 +138,14 @@ def test_load_into_full_model_keeps_rest(tmp_path):
   np.testing.assert_array_equal(p["mtp"]["out3"]["kernel"], emb.T)
   tokens = _tokens(6)
   np.testing.assert_allclose(np.asarray(hf_llama.text_logits(model, params, jnp.asarray(tokens))),
-                             _hf_logits(ref, tokens), atol=TOL, rtol=0)
+                             hf_logits(ref, tokens), atol=TOL, rtol=0)
 
 
 def test_mismatches_are_named(tmp_path):
   ref = _hf_model("gqa_tied")
   ref.save_pretrained(tmp_path)
   dc = hf_llama.decoder_config_from_hf(tmp_path)
-  cfg, _ = _our_model(dataclasses.replace(dc, vocab_size=V + 8), scan=False)
+  cfg, _ = text_model(dataclasses.replace(dc, vocab_size=V + 8), scan_layers=False)
   with pytest.raises(hf_llama.HFConversionError, match=r"model\.decoder\.vocab_size"):
     hf_llama.load_decoder_into({"params": {}}, tmp_path, cfg)
   with pytest.raises(hf_llama.HFConversionError, match=r"rope_scaling\.rope_type='llama3'"):

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mtp_jax import flops
-from mtp_jax.config import ModelConfig
 from mtp_jax.decode import api
 from mtp_jax.decode.ctc import collapse
 from mtp_jax.model.speech_llama import SpeechLLaMA
@@ -23,11 +22,8 @@ from mtp_jax.train.state import TrainState
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-CFG = dict(
-    encoder=dict(d_model=32, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=5,
-                 subsampling_channels=8, dropout=0.0, ctc_head=True),
-    decoder=dict(vocab_size=40, d_model=32, num_layers=1, num_heads=4, num_kv_heads=2, ff_dim=64),
-    mtp=dict(num_heads=2))
+# The CTC tests' decoder: the tiny test model's (`tiny_config`) with V=40 and one layer.
+DECODER = dict(vocab_size=40, num_layers=1)
 
 
 def _collapse_ref(ids, n):
@@ -82,8 +78,8 @@ def test_ctc_loss_matches_brute_force_and_skips_bad_rows():
   assert float(aux["ctc_rows"]) == 3
 
 
-def _model_and_batch(seed=0, b=3):
-  cfg = ModelConfig.from_config(CFG)
+def _model_and_batch(tiny_config, seed=0, b=3):
+  cfg = tiny_config(k=2, encoder=dict(ctc_head=True), decoder=DECODER)
   rng = np.random.default_rng(seed)
   alen = np.array([16000, 12000, 9000][:b], np.int32)
   audio = (rng.normal(size=(b, 16000)) * 0.1).astype(np.float32)
@@ -96,8 +92,8 @@ def _model_and_batch(seed=0, b=3):
   return cfg, batch
 
 
-def test_ctc_head_params_counted_and_outputs_shaped():
-  cfg, batch = _model_and_batch()
+def test_ctc_head_params_counted_and_outputs_shaped(tiny_config):
+  cfg, batch = _model_and_batch(tiny_config)
   model = SpeechLLaMA(cfg)
   params = model.init(jax.random.PRNGKey(0), batch["audio"], batch["audio_len"],
                       batch["text"])
@@ -137,8 +133,8 @@ def _train(cfg, batch, ctc_weight, steps):
   return first_params, state, history
 
 
-def test_train_step_ctc_loss_falls_and_reaches_the_encoder():
-  cfg, batch = _model_and_batch()
+def test_train_step_ctc_loss_falls_and_reaches_the_encoder(tiny_config):
+  cfg, batch = _model_and_batch(tiny_config)
   p0, state, hist = _train(cfg, batch, 0.5, 25)
   ctc = [float(m["ctc_loss"]) for m in hist]
   assert all(np.isfinite(ctc)) and float(hist[0]["ctc_rows"]) == 3
@@ -153,8 +149,8 @@ def test_train_step_ctc_loss_falls_and_reaches_the_encoder():
                                 p0["params"]["ctc_head"]["bias"])
 
 
-def test_ctc_weight_without_head_is_a_clear_error():
-  cfg = ModelConfig.from_config(dict(CFG, encoder=dict(CFG["encoder"], ctc_head=False)))
+def test_ctc_weight_without_head_is_a_clear_error(tiny_config):
+  cfg = tiny_config(k=2, decoder=DECODER)  # no CTC head
   tcfg = train_defaults()
   tcfg.ctc_weight = 0.3
   with pytest.raises(ValueError, match="ctc_head"):
@@ -163,8 +159,8 @@ def test_ctc_weight_without_head_is_a_clear_error():
     api.make_decode_fn(SpeechLLaMA(cfg), strategy="ctc", max_new_tokens=8)
 
 
-def test_ctc_decode_batched_equals_unbatched():
-  cfg, batch = _model_and_batch(seed=3)
+def test_ctc_decode_batched_equals_unbatched(tiny_config):
+  cfg, batch = _model_and_batch(tiny_config, seed=3)
   model = SpeechLLaMA(cfg)
   params = model.init(jax.random.PRNGKey(2), batch["audio"], batch["audio_len"], batch["text"])
   full = api.decode(model, params, batch["audio"], batch["audio_len"], strategy="ctc",
@@ -178,10 +174,10 @@ def test_ctc_decode_batched_equals_unbatched():
     np.testing.assert_array_equal(one.tokens[0], full.tokens[r])
 
 
-def test_mwer_objective_on_a_ctc_model_traces_without_the_ctc_term():
+def test_mwer_objective_on_a_ctc_model_traces_without_the_ctc_term(tiny_config):
   """MWER fine-tuning of a CTC-trained model: the step builds and has no CTC metric."""
   from mtp_jax.mwer import word_errors as we
-  cfg, batch = _model_and_batch()
+  cfg, batch = _model_and_batch(tiny_config)
   tcfg = train_defaults()
   tcfg.update(objective="mwer", ctc_weight=1.0)
   tcfg.mwer.update(nbest=2, beam=2, max_new_tokens=4)

@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtp_jax.decode import testing
 from mtp_jax.decode.api import decode
 from mtp_jax.decode.common import BOS, EOS
+import tiny_models
 
 
 @functools.lru_cache(maxsize=None)
 def model_for(head_type, k):
-  return testing.tiny_model(head_type, k, tie=False)
+  return tiny_models.tiny_model(head_type, k, tie=False)
 
 
 def run(model, params, audio, alen, strategy, n, **kw):
@@ -22,7 +22,7 @@ def run(model, params, audio, alen, strategy, n, **kw):
 
 def test_beam_width_one_is_greedy():
   model, params = model_for("sequential", 3)
-  audio, alen = testing.random_audio(np.random.default_rng(11), [4000, 2000, 0])
+  audio, alen = tiny_models.random_audio(np.random.default_rng(11), [4000, 2000, 0])
   g = run(model, params, audio, alen, "greedy", 10)
   v = run(model, params, audio, alen, "verify", 10)
   b = run(model, params, audio, alen, "beam", 10, beam=1)
@@ -34,12 +34,12 @@ def test_beam_width_one_is_greedy():
 
 def test_k1_beam_is_ordinary_beam_search():
   model, params = model_for("independent", 1)
-  audio, alen = testing.random_audio(np.random.default_rng(12), [4000, 2500])
+  audio, alen = tiny_models.random_audio(np.random.default_rng(12), [4000, 2500])
   n, w = 5, 3
   r = run(model, params, audio, alen, "beam", n, beam=w)
   for i in range(2):
-    ref = testing.reference_beam_search(model, params, audio[i:i + 1], alen[i:i + 1],
-                                        beam=w, max_new_tokens=n)
+    ref = tiny_models.reference_beam_search(model, params, audio[i:i + 1], alen[i:i + 1],
+                                            beam=w, max_new_tokens=n)
     for j, (toks, logprob, score) in enumerate(ref):
       assert tuple(r.nbest[i, j, :r.nbest_lengths[i, j]]) == toks, (i, j, r.nbest[i], ref)
       np.testing.assert_allclose(r.nbest_logprob[i, j], logprob, rtol=1e-4, atol=1e-4)
@@ -49,7 +49,7 @@ def test_k1_beam_is_ordinary_beam_search():
 def test_nbest_sorted_distinct_and_exactly_scored():
   """K=3 blocks: N-best sorted, distinct, and each score is the exact head-1 log-prob."""
   model, params = model_for("latent", 3)
-  audio, alen = testing.random_audio(np.random.default_rng(13), [4000, 3000])
+  audio, alen = tiny_models.random_audio(np.random.default_rng(13), [4000, 3000])
   n, w = 6, 4
   r = run(model, params, audio, alen, "beam", n, beam=w)
   text = np.zeros((2 * w, n + 1), np.int32)

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtp_jax.decode import api, registry, testing
+from mtp_jax.decode import api, registry
 from mtp_jax.decode.greedy import Greedy
 from mtp_jax.model.kv_cache import KVCache, causal_mask
 from mtp_jax.model.speech_llama import SpeechLLaMA
+import tiny_models
 
 N = 10
 
@@ -36,14 +37,14 @@ def test_registry_lists_every_strategy_with_its_options():
     ("nope", {}, "unknown decoding strategy"),
 ])
 def test_bad_options_are_named(strategy, options, match):
-  model, _ = testing.tiny_model("independent", 3, tie=False)
+  model, _ = tiny_models.tiny_model("independent", 3, tie=False)
   with pytest.raises(ValueError, match=match):
     api.make_decode_fn(model, strategy=strategy, max_new_tokens=N, **options)
 
 
 @pytest.mark.parametrize("n", [0, -3, 2.5])
 def test_bad_max_new_tokens(n):
-  model, _ = testing.tiny_model("independent", 3, tie=False)
+  model, _ = tiny_models.tiny_model("independent", 3, tie=False)
   with pytest.raises(ValueError, match="max_new_tokens"):
     api.make_decode_fn(model, strategy="greedy", max_new_tokens=n)
 
@@ -78,11 +79,11 @@ def test_causal_mask_hides_padding():
 
 
 def _predictable():
-  model, params = testing.tiny_model("independent", 3, tie=False)
+  model, params = tiny_models.tiny_model("independent", 3, tie=False)
   rng = np.random.default_rng(3)
-  params = testing.make_predictable(model, params, rng.permutation(testing.VOCAB),
-                                    context=0.05, wrong_frac=0.3, decoy_frac=0.3)
-  audio, alen = testing.random_audio(rng, [4000, 2500, 0])
+  params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
+                                        context=0.05, wrong_frac=0.3, decoy_frac=0.3)
+  audio, alen = tiny_models.random_audio(rng, [4000, 2500, 0])
   return model, params, audio, alen
 
 

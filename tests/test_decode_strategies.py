@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mtp_jax.config import HEAD_TYPES, KernelsConfig
-from mtp_jax.decode import testing
 from mtp_jax.decode.api import decode
 from mtp_jax.decode.common import EOS, PAD
 from mtp_jax.decode.verify import Verify, kernel_accept, reference_accept
+import tiny_models
 
 N = 10  # one shape/length everywhere ([3, 4000] audio): tests share compiled functions
 SETTINGS = hypothesis.settings(max_examples=2, deadline=None, derandomize=False,
@@ -21,7 +21,7 @@ SETTINGS = hypothesis.settings(max_examples=2, deadline=None, derandomize=False,
 
 @functools.lru_cache(maxsize=None)
 def model_for(head_type, k=3, tie=False, seed=0):
-  return testing.tiny_model(head_type, k, tie, seed)
+  return tiny_models.tiny_model(head_type, k, tie, seed)
 
 
 def run(model, params, audio, alen, strategy, n=N, **kw):
@@ -38,7 +38,7 @@ def lens_strategy():
 @hypothesis.given(seed=st.integers(0, 2 ** 16), lens=lens_strategy())
 def test_verify_equals_greedy_random_models(head_type, seed, lens):
   model, params = model_for(head_type)
-  audio, alen = testing.random_audio(np.random.default_rng(seed), lens)
+  audio, alen = tiny_models.random_audio(np.random.default_rng(seed), lens)
   g = run(model, params, audio, alen, "greedy")
   v = run(model, params, audio, alen, "verify")
   np.testing.assert_array_equal(v.tokens, g.tokens)
@@ -60,9 +60,9 @@ def test_verify_equals_greedy_with_accepting_heads(head_type):
   """Heads 2..K made to draft the chain (partly wrong): multi-token paths happen."""
   model, params = model_for(head_type)
   rng = np.random.default_rng(7)
-  params = testing.make_predictable(model, params, rng.permutation(testing.VOCAB),
-                                    context=0.05, wrong_frac=0.3)
-  audio, alen = testing.random_audio(rng, [4000, 0, 3000])
+  params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
+                                        context=0.05, wrong_frac=0.3)
+  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
   g = run(model, params, audio, alen, "greedy")
   v = run(model, params, audio, alen, "verify")
   np.testing.assert_array_equal(v.tokens, g.tokens)
@@ -73,7 +73,7 @@ def test_verify_equals_greedy_with_accepting_heads(head_type):
 
 def _cycle_perm(first_tokens, rng):
   """A permutation with BOS -> first_tokens[0] -> ... -> first_tokens[-1]."""
-  v = testing.VOCAB
+  v = tiny_models.VOCAB
   rest = [t for t in rng.permutation(v) if t not in first_tokens and t != 1]
   order = [1] + list(first_tokens) + rest
   perm = np.empty(v, np.int64)
@@ -87,8 +87,8 @@ def test_call_counters_exact_hand_built():
   model, params = model_for("independent")
   rng = np.random.default_rng(0)
   perm = _cycle_perm([10, 11, 12, 13, 14, EOS], rng)
-  params = testing.make_predictable(model, params, perm, context=0.0)
-  audio, alen = testing.random_audio(rng, [4000, 0, 3000])
+  params = tiny_models.make_predictable(model, params, perm, context=0.0)
+  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
   want = np.array([10, 11, 12, 13, 14] + [PAD] * 5)
   cases = {  # strategy, n, extra -> (tokens, calls per live row, accepted per head)
       ("greedy", 10): (want, 6, [5, 0, 0]),
@@ -111,10 +111,10 @@ def test_call_counters_exact_hand_built():
 def test_batched_equals_unbatched(strategy):
   """A row's result does not depend on its batch companions (nor on its slot)."""
   model, params = model_for("sequential")
-  audio, alen = testing.random_audio(np.random.default_rng(3), [4000, 1500, 3000])
+  audio, alen = tiny_models.random_audio(np.random.default_rng(3), [4000, 1500, 3000])
   kw = dict(threshold=0.05, beam=2)
   full = run(model, params, audio, alen, strategy, **kw)
-  other, _ = testing.random_audio(np.random.default_rng(4), [4000, 4000, 4000])
+  other, _ = tiny_models.random_audio(np.random.default_rng(4), [4000, 4000, 4000])
   for i in range(3):  # row i alone in slot 2, next to other utterances
     mixed_audio = jnp.concatenate([other[:2], audio[i:i + 1]])
     mixed_len = jnp.concatenate([jnp.array([4000, 0], jnp.int32), alen[i:i + 1]])
@@ -131,7 +131,7 @@ def test_batched_equals_unbatched(strategy):
 def test_greedy_per_row_eos_and_max_length():
   """Greedy against teacher-forced full forwards, rows stopping at different steps."""
   model, params = model_for("independent")
-  audio, alen = testing.random_audio(np.random.default_rng(5), [4000, 3500, 2500])
+  audio, alen = tiny_models.random_audio(np.random.default_rng(5), [4000, 3500, 2500])
   # EOS takes over the direction of a token row 0 emits third: rows stop where they
   # would have emitted it (row 0 after 2 tokens), or run to the length limit.
   t = run(model, params, audio, alen, "greedy").tokens[0, 2]
@@ -161,9 +161,9 @@ def test_tree_equals_greedy(head_type):
   model, params = model_for(head_type)
   rng = np.random.default_rng(21)
   if head_type == "independent":  # top-1 drafts often wrong with the right token second
-    params = testing.make_predictable(model, params, rng.permutation(testing.VOCAB),
-                                      context=0.05, decoy_frac=0.5)
-  audio, alen = testing.random_audio(rng, [4000, 0, 3000])
+    params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
+                                          context=0.05, decoy_frac=0.5)
+  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
   g = run(model, params, audio, alen, "greedy")
   v = run(model, params, audio, alen, "verify")
   t = run(model, params, audio, alen, "tree")
@@ -180,9 +180,9 @@ def test_verify_with_fused_kernel_equals_greedy():
   typical acceptance keeps the reference path."""
   model, params = model_for("latent")
   rng = np.random.default_rng(7)
-  params = testing.make_predictable(model, params, rng.permutation(testing.VOCAB),
-                                    context=0.05, wrong_frac=0.3)
-  audio, alen = testing.random_audio(rng, [4000, 0, 3000])
+  params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
+                                        context=0.05, wrong_frac=0.3)
+  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
   v = run(model, params, audio, alen, "verify")
   kernel_model = model.clone(kernels=KernelsConfig(enabled=True))
   assert Verify(kernel_model, max_new_tokens=N).accept is kernel_accept

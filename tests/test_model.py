@@ -14,19 +14,6 @@ from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-BASE = dict(
-    encoder=dict(d_model=32, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=5,
-                 subsampling_channels=8, dropout=0.0),
-    decoder=dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, ff_dim=64),
-)
-
-
-def make_cfg(head_type="independent", k=3, **kw) -> ModelConfig:
-  d = dict(BASE, mtp=dict(num_heads=k, head_type=head_type))
-  d.update(kw)
-  return ModelConfig.from_config(d)
-
-
 def inputs(seed=0, b=2, s=12000, l=7, lens=None):
   rng = np.random.default_rng(seed)
   audio = rng.normal(size=(b, s)).astype(np.float32) * 0.1
@@ -43,8 +30,8 @@ def init(cfg, audio, alen, text):
 
 
 @pytest.mark.parametrize("head_type", HEAD_TYPES)
-def test_shapes_and_heads_differ(head_type):
-  cfg = make_cfg(head_type, k=3)
+def test_shapes_and_heads_differ(head_type, tiny_config):
+  cfg = tiny_config(head_type, k=3)
   audio, alen, text = inputs()
   model, params = init(cfg, audio, alen, text)
   out = model.apply(params, audio, alen, text)
@@ -56,8 +43,8 @@ def test_shapes_and_heads_differ(head_type):
     assert float(jnp.abs(out["logits"][:, :, k] - out["logits"][:, :, 0]).max()) > 1e-3
 
 
-def test_k1_baseline_has_no_extra_heads():
-  cfg = make_cfg("independent", k=1)
+def test_k1_baseline_has_no_extra_heads(tiny_config):
+  cfg = tiny_config("independent", k=1)
   audio, alen, text = inputs()
   model, params = init(cfg, audio, alen, text)
   assert "mtp" not in params["params"] or not jax.tree_util.tree_leaves(params["params"]["mtp"])
@@ -67,8 +54,8 @@ def test_k1_baseline_has_no_extra_heads():
 
 
 @pytest.mark.parametrize("head_type", HEAD_TYPES)
-def test_causality(head_type):
-  cfg = make_cfg(head_type)
+def test_causality(head_type, tiny_config):
+  cfg = tiny_config(head_type)
   audio, alen, text = inputs()
   model, params = init(cfg, audio, alen, text)
   base = model.apply(params, audio, alen, text)["logits"]
@@ -78,8 +65,8 @@ def test_causality(head_type):
   assert float(jnp.abs(out[:, 4:] - base[:, 4:]).max()) > 1e-4
 
 
-def test_padding_invariance_extra_audio_and_batch():
-  cfg = make_cfg("sequential")
+def test_padding_invariance_extra_audio_and_batch(tiny_config):
+  cfg = tiny_config("sequential")
   audio, alen, text = inputs(b=2, s=12000, lens=[9000, 12000])
   model, params = init(cfg, audio, alen, text)
   base = model.apply(params, audio, alen, text)["logits"]
@@ -98,8 +85,8 @@ def test_padding_invariance_extra_audio_and_batch():
 
 @pytest.mark.parametrize("head_type,scan", [("independent", False), ("latent", True),
                                             ("sequential", False)])
-def test_kv_cache_decode_equals_full_forward(head_type, scan):
-  cfg = make_cfg(head_type, scan_layers=scan)
+def test_kv_cache_decode_equals_full_forward(head_type, scan, tiny_config):
+  cfg = tiny_config(head_type, scan_layers=scan)
   audio, alen, text = inputs(seed=3, l=9, lens=[12000, 7000])
   model, params = init(cfg, audio, alen, text)
   full = model.apply(params, audio, alen, text)
@@ -113,10 +100,10 @@ def test_kv_cache_decode_equals_full_forward(head_type, scan):
 
 
 @pytest.mark.parametrize("head_type", HEAD_TYPES)
-def test_decode_step_partial_heads_and_heads_at_one_position(head_type):
+def test_decode_step_partial_heads_and_heads_at_one_position(head_type, tiny_config):
   """num_heads=n gives heads 1..n of the full step; heads() on one position's hidden
   state gives every head's logits there (what the decoding loops use for drafts)."""
-  cfg = make_cfg(head_type, k=3)
+  cfg = tiny_config(head_type, k=3)
   audio, alen, text = inputs(seed=5, l=6)
   model, params = init(cfg, audio, alen, text)
   _, cache = model.apply(params, audio, alen, text[:, :1], 12, method=model.prefill)
@@ -135,9 +122,9 @@ def test_decode_step_partial_heads_and_heads_at_one_position(head_type):
     model.apply(params, full["hidden"], num_heads=4, method=model.heads)
 
 
-def test_kv_cache_per_row_offsets_and_stale_slots():
+def test_kv_cache_per_row_offsets_and_stale_slots(tiny_config):
   """Rows at different text offsets in one call; stale slots beyond are never seen."""
-  cfg = make_cfg("independent")
+  cfg = tiny_config("independent")
   audio, alen, text = inputs(seed=4, l=8)
   model, params = init(cfg, audio, alen, text)
   full = model.apply(params, audio, alen, text)["logits"]
@@ -153,8 +140,8 @@ def test_kv_cache_per_row_offsets_and_stale_slots():
   np.testing.assert_allclose(out["logits"][1], full[1, 3:6], atol=1e-5)
 
 
-def test_every_param_has_logical_axes():
-  cfg = make_cfg("sequential", scan_layers=True)
+def test_every_param_has_logical_axes(tiny_config):
+  cfg = tiny_config("sequential", scan_layers=True)
   audio, alen, text = inputs()
   _, params = init(cfg, audio, alen, text)
   leaves = jax.tree_util.tree_leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
@@ -187,16 +174,13 @@ def test_config_initializes_abstractly_with_expected_count(cfg_name, k):
     (dict(decoder=dict(nonsense=1)), "model.decoder.nonsense"),
     (dict(decoder=dict(d_model="wide")), "model.decoder.d_model"),
 ])
-def test_invalid_config_names_field(override, field):
-  d = {k: dict(v) for k, v in BASE.items()}
-  for k, v in override.items():
-    d.setdefault(k, {}).update(v)
+def test_invalid_config_names_field(override, field, tiny_config):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-    ModelConfig.from_config(d)
+    tiny_config(**override)
 
 
-def test_specaugment_and_dropout_only_in_training():
-  cfg = make_cfg("independent")
+def test_specaugment_and_dropout_only_in_training(tiny_config):
+  cfg = tiny_config("independent")
   audio, alen, text = inputs()
   model, params = init(cfg, audio, alen, text)
   a = model.apply(params, audio, alen, text)["logits"]
@@ -208,8 +192,8 @@ def test_specaugment_and_dropout_only_in_training():
   assert float(jnp.abs(c - a).max()) > 1e-4
 
 
-def test_bfloat16_compute_runs():
-  cfg = dataclasses.replace(make_cfg("latent"), dtype="bfloat16")
+def test_bfloat16_compute_runs(tiny_config):
+  cfg = dataclasses.replace(tiny_config("latent"), dtype="bfloat16")
   audio, alen, text = inputs()
   model, params = init(cfg, audio, alen, text)
   out = model.apply(params, audio, alen, text)["logits"]

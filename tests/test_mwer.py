@@ -12,9 +12,8 @@ from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.mwer import loss as mwer_lib
 from mtp_jax.mwer import search as search_lib
 from mtp_jax.mwer import word_errors as we
-from mtp_jax.train import optimizer as opt_lib
-from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
+from mtp_jax.train.setup import make_train_setup
 from train_helpers import micro_config
 
 # One word per token: word errors = token edit distance over the non-special ids.
@@ -120,13 +119,9 @@ def _batch():
 def _stepper(config, devices, mesh_cfg, params=None):
   mesh = sharding_lib.make_mesh(mesh_cfg, devices)
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  mcfg = ModelConfig.from_config(config.model)
-  model = SpeechLLaMA(mcfg)
-  tx = opt_lib.make_optimizer(config.train, state_lib.nn.unbox(state_lib.abstract_params(model)))
-  state, sh = state_lib.create_train_state(model, tx, mesh, rules, seed=0, params=params)
-  step = step_lib.make_train_step(SpeechLLaMA(mcfg, train=True), tx, config.train,
-                                  word_tables=we.build_tables(PIECES))
-  jitted = step_lib.jit_train_step(step, sh, mesh, rules)
+  setup = make_train_setup(config, mesh, rules)
+  state = setup.create_state(seed=0, params=params)
+  jitted = setup.jit_step(word_tables=we.build_tables(PIECES))
 
   def run(state, batch):
     with step_lib.trace_context(mesh, rules):

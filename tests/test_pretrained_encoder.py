@@ -17,7 +17,8 @@ from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import pretrained
 from mtp_jax.train import state as state_lib
-from train_helpers import load_train_module, micro_config, write_synthetic_manifest
+from mtp_jax.train.loop import train_and_evaluate
+from train_helpers import micro_config, write_synthetic_manifest
 
 
 def whisper_micro_config(k=2):
@@ -145,14 +146,13 @@ def test_pipeline_delivers_cached_frames(cached_env):
 
 def test_train_with_cache_keeps_the_pretrained_encoder(cached_env, tmp_path):
   root, c, src_params, _ = cached_env
-  train = load_train_module()
   cfg = c.copy_and_resolve_references()
   cfg.data.feature_cache = str(root / "cache")
   cfg.data.batching = "random"
   cfg.data.batch_size = 4
   cfg.data.batch_size_multiple = 1
   cfg.train.update(steps=3, warmup_steps=1, checkpoint_every=3, log_every=1)
-  out = train.train_and_evaluate(cfg, str(tmp_path / "run"), devices=jax.devices()[:1])
+  out = train_and_evaluate(cfg, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert out["step"] == 3 and np.isfinite(out["train/loss"])
   from mtp_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   params = ckpt_lib.load_params(str(tmp_path / "run"))
@@ -164,7 +164,7 @@ def test_train_with_cache_keeps_the_pretrained_encoder(cached_env, tmp_path):
   # an unfrozen encoder cannot train from cached frames
   cfg.train.frozen = ""
   with pytest.raises(ValueError, match="needs a frozen encoder"):
-    train.train_and_evaluate(cfg, str(tmp_path / "run2"), devices=jax.devices()[:1])
+    train_and_evaluate(cfg, str(tmp_path / "run2"), devices=jax.devices()[:1])
 
 
 def test_whisper_speech_llama_counts_and_lengths():

@@ -14,8 +14,9 @@ from mtp_jax.decode import api
 from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper as whisper_io
 from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.train.loop import train_and_evaluate
 from test_pretrained_encoder import _params, whisper_micro_config
-from train_helpers import load_train_module, write_synthetic_manifest
+from train_helpers import write_synthetic_manifest
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "recipes" / "whisper_llama_gpu.py"
 
@@ -43,8 +44,7 @@ def test_whisper_llama_recipe_end_to_end(tmp_path, fmt):
                   batch_size_multiple=1, max_duration=1.2)
   cfg.data.tokenizer.vocab_size = 48
   cfg.train.update(log_every=1, checkpoint_every=2, warmup_steps=1)
-  out = load_train_module().train_and_evaluate(cfg, str(tmp_path / "run"),
-                                               devices=jax.devices()[:1])
+  out = train_and_evaluate(cfg, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert out["step"] == 2 and np.isfinite(out["train/loss"])
   config, params, tok = ckpt_lib.restore_for_inference(str(tmp_path / "run"))
   # the frozen encoder is exactly the imported checkpoint (bf16 compute, fp32 params)

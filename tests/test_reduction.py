@@ -15,19 +15,22 @@ from pallas_kernels import token_merge
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-BASE = dict(
-    encoder=dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=3,
-                 subsampling_channels=4, dropout=0.0),
-    decoder=dict(vocab_size=32, d_model=32, num_layers=3, num_heads=4, num_kv_heads=2, ff_dim=48),
-    mtp=dict(num_heads=2),
-)
+# The reduction tests' model: the tiny test model (`tiny_config`, K=2) with a narrower
+# encoder, V=32 and three decoder layers of ff_dim 48.
+MODEL = dict(encoder=dict(d_model=16, conv_kernel=3, subsampling_channels=4),
+             decoder=dict(vocab_size=32, num_layers=3, ff_dim=48))
 S, LENS = 16000, (16000, 9000)   # end-to-end audio inputs
 P, TOK_LENS = 20, (20, 11)       # embedding-level inputs (P audio tokens per row)
 
 
-def make_cfg(**red) -> ModelConfig:
-  scan = red.pop("scan_layers", False)
-  return ModelConfig.from_config(dict(BASE, reduction=red, scan_layers=scan))
+@pytest.fixture(scope="session")
+def make_cfg(tiny_config):
+  """`make_cfg(**reduction)`: the tests' ModelConfig with `model.reduction` set from
+  the keyword arguments (`scan_layers` apart)."""
+  def make(**red) -> ModelConfig:
+    scan = red.pop("scan_layers", False)
+    return tiny_config(k=2, **MODEL, reduction=red, scan_layers=scan)
+  return make
 
 
 def random_params(cfg, text):
@@ -49,7 +52,7 @@ def random_params(cfg, text):
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(make_cfg):
   """(cfg, params, emb [2, P, d], valid [2, P], alen [2], text [2, 6])."""
   cfg = make_cfg()
   rng = np.random.default_rng(0)
@@ -90,12 +93,12 @@ def to_scanned(params):
   """Unscanned decoder params -> the `scan_layers=True` layout (stacked 'layers')."""
   p = nn.unbox(params)
   dec = dict(p["params"]["decoder"])
-  layers = [dec.pop(f"layer{i}") for i in range(BASE["decoder"]["num_layers"])]
+  layers = [dec.pop(f"layer{i}") for i in range(MODEL["decoder"]["num_layers"])]
   dec["layers"] = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
   return {"params": dict(p["params"], decoder=dec)}
 
 
-def test_ratio_zero_is_identity_exactly(setup, monkeypatch):
+def test_ratio_zero_is_identity_exactly(setup, monkeypatch, make_cfg):
   cfg, params, emb, valid, alen, text = setup
   base_out, base_cache = prefill(cfg, params, emb, valid, alen, text[:, :1])
   # Configured with a zero budget: the unreduced path, bit-identical.
@@ -126,7 +129,7 @@ def test_schedules():
   assert reduction_plan.merge_schedule("atome", "constant", 3, 0, 9, 10, 0.9) == (5, 2, 1)
 
 
-def test_token_count_drops_by_n_per_layer(setup):
+def test_token_count_drops_by_n_per_layer(setup, make_cfg):
   cfg, params, emb, valid, alen, text = setup
   p = P
   red = make_cfg(method="fastadasp_dense", ratio=0.3, start_layer=0, schedule="decay")
@@ -212,7 +215,7 @@ def _dot_flops(jaxpr) -> float:
 
 @pytest.mark.parametrize("method,schedule", [("fastadasp_dense", "decay"),
                                              ("atome", "constant"), ("fastv", "decay")])
-def test_flops_accounting_matches_matmuls_run(setup, audio_inputs, method, schedule):
+def test_flops_accounting_matches_matmuls_run(setup, audio_inputs, method, schedule, make_cfg):
   cfg, params, _, _, _, text = setup
   audio, alen = audio_inputs
   t0 = 2
@@ -238,7 +241,7 @@ def test_flops_accounting_matches_matmuls_run(setup, audio_inputs, method, sched
   assert sol["merges"] == plan and sol["achieved"] >= 0.3
 
 
-def test_unreduced_reduced_flops_equals_prefill_flops():
+def test_unreduced_reduced_flops_equals_prefill_flops(make_cfg):
   cfg = make_cfg()
   np.testing.assert_allclose(flops.reduced_prefill_flops(cfg, 50, 3, [0, 0, 0]),
                              flops.prefill_flops(cfg, 50, 3), rtol=1e-12)
@@ -246,8 +249,8 @@ def test_unreduced_reduced_flops_equals_prefill_flops():
 
 @pytest.mark.parametrize("schedule", ["decay", "constant"])
 @pytest.mark.parametrize("target", [0.1, 0.2, 0.3, 0.4, 0.5])
-def test_solver_reaches_targets(schedule, target):
-  cfg = ModelConfig.from_config(dict(BASE, decoder=dict(BASE["decoder"], num_layers=6)))
+def test_solver_reaches_targets(schedule, target, tiny_config):
+  cfg = tiny_config(k=2, encoder=MODEL["encoder"], decoder=dict(MODEL["decoder"], num_layers=6))
   sol = reduction_plan.solve_reduction(cfg, 200, 1, target, schedule=schedule)
   full = sum(flops.prefill_flops(cfg, 200, 1))
   red = sum(flops.reduced_prefill_flops(cfg, 200, 1, sol["merges"]))
@@ -262,7 +265,7 @@ def test_solver_reaches_targets(schedule, target):
 @pytest.mark.parametrize("method", ["atome",
                                     pytest.param("random_evict", marks=pytest.mark.slow),
                                     pytest.param("random_merge", marks=pytest.mark.slow)])
-def test_reduced_prefill_then_decode_equals_reduced_prefill_over_text(setup, method):
+def test_reduced_prefill_then_decode_equals_reduced_prefill_over_text(setup, method, make_cfg):
   """For text-independent selections, prefill(BOS) + decode_step(rest) == prefill(all)."""
   cfg, params, emb, valid, alen, text = setup
   scan = method == "atome"
@@ -283,7 +286,7 @@ def test_reduced_prefill_then_decode_equals_reduced_prefill_over_text(setup, met
 
 @pytest.mark.parametrize("method", ["fastadasp_dense", "fastv",
                                     pytest.param("fastadasp_sparse", marks=pytest.mark.slow)])
-def test_attention_weighted_methods_decode_batched(setup, method):
+def test_attention_weighted_methods_decode_batched(setup, method, make_cfg):
   cfg, params, emb, valid, alen, text = setup
   red = make_cfg(method=method, flops_reduction=0.2, sparse_layer=1)
   out, cache = prefill(red, params, emb, valid, alen, text[:, :1])
@@ -299,7 +302,7 @@ def test_attention_weighted_methods_decode_batched(setup, method):
   assert bool(jnp.isfinite(got["logits"]).all())
 
 
-def test_end_to_end_prefill_with_audio(setup, audio_inputs):
+def test_end_to_end_prefill_with_audio(setup, audio_inputs, make_cfg):
   """`model.prefill` from audio (the decoders' entry point) equals encode + embeddings path."""
   cfg, params, _, _, _, text = setup
   audio, alen = audio_inputs
@@ -319,7 +322,7 @@ def test_end_to_end_prefill_with_audio(setup, audio_inputs):
   assert int(cache.prefix_valid[-1, 0].sum()) == p - sum(plan[:-1])
 
 
-def test_config_validation_names_fields():
+def test_config_validation_names_fields(make_cfg):
   with pytest.raises(ConfigError, match="model.reduction.method"):
     make_cfg(method="tome")
   with pytest.raises(ConfigError, match="model.reduction.ratio"):
@@ -381,7 +384,7 @@ def test_reducer_kernel_path_matches_reduction_merge(method):
   np.testing.assert_allclose(got[2], want[2], rtol=1e-6, atol=1e-5)
 
 
-def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch):
+def test_reduced_prefill_with_merge_kernel_matches(setup, monkeypatch, make_cfg):
   """fastadasp_dense prefill through the Pallas merge kernel (interpreted on CPU)."""
   calls = []
   kernel = token_merge.merge_kernel

@@ -1,7 +1,7 @@
 """Synthesis sentences never include a held-out test transcript."""
 import json
 
-from mtp_jax.data import sentence_lists
+from mtp_jax.synth import sentence_lists
 
 
 def test_held_out_texts_are_removed(tmp_path):

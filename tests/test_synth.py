@@ -1,4 +1,4 @@
-"""Tests of the espeak-ng synthetic corpus generator (mtp_jax.data.synth)."""
+"""Tests of the espeak-ng synthetic corpus generator (mtp_jax.synth)."""
 import dataclasses
 import json
 import os
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mtp_jax.data import espeak
-from mtp_jax.data import sentences
-from mtp_jax.data import synth
-from mtp_jax.data import synth_audio
-from mtp_jax.data import synth_workers
+from mtp_jax.synth import corpus as corpus_lib
+from mtp_jax.synth import espeak
+from mtp_jax.synth import render
+from mtp_jax.synth import sentences
+from mtp_jax.synth import workers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # f3 and m3 have breath noise (espeak's clock-seeded generator), f1 and m1 not.
@@ -40,7 +40,7 @@ def _all_bytes(out_dir):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   out = tmp_path_factory.mktemp("synth_a")
-  manifests = synth.synthesize_corpus(out, None, workers=2, **SMALL)
+  manifests = corpus_lib.synthesize_corpus(out, None, workers=2, **SMALL)
   return out, manifests
 
 
@@ -94,9 +94,9 @@ def test_load_sentences(tmp_path):
 
 def _plan(**kw):
   args = dict(seed=0, num=200, splits={"train": 0.8, "test": 0.2},
-              accents=synth.DEFAULT_ACCENTS, variants=synth.DEFAULT_VARIANTS)
+              accents=corpus_lib.DEFAULT_ACCENTS, variants=corpus_lib.DEFAULT_VARIANTS)
   args.update(kw)
-  return synth.plan_corpus(args.pop("sentences"), **args)
+  return corpus_lib.plan_corpus(args.pop("sentences"), **args)
 
 
 def test_plan_splits_disjoint_and_reproducible():
@@ -144,11 +144,11 @@ def test_plan_bad_options_name_the_field(kw, pattern):
 
 
 def test_parse_splits():
-  assert synth.parse_splits("train=0.9,test=0.1") == {"train": 0.9, "test": 0.1}
+  assert corpus_lib.parse_splits("train=0.9,test=0.1") == {"train": 0.9, "test": 0.1}
   with pytest.raises(ValueError, match="'dev'"):
-    synth.parse_splits("train=0.9,dev")
+    corpus_lib.parse_splits("train=0.9,dev")
   with pytest.raises(ValueError, match="bad split name"):
-    synth.parse_splits("a/b=1")
+    corpus_lib.parse_splits("a/b=1")
 
 
 # --- espeak wrapper ----------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_parse_splits():
 
 def test_espeak_lists_and_synthesizes():
   accents = espeak.list_accents()
-  assert set(synth.DEFAULT_ACCENTS) <= set(accents)
+  assert set(corpus_lib.DEFAULT_ACCENTS) <= set(accents)
   assert {"f1", "f5", "m1", "m8", "klatt"} <= set(espeak.list_variants())
   wav = espeak.synthesize("Testing one two three.", accent="en-us", variant="m1",
                           rate=180, pitch=40)
@@ -182,11 +182,11 @@ def test_espeak_bad_names_and_params():
 
 def test_corpus_rejects_bad_accent_and_variant(tmp_path):
   with pytest.raises(ValueError, match=r"'en-xx'.*en-us"):
-    synth.synthesize_corpus(tmp_path, None, num=2, accents=["en-us", "en-xx"],
-                            progress=False)
+    corpus_lib.synthesize_corpus(tmp_path, None, num=2, accents=["en-us", "en-xx"],
+                                 progress=False)
   with pytest.raises(ValueError, match=r"'zz9'.*m1"):
-    synth.synthesize_corpus(tmp_path, None, num=2, variants="f1,zz9",
-                            progress=False)
+    corpus_lib.synthesize_corpus(tmp_path, None, num=2, variants="f1,zz9",
+                                 progress=False)
   assert not list(tmp_path.iterdir())     # nothing written
 
 
@@ -198,19 +198,19 @@ def test_corpus_rejects_bad_accent_and_variant(tmp_path):
 def test_add_noise_level(color, snr):
   t = np.arange(32000) / 16000
   clean = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-  noisy = synth_audio.add_noise(clean, snr, color, seed=5)
+  noisy = render.add_noise(clean, snr, color, seed=5)
   measured = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) /
                            np.mean((noisy - clean).astype(np.float64) ** 2))
   assert abs(measured - snr) < 0.05
-  np.testing.assert_array_equal(noisy, synth_audio.add_noise(clean, snr, color, seed=5))
+  np.testing.assert_array_equal(noisy, render.add_noise(clean, snr, color, seed=5))
 
 
 def test_pink_noise_spectrum_falls():
-  noise = synth_audio.colored_noise(1 << 16, "pink", seed=0).astype(np.float64)
+  noise = render.colored_noise(1 << 16, "pink", seed=0).astype(np.float64)
   psd = np.abs(np.fft.rfft(noise)) ** 2
   low, high = psd[64:128].mean(), psd[8192:16384].mean()  # 128x apart in frequency
   assert 50 < low / high < 300                           # ~128 for 1/f
-  white = np.abs(np.fft.rfft(synth_audio.colored_noise(1 << 16, "white", 0))) ** 2
+  white = np.abs(np.fft.rfft(render.colored_noise(1 << 16, "white", 0))) ** 2
   assert 0.7 < white[64:128].mean() / white[8192:16384].mean() < 1.4
 
 
@@ -245,7 +245,7 @@ def test_corpus_format_and_durations(corpus):
 
 def test_corpus_is_byte_identical_for_a_seed(corpus, tmp_path):
   out_a, _ = corpus
-  synth.synthesize_corpus(tmp_path, None, workers=1, **SMALL)
+  corpus_lib.synthesize_corpus(tmp_path, None, workers=1, **SMALL)
   a, b = _all_bytes(out_a), _all_bytes(tmp_path)
   assert a.keys() == b.keys() and len(a) == 6 + 4
   assert [k for k in a if a[k] != b[k]] == []
@@ -253,7 +253,7 @@ def test_corpus_is_byte_identical_for_a_seed(corpus, tmp_path):
 
 def test_corpus_noise_at_requested_snr(corpus, tmp_path):
   out_clean, manifests = corpus
-  synth.synthesize_corpus(tmp_path, None, workers=2, snr_db=10, **SMALL)
+  corpus_lib.synthesize_corpus(tmp_path, None, workers=2, snr_db=10, **SMALL)
   for split, path in manifests.items():
     for row in _read_manifest(path):
       clean, _ = sf.read(str(out_clean / row["audio_filepath"]), dtype="float64")
@@ -268,17 +268,17 @@ def test_corpus_noise_at_requested_snr(corpus, tmp_path):
 
 
 def test_worker_failure_is_reported(tmp_path):
-  utt = synth.plan_corpus(["Hello there friend."], seed=0, num=1, splits={"x": 1.0},
-                          accents=["en-us"], variants=["m1"])[0]
+  utt = corpus_lib.plan_corpus(["Hello there friend."], seed=0, num=1, splits={"x": 1.0},
+                               accents=["en-us"], variants=["m1"])[0]
   bad = dataclasses.replace(utt, audio_filepath="no_such_dir/x.flac")
-  with pytest.raises(synth.SynthesisError, match=r"shard 0 failed"):
-    synth_workers.run_shards(str(tmp_path), [[bad]], 16000, 1,
-                             synth_workers.Progress(1, enabled=False))
+  with pytest.raises(corpus_lib.SynthesisError, match=r"shard 0 failed"):
+    workers.run_shards(str(tmp_path), [[bad]], 16000, 1,
+                       workers.Progress(1, enabled=False))
 
 
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, "-m", "mtp_jax.data.synth", *args],
+  return subprocess.run([sys.executable, "-m", "mtp_jax.synth", *args],
                         capture_output=True, text=True, env=env, cwd=ROOT,
                         timeout=120)
 
@@ -302,7 +302,7 @@ def test_corpus_deterministic_all_variants_file_sentences(tmp_path, shared_data)
   text = sentences.load_sentences(shared_data / "text" / "harvard_sentences.txt")
   kw = dict(num=40, seed=11, variants="all", shard_size=7, progress=False,
             snr_db=(5, 30), noise_fraction=0.5)
-  synth.synthesize_corpus(tmp_path / "a", text, workers=2, **kw)
-  synth.synthesize_corpus(tmp_path / "b", text, workers=1, **kw)
+  corpus_lib.synthesize_corpus(tmp_path / "a", text, workers=2, **kw)
+  corpus_lib.synthesize_corpus(tmp_path / "b", text, workers=1, **kw)
   a, b = _all_bytes(tmp_path / "a"), _all_bytes(tmp_path / "b")
   assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)

@@ -8,7 +8,8 @@ import pytest
 
 from mtp_jax import checkpoint as ckpt_lib
 from mtp_jax.config import load_config_file
-from train_helpers import ROOT, load_train_module
+from mtp_jax.train.loop import train_and_evaluate
+from train_helpers import ROOT
 
 
 def _subset(shared_data, tmp_path, n):
@@ -39,8 +40,7 @@ def _config(manifest, n, k, steps, **train):
 
 
 def _train(config, workdir):
-  return load_train_module().train_and_evaluate(config, str(workdir),
-                                                devices=jax.devices()[:1])
+  return train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
 
 
 def test_tiny_k4_overfits_4_utterances(shared_data, tmp_path):

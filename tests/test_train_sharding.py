@@ -3,11 +3,8 @@ import jax
 import numpy as np
 
 from mtp_jax import sharding as sharding_lib
-from mtp_jax.config import ModelConfig
-from mtp_jax.model.speech_llama import SpeechLLaMA
-from mtp_jax.train import optimizer as opt_lib
-from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
+from mtp_jax.train.setup import make_train_setup
 from train_helpers import micro_config
 
 
@@ -27,12 +24,8 @@ def _batch(b=8, s=3200, l=8, seed=0):
 def _run(config, devices, mesh_cfg):
   mesh = sharding_lib.make_mesh(mesh_cfg, devices)
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  mcfg = ModelConfig.from_config(config.model)
-  model = SpeechLLaMA(mcfg)
-  tx = opt_lib.make_optimizer(config.train, state_lib.nn.unbox(state_lib.abstract_params(model)))
-  state, sh = state_lib.create_train_state(model, tx, mesh, rules, seed=0)
-  step = step_lib.make_train_step(SpeechLLaMA(mcfg, train=True), tx, config.train)
-  jitted = step_lib.jit_train_step(step, sh, mesh, rules)
+  setup = make_train_setup(config, mesh, rules)
+  state, jitted = setup.create_state(seed=0), setup.jit_step()
   with step_lib.trace_context(mesh, rules):
     new, metrics = jitted(state, step_lib.device_batch(_batch(), mesh, rules))
   # The optimizer moments are sharded like their parameters.

@@ -8,8 +8,9 @@ import soundfile as sf
 
 from mtp_jax.decode import api
 from mtp_jax.decode.transcribe import LongAudioError, Transcriber, split_at_silence
+from mtp_jax.train.loop import train_and_evaluate
 from test_pretrained_encoder import whisper_micro_config
-from train_helpers import load_train_module, write_synthetic_manifest
+from train_helpers import write_synthetic_manifest
 
 
 def test_split_at_silence_cuts_in_the_gap():
@@ -32,7 +33,7 @@ def workdir(tmp_path_factory):
   c.data.update(train_manifests=write_synthetic_manifest(root / "data", n=8),
                 batching="random", batch_size=4, batch_size_multiple=1)
   c.train.update(steps=1, warmup_steps=0, log_every=1, checkpoint_every=1)
-  load_train_module().train_and_evaluate(c, str(root / "run"), devices=jax.devices()[:1])
+  train_and_evaluate(c, str(root / "run"), devices=jax.devices()[:1])
   return root
 
 

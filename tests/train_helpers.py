@@ -1,7 +1,6 @@
 """Shared helpers for the training tests: micro configs and synthetic manifests."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
@@ -12,14 +11,6 @@ from mtp_jax.config import load_config_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
-
-
-def load_train_module():
-  """Imports the repo-root train.py as a module (flags are only defined under __main__)."""
-  spec = importlib.util.spec_from_file_location("mtp_train_main", ROOT / "train.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
 
 
 def micro_config(k: int = 2, head: str = "independent"):
@@ -33,6 +24,20 @@ def micro_config(k: int = 2, head: str = "independent"):
                    ff_dim=64, max_text_len=32)
   c.data.tokenizer.vocab_size = 48
   return c
+
+
+def recording_transform(order: list, nan_steps=()):
+  """A `train_and_evaluate` batch_transform that appends (step, utt_ids) to `order`
+  and makes the audio (or cached frames) of the batches at `nan_steps` NaN."""
+  nan_steps = set(nan_steps)
+
+  def transform(step: int, batch: dict) -> dict:
+    order.append((step, list(batch["utt_id"])))
+    if step in nan_steps:
+      key = "frames" if "frames" in batch else "audio"
+      batch = dict(batch, **{key: np.full_like(batch[key], np.nan)})
+    return batch
+  return transform
 
 
 def write_synthetic_manifest(directory: pathlib.Path, n: int = 16, seed: int = 0) -> str:

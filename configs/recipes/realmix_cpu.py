@@ -7,7 +7,7 @@ set, then evaluated on three REAL held-out sets: Kathleen test, FSDD test (8 kHz
 resampled to 16 kHz by the loader) and AN4 test.
 
 Run (from the repository root; ~5 min synthesis + `minutes` of training on 2 cores):
-  python -m mtp_jax.data.synth --sentences ../shared/data/text/ljspeech_sentences.txt \
+  python -m mtp_jax.synth --sentences ../shared/data/text/ljspeech_sentences.txt \
       --variants all --snr_db 10,40 --noise_fraction 0.5 --num 4000 --workers 2 \
       --seed 0 --out runs/realmix/synth
   python train.py --config configs/recipes/realmix_cpu.py --workdir runs/realmix_cpu

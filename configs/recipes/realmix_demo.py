@@ -10,7 +10,7 @@ FSDD test and AN4 test.
 Run (from the repository root, after `python -m mtp_jax.demo --out runs/demo` wrote runs/demo/run):
   awk 'length($0)>=20 && length($0)<=100' ../shared/data/text/ljspeech_sentences.txt \
       > runs/realmix/lj_short.txt
-  python -m mtp_jax.data.synth --sentences runs/realmix/lj_short.txt --variants all \
+  python -m mtp_jax.synth --sentences runs/realmix/lj_short.txt --variants all \
       --snr_db 10,40 --noise_fraction 0.5 --num 3000 --workers 2 --seed 0 --name train \
       --out runs/realmix/ljsynth
   python train.py --config configs/recipes/realmix_demo.py:init=runs/demo/run,minutes=55 \

@@ -6,7 +6,7 @@ train; eval on Kathleen / FSDD / AN4 test), more of it, and a ~34M-parameter mod
 (Conformer 256x12, decoder 384x8, K=4) in bf16 with scanned layers, 16x2 buckets.
 
 Run (one GPU; synthesis is CPU-bound, ~140 s of audio per core-second):
-  python -m mtp_jax.data.synth --sentences ../shared/data/text/ljspeech_sentences.txt \
+  python -m mtp_jax.synth --sentences ../shared/data/text/ljspeech_sentences.txt \
       --variants all --snr_db 10,40 --noise_fraction 0.5 --num 12000 --workers 16 \
       --seed 0 --out runs/realmix/synth_large
   python train.py --config configs/recipes/realmix_gpu.py --workdir runs/realmix_gpu

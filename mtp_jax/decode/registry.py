@@ -90,17 +90,20 @@ def get(name: str) -> StrategySpec:
 
 
 def names() -> list[str]:
-  """Registered strategies, in `MODULES` order."""
+  """Registered strategies: the built-in ones in `MODULES` order (whichever was
+  imported first), then any registered from outside in registration order."""
   _load()
-  return list(_REGISTRY)
+  rank = {module: i for i, module in enumerate(MODULES)}
+  return sorted(_REGISTRY, key=lambda name: rank.get(
+      getattr(_REGISTRY[name].build, "__module__", None), len(MODULES)))
 
 
 def all_options() -> dict[str, Option]:
   """Every option of every strategy by name (one flag each; same name = same meaning)."""
   _load()
   out: dict[str, Option] = {}
-  for spec in _REGISTRY.values():
-    for o in spec.options:
+  for name in names():
+    for o in _REGISTRY[name].options:
       out.setdefault(o.name, o)
   return out
 

@@ -41,18 +41,14 @@ import os
 import time
 from typing import Callable, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 
 from mtp_jax import sharding as sharding_lib
-from mtp_jax.config import ModelConfig
 from mtp_jax.data import bucketing
 from mtp_jax.data import pipeline
 from mtp_jax.data import tokenizer as tok_lib
-from mtp_jax.model.speech_llama import SpeechLLaMA
-from mtp_jax.train import optimizer as opt_lib
-from mtp_jax.train import state as state_lib
+from mtp_jax.train import setup as setup_lib
 from mtp_jax.train import step as step_lib
 
 GIB = 2**30
@@ -187,6 +183,8 @@ class StepProber:
   """Compiles (and optionally runs) the real sharded train step at (B, S, L).
 
   Attributes:
+    setup: the config's `mtp_jax.train.setup.TrainSetup` (model, optimizer, layout),
+      the one training builds.
     compiled: {(B, S, L): executable} of every shape that fit (reusable by callers).
     budget_bytes: per-device memory budget (None = only OOM errors count).
   """
@@ -209,22 +207,9 @@ class StepProber:
     self.budget_bytes = budget_bytes
     self.run_steps = int(run_steps)
     self.log = log
-    tcfg = config.train
-    mcfg = ModelConfig.from_config(config.model)
-    self.vocab_size = mcfg.decoder.vocab_size
-    self.model = SpeechLLaMA(mcfg)
-    abstract_params = nn.unbox(state_lib.abstract_params(self.model))
-    self.tx = opt_lib.make_optimizer(tcfg, abstract_params)
-    labels = (opt_lib.trainable_labels(abstract_params, tcfg)
-              if opt_lib.freezes_anything(tcfg) else None)
-    abstract, self.shardings = state_lib.abstract_train_state(
-        self.model, self.tx, self.mesh, self.rules)
-    self.abstract_state = jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        abstract, self.shardings)
-    step_fn = step_lib.make_train_step(SpeechLLaMA(mcfg, train=True), self.tx, tcfg,
-                                       labels, word_tables)
-    self.jitted = step_lib.jit_train_step(step_fn, self.shardings, self.mesh, self.rules)
+    self.setup = setup_lib.make_train_setup(config, self.mesh, self.rules)
+    self.vocab_size = self.setup.model.cfg.decoder.vocab_size
+    self.jitted = self.setup.jit_step(word_tables)
     self.compiled: dict[tuple[int, int, int], object] = {}
     self.bytes: dict[tuple[int, int, int], int | None] = {}
     self._state = None
@@ -233,8 +218,7 @@ class StepProber:
     """A train state (created on first use, re-created if an OOM deleted it)."""
     if self._state is None or any(x.is_deleted() for x in jax.tree.leaves(self._state)):
       self._state = None
-      self._state, _ = state_lib.create_train_state(
-          self.model, self.tx, self.mesh, self.rules, int(self.config.seed))
+      self._state = self.setup.create_state()
     return self._state
 
   def compile(self, b: int, s: int, l: int):
@@ -242,7 +226,7 @@ class StepProber:
     shape = (b, s, l)
     if shape not in self.compiled:
       with step_lib.trace_context(self.mesh, self.rules):
-        exe = self.jitted.lower(self.abstract_state,
+        exe = self.jitted.lower(self.setup.abstract_state,
                                 step_lib.abstract_batch(b, s, l, self.mesh, self.rules)
                                 ).compile()
       self.compiled[shape] = exe

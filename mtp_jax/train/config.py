@@ -89,7 +89,6 @@ class TrainConfig:
   grad_accum: int = 1            # micro-batches per step (scan; rows split strided)
   # Faults.
   max_consecutive_nonfinite: int = 5  # stop after this many skipped steps in a row
-  debug_nan_steps: tuple = ()    # TEST HOOK: 0-based step indices whose batch audio becomes NaN
   # Checkpoints.
   checkpoint_every: int = 500
   keep_checkpoints: int = 3      # 0 = keep all
@@ -144,10 +143,6 @@ def validate(cfg: TrainConfig, prefix: str = "train") -> None:
   if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0
          for w in cfg.head_weights):
     raise ConfigError(f"{p}.head_weights={cfg.head_weights}: expected numbers >= 0")
-  if any(not isinstance(s, int) or isinstance(s, bool) or s < 0
-         for s in cfg.debug_nan_steps):
-    raise ConfigError(f"{p}.debug_nan_steps={cfg.debug_nan_steps}: expected step "
-                      "indices >= 0")
   m = cfg.mwer
   require_at_least(f"{p}.mwer.nbest", m.nbest, 1)
   require_at_least(f"{p}.mwer.beam", m.beam, m.nbest)
@@ -216,3 +211,13 @@ def _check_mesh(mesh) -> None:
 def train_defaults() -> ml_collections.ConfigDict:
   """`config.train` with every field at its `TrainConfig` default."""
   return ml_collections.ConfigDict(dataclasses.asdict(TrainConfig()))
+
+
+def upgrade_train_section(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A saved run's `config.train` (its config.json) with this code's fields: fields
+  added since take their defaults, fields removed since (such as the former test hook
+  `debug_nan_steps`) are dropped, so a copy of an old run trains again."""
+  out = train_defaults()
+  known = set(out.keys())
+  out.update({k: v for k, v in dict(saved).items() if k in known})
+  return out

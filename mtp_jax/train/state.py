@@ -102,6 +102,12 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, mes
   return abstract, state_shardings(abstract, boxed, tx, mesh, rules)
 
 
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `abstract` carrying the matching `shardings` (for `.lower`)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract, shardings)
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh, rules,
                        seed: int, params: Any | None = None):
   """Initializes the state directly into its shardings (`jit(init, out_shardings=...)`).

@@ -1,9 +1,9 @@
 """Resuming a run directory safely: checks made before anything in it is rewritten.
 
-`train.py` validates the config, checks that an existing run's model is unchanged
-and restores its checkpoint before it writes `config.json` (or the tokenizer), so
-a failed or refused re-run leaves the workdir as it was, and `decode.py` still reads
-it.
+The training loop (`loop.train_and_evaluate`, run by train.py) validates the config,
+checks that an existing run's model is unchanged and restores its checkpoint before
+it writes `config.json` (or the tokenizer), so a failed or refused re-run leaves the
+workdir as it was, and `decode.py` still reads it.
 """
 from __future__ import annotations
 

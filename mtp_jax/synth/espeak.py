@@ -11,12 +11,12 @@ breathy variants, e.g. "f2".."f5") from the clock; `init` reseeds it with 0 and
 state between utterances (e.g. oscillator phases), so the samples of an
 utterance depend on what the process spoke before. Output is reproducible for a
 fresh process that makes the same calls in the same order;
-`mtp_jax.data.synth` relies on that.
+`mtp_jax.synth` relies on that.
 
 Not thread-safe: use one thread per process.
 
 Example:
-  >>> from mtp_jax.data import espeak
+  >>> from mtp_jax.synth import espeak
   >>> wav = espeak.synthesize("Hello there.", accent="en-us", variant="f3",
   ...                         rate=160, pitch=55)
   >>> wav.dtype, espeak.NATIVE_SAMPLE_RATE

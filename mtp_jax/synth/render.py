@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import soxr
 
-from mtp_jax.data import espeak
+from mtp_jax.synth import espeak
 
 NOISE_COLORS = ("white", "pink")
 _PEAK = 10 ** (-3 / 20)   # clean speech is normalised to -3 dBFS peak

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from mtp_jax.data import sentence_words as L
+from mtp_jax.synth import sentence_words as L
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve "
          "thirteen fourteen fifteen sixteen seventeen eighteen nineteen").split()

@@ -25,8 +25,8 @@ So the same seed, options and shard size give byte-identical FLAC files for any
 --workers on the same machine and library versions.
 
 Usage:
-  python -m mtp_jax.data.synth --out runs/synth --num 2000 --workers 2
-  python -m mtp_jax.data.synth --out runs/noisy --num 500 --snr_db 5,25 \
+  python -m mtp_jax.synth --out runs/synth --num 2000 --workers 2
+  python -m mtp_jax.synth --out runs/noisy --num 500 --snr_db 5,25 \
       --sentences ../shared/data/text/harvard_sentences.txt --name dev
 """
 from __future__ import annotations
@@ -42,12 +42,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtp_jax.data import espeak
-from mtp_jax.data import sentences as sentences_lib
-from mtp_jax.data import synth_workers
-from mtp_jax.data.synth_audio import NOISE_COLORS
-from mtp_jax.data.synth_audio import Utterance
-from mtp_jax.data.synth_workers import SynthesisError
+from mtp_jax.synth import espeak
+from mtp_jax.synth import sentences as sentences_lib
+from mtp_jax.synth import workers as workers_lib
+from mtp_jax.synth.render import NOISE_COLORS
+from mtp_jax.synth.render import Utterance
+from mtp_jax.synth.workers import SynthesisError
 
 DEFAULT_ACCENTS = ("en", "en-us", "en-us-nyc", "en-029", "en-gb-scotland",
                    "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
@@ -308,9 +308,9 @@ def synthesize_corpus(out_dir: str | os.PathLike,
   if workers < 1:
     raise ValueError(f"workers={workers}: must be >= 1")
   shards = [utts[i:i + shard_size] for i in range(0, len(utts), shard_size)]
-  bar = synth_workers.Progress(len(utts), progress)
-  lengths = [n for shard in synth_workers.run_shards(out_dir, shards, sample_rate,
-                                                     workers, bar)
+  bar = workers_lib.Progress(len(utts), progress)
+  lengths = [n for shard in workers_lib.run_shards(out_dir, shards, sample_rate,
+                                                         workers, bar)
              for n in shard]
   wall = time.monotonic() - bar.start
 
@@ -350,7 +350,7 @@ def _write_lines(path: str, lines: Sequence[str]) -> str:
 
 
 def _parse_args(argv):
-  p = argparse.ArgumentParser(prog="python -m mtp_jax.data.synth",
+  p = argparse.ArgumentParser(prog="python -m mtp_jax.synth",
                               description=__doc__.split("\n\n")[0])
   p.add_argument("--out", required=True, help="output folder")
   p.add_argument("--num", type=int, required=True, help="number of utterances")
@@ -402,6 +402,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(path)
   return 0
 
-
-if __name__ == "__main__":
-  sys.exit(main())

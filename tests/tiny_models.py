@@ -1,43 +1,85 @@
-"""Small models and references for decoding tests (also usable by MWER tests).
+"""Tiny models for the tests: the one tiny ModelConfig, and decoding references on it.
 
-* `tiny_model`: a very small random SpeechLLaMA (d=32, 2 decoder layers, V=64).
+* `TINY_MODEL`, `tiny_model_config`: the tests' tiny ModelConfig (width 32, one
+  Conformer layer, two decoder layers, V=64, K=3 heads) with per-test overrides
+  merged in section by section; tests get it as the `tiny_config` fixture
+  (tests/conftest.py).
+* `tiny_model`: a random model of that config with a stub audio side (`STUB_AUDIO`:
+  no encoder layers), for tests where only the decoder matters (decoding);
+  `text_model`: the same around a given decoder config (Hugging Face parity tests).
 * `make_predictable`: rewrites a model's parameters so its greedy output follows a
   known token chain x -> perm(x) and heads k >= 2 draft perm^k(x) (exactly for
   `independent` heads, approximately for `latent` heads), so that multi-token
-  acceptance paths are exercised.
+  acceptance paths are exercised (also used by bench/peer_decode.py).
 * `reference_beam_search`: plain-python ordinary beam search (K=1 semantics of
   `beam.make_beam`) over full teacher-forced forwards.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import DecoderConfig, ModelConfig
 from mtp_jax.decode.common import BOS, EOS
 from mtp_jax.model.speech_llama import SpeechLLaMA
 
 VOCAB = 64
+TINY_MODEL = dict(
+    encoder=dict(d_model=32, num_layers=1, num_heads=2, ff_mult=2, conv_kernel=5,
+                 subsampling_channels=8, dropout=0.0),
+    decoder=dict(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                 ff_dim=64),
+)
+# The audio side where only the decoder matters: 16 mels, no encoder layers, width 16.
+STUB_AUDIO = dict(encoder=dict(d_model=16, num_layers=0, conv_kernel=3, subsampling_channels=4),
+                  frontend=dict(num_mels=16))
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+  """`base` with `overrides` merged in: dicts key by key (recursively), else replaced."""
+  out = dict(base)
+  for key, value in overrides.items():
+    if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+      value = merged(out[key], value)
+    out[key] = value
+  return out
+
+
+def tiny_model_config(head_type: str = "independent", k: int = 3, **overrides) -> ModelConfig:
+  """`TINY_MODEL` with `k` heads of `head_type` and `overrides` merged in, e.g.
+  `tiny_model_config(k=2, decoder=dict(num_layers=1), scan_layers=True)`.
+
+  Raises:
+    ConfigError: an invalid value (named), as `ModelConfig.from_config`.
+  """
+  mtp = dict(mtp=dict(num_heads=k, head_type=head_type))
+  return ModelConfig.from_config(merged(merged(TINY_MODEL, mtp), overrides))
 
 
 def tiny_model(head_type: str = "independent", k: int = 3, tie: bool = True,
                seed: int = 0, samples: int = 4000):
-  """A very small random model and its unboxed params."""
-  cfg = ModelConfig.from_config(dict(
-      encoder=dict(d_model=16, num_layers=0, num_heads=2, ff_mult=2, conv_kernel=3,
-                   subsampling_channels=4, dropout=0.0),
-      frontend=dict(num_mels=16),
-      decoder=dict(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                   ff_dim=64, tie_embeddings=tie),
-      mtp=dict(num_heads=k, head_type=head_type)))
+  """A random tiny model with the stub audio side, and its unboxed params."""
+  cfg = tiny_model_config(head_type, k, **merged(STUB_AUDIO, dict(decoder=dict(
+      tie_embeddings=tie))))
   model = SpeechLLaMA(cfg)
   params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, samples)),
                       jnp.full((1,), samples, jnp.int32), jnp.ones((1, 4), jnp.int32))
   return model, nn.unbox(params)
+
+
+def text_model(decoder: DecoderConfig, k: int = 1, scan_layers: bool = False):
+  """(cfg, SpeechLLaMA) around a given decoder (e.g. from a Hugging Face config), with
+  the stub audio side: for text-only forwards (`hf_llama.text_logits`)."""
+  cfg = dataclasses.replace(
+      tiny_model_config("independent", k, scan_layers=scan_layers, **STUB_AUDIO),
+      decoder=decoder)
+  return cfg, SpeechLLaMA(cfg)
 
 
 def random_audio(rng: np.random.Generator, lens, samples: int = 4000):

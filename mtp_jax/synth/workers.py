@@ -24,8 +24,8 @@ import time
 import traceback
 from typing import Sequence
 
-from mtp_jax.data.synth_audio import Utterance
-from mtp_jax.data.synth_audio import render
+from mtp_jax.synth.render import Utterance
+from mtp_jax.synth.render import render
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -139,7 +139,7 @@ def run_shards(out_dir: str, shards: Sequence[Sequence[Utterance]],
   for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     env[var] = "1"  # helpers fork; keep them single-threaded
   cmd = [sys.executable, "-c",
-         "from mtp_jax.data.synth_workers import _worker_main; _worker_main()"]
+         "from mtp_jax.synth.workers import _worker_main; _worker_main()"]
   procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             env=env) for _ in range(max(1, min(workers, len(shards))))]
   pending = collections.deque(range(len(shards)))

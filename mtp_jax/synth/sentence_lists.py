@@ -1,6 +1,6 @@
 """Sentences for synthesis from `../shared/data/text`, with every held-out test text removed.
 
-  python -m mtp_jax.data.sentence_lists --data ../shared/data --out runs/wt/sentences.txt
+  python -m mtp_jax.synth.sentence_lists --data ../shared/data --out runs/wt/sentences.txt
 
 Reads ljspeech_sentences.txt (kept when `min_chars` <= length <= `max_chars`),
 harvard_sentences.txt and arctic_prompts.tsv, and drops any sentence whose normalized

@@ -1,4 +1,4 @@
-"""Word lists for `mtp_jax.data.sentences` (written for this project).
+"""Word lists for `mtp_jax.synth.sentences` (written for this project).
 
 Nouns are (singular, plural); verbs are (base, third person, past, -ing).
 """

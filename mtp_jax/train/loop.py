@@ -1,0 +1,328 @@
+"""The training loop: `train_and_evaluate(config, workdir)` runs or resumes a run.
+
+train.py is its command-line entry point; tests and benchmarks call it directly.
+
+The workdir receives config.json, the tokenizer (trained from the train manifests
+unless config.data.tokenizer.path is set), checkpoints/ (orbax), tb/ (TensorBoard)
+and metrics.jsonl. Calling again on the same workdir resumes from the latest complete
+checkpoint, with the data iterator where it was. Nothing is written into the workdir
+until the config is valid, an existing run's model and tokenizer are unchanged and
+its checkpoint (and data iterator position) restored.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mtp_jax import checkpoint as ckpt_lib
+from mtp_jax import sharding as sharding_lib
+from mtp_jax.config import ConfigError
+from mtp_jax.data import pipeline
+from mtp_jax.data import tokenizer as tok_lib
+from mtp_jax.data.errors import BadInputError, NoDataError
+from mtp_jax.interop import hf_llama
+from mtp_jax.mwer import word_errors
+from mtp_jax.train import eval as eval_lib
+from mtp_jax.train import metrics as metrics_lib
+from mtp_jax.train import pretrained as pretrained_lib
+from mtp_jax.train import setup as setup_lib
+from mtp_jax.train import state as state_lib
+from mtp_jax.train import step as step_lib
+from mtp_jax.train import workdir as workdir_lib
+from mtp_jax.train.config import RunConfig
+
+# `f(step, host_batch) -> host_batch`: see `train_and_evaluate`'s batch_transform.
+BatchTransform = Callable[[int, dict], dict]
+
+
+class NonFiniteError(RuntimeError):
+  """Too many consecutive non-finite steps; the last good checkpoint is kept."""
+
+
+# Errors of the user's making (config, workdir, data), raised before anything is
+# written; an entry point prints them as one line instead of a traceback.
+USER_ERRORS = (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError, NoDataError,
+               BadInputError)
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    logging.info(msg)
+    print(msg, flush=True)
+
+
+def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
+  """Loads config.data.tokenizer.path (copied into the workdir) or trains one there."""
+  path = config.data.tokenizer.path
+  if jax.process_index() == 0:
+    if path:
+      ckpt_lib.copy_tokenizer(path, workdir)
+    tok_lib.get_tokenizer(config.data, workdir)  # trains into workdir if absent
+  multihost_utils.sync_global_devices("tokenizer")
+  tok = tok_lib.Tokenizer.load(workdir)
+  tok_lib.check_tokenizer_fits(tok, config.model.decoder.vocab_size)
+  return tok
+
+
+def _init_state(config, setup: setup_lib.TrainSetup):
+  """A fresh train state: seeded init, then the configured warm starts."""
+  tcfg, mcfg = config.train, setup.model.cfg
+  state = setup.create_state(config.seed)
+  if tcfg.init_from:
+    loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
+    merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
+    state = setup.create_state(config.seed, params=merged)
+    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+  if tcfg.get("encoder_init", ""):
+    enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
+    state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
+    _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
+  if tcfg.get("decoder_init", ""):
+    state = state.replace(params=hf_llama.load_decoder_into(
+        state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+    _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+  return state
+
+
+def _restore_data_state(data, data_state: dict, step: int, reset: bool) -> None:
+  """Puts the data iterator where checkpoint `step` left it (or leaves it fresh)."""
+  if reset:
+    _log(f"train.reset_data_iterator=True: the data iterator starts afresh (its state "
+         f"in checkpoint step {step} is not restored)")
+    return
+  try:
+    data.set_state(data_state)
+  except pipeline.DataStateMismatchError as e:
+    raise workdir_lib.ResumeError(f"{e}.\n{workdir_lib.data_state_hint(step)}") from e
+
+
+def _open_data(config, workdir: str, params, mcfg):
+  """(tokenizer, train iterator, feature cache or None, frames_for or None)."""
+  tokenizer = _tokenizer(config, workdir)
+  cache, frames_for = None, None
+  if config.data.get("feature_cache", ""):
+    cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, params, mcfg,
+                                                  config.train)
+    _log(f"feature cache {config.data.feature_cache}: {len(cache)} utterances, d={cache.dim}")
+  data = pipeline.make_train_iterator(config.data, tokenizer, seed=config.data.seed,
+                                      process_index=jax.process_index(),
+                                      process_count=jax.process_count(),
+                                      feature_cache=cache, frames_for=frames_for)
+  return tokenizer, data, cache, frames_for
+
+
+def _eval_batches(config, mesh, tokenizer):
+  """The dev manifest's batches (None without one), `train.eval_batch_size` rounded up
+  to a multiple of the data-parallel devices and the process count."""
+  if not config.data.dev_manifest:
+    return None
+  pc = jax.process_count()
+  per = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
+  multiple = np.lcm(per, pc)
+  bs = -(-int(config.train.eval_batch_size) // multiple) * multiple
+  return pipeline.make_eval_batches(config.data.dev_manifest, tokenizer, config.data,
+                                    batch_size=int(bs))
+
+
+def _make_eval(config, setup: setup_lib.TrainSetup, eval_batches, tokenizer, writer):
+  """`run_eval(step, params) -> {"eval/...": value}`: WER on the dev batches (and the
+  encoder's CTC WER with a CTC head), written to the metrics and logged."""
+  tcfg, mcfg = config.train, setup.model.cfg
+  max_new = int(tcfg.eval_max_new_tokens) or mcfg.decoder.max_text_len - 2
+  kw = dict(max_new_tokens=max_new, max_utterances=int(tcfg.eval_max_utterances),
+            numbers_to_words=bool(config.data.numbers_to_words))
+
+  def evaluate(params, **extra):
+    return eval_lib.evaluate(setup.model, params, eval_batches, tokenizer, setup.mesh,
+                             setup.rules, **kw, **extra)
+
+  def run_eval(step: int, params) -> dict:
+    t = time.perf_counter()
+    res, examples = evaluate(params)
+    out = {f"eval/{k}": float(v) for k, v in res.items()}
+    out["eval/seconds"] = time.perf_counter() - t
+    _log(f"eval step {step}: WER {res['wer']:.4f} ({res['errors']}/{res['num_ref_words']} "
+         f"words, {res['num_utterances']} utts, {out['eval/seconds']:.1f} s)")
+    if mcfg.ctc_head:  # does the encoder read the audio? (no decoder involved)
+      ctc, _ = evaluate(params, strategy="ctc")
+      out["eval/ctc_wer"] = float(ctc["wer"])
+      _log(f"eval step {step}: encoder CTC WER {ctc['wer']:.4f}")
+    writer.write(step, out)
+    if examples:
+      writer.write_text(step, "eval/examples", "\n\n".join(
+          f"{u}\nREF: {r}\nHYP: {h}" for u, r, h in examples[:5]))
+    return out
+
+  return run_eval
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
+                       batch_transform: BatchTransform | None = None,
+                       devices=None) -> dict:
+  """Runs (or resumes) training to `config.train.steps`; returns the last metrics.
+
+  With `config.train.max_minutes` > 0 the run also stops (checkpointed, evaluated) at
+  the first logging step after that much wall time since this call started.
+
+  Args:
+    config: the full ConfigDict (see configs/).
+    workdir: run directory.
+    stop_after: stop (after checkpointing) once this step is reached, as if the job
+      were preempted there; the schedule still spans `train.steps`.
+    batch_transform: optional `f(step, host_batch) -> host_batch` applied to each
+      batch before its step (0-based step index; the batch as the pipeline yields it,
+      with "audio" [B, S] or "frames" [B, S', d], "text" [B, L], lengths and
+      "utt_id"). Tests use it to record the batches, to poison one with NaN, or to
+      raise at a step as if the job were killed there.
+    devices: devices for the mesh (default all; tests use a subset).
+  Raises:
+    ConfigError: an invalid config value (named); nothing is written.
+    ResumeError: `workdir` holds a run of another model or tokenizer, or its data
+      iterator state does not fit the training data (the message says what to do);
+      nothing is written.
+    CheckpointError: no checkpoint of `workdir` can be read; nothing is written.
+    NoDataError, BadInputError: no usable training utterance; nothing is written.
+    NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
+  """
+  t_start = time.time()
+  # Nothing is written into the workdir until the config is valid, an existing run's
+  # model is unchanged and its checkpoint (and data iterator position) restored.
+  mcfg = RunConfig.from_config(config).model  # ConfigError naming the field
+  tcfg = config.train
+  workdir = os.path.abspath(workdir)
+  if ckpt_lib.has_checkpoints(workdir):
+    workdir_lib.check_model_unchanged(workdir, mcfg)
+    workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path)
+
+  # ---------------------------------------------------------------- mesh, model, optimizer
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  rules = sharding_lib.rules_from_config(config.sharding_rules)
+  _log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices "
+       f"({jax.process_count()} processes); model K={mcfg.mtp.num_heads} "
+       f"{mcfg.mtp.head_type}, dtype {mcfg.dtype}")
+  setup = setup_lib.make_train_setup(config, mesh, rules)
+
+  # ---------------------------------------------------------------- state: resume / init
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints,
+                               async_save=tcfg.async_checkpointing)
+  data = None
+  try:
+    state, data_state, restored = ckpt.restore_newest(setup.abstract_state, setup.shardings,
+                                                      log=_log)
+    if restored is not None:
+      _log(f"resumed from step {restored} in {ckpt.directory}")
+    else:
+      state = _init_state(config, setup)
+
+    # -------------------------------------------------------------- data
+    tokenizer, data, cache, frames_for = _open_data(config, workdir, state.params, mcfg)
+    if data_state is not None:
+      _restore_data_state(data, data_state, restored,
+                          bool(tcfg.get("reset_data_iterator", False)))
+  except BaseException:
+    if data is not None:
+      data.close()
+    ckpt.close()
+    raise
+  ckpt_lib.save_config(workdir, config)  # now config.json describes the checkpoints
+  for b in data.describe():
+    _log(f"bucket {b}")
+  report = data.bad_input_report()
+  if report["num_skipped"]:
+    _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
+
+  # ---------------------------------------------------------------- compile per bucket shape
+  pc = jax.process_count()
+  shapes = [(b * pc, s if frames_for is None else frames_for(s), l)
+            for b, s, l in data.batch_shapes]
+  word_tables = (word_errors.tables_from_tokenizer(tokenizer)
+                 if tcfg.get("objective", "ce") == "mwer" else None)
+  t0 = time.perf_counter()
+  compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log,
+                                frames_dim=cache.dim if cache is not None else 0)
+  _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
+  eval_batches = _eval_batches(config, mesh, tokenizer)
+
+  # ---------------------------------------------------------------- the loop
+  total = int(tcfg.steps)
+  start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                    start_step=start)
+  run_eval = _make_eval(config, setup, eval_batches, tokenizer, writer)
+  deadline = t_start + 60.0 * tcfg.max_minutes if tcfg.max_minutes > 0 else float("inf")
+  thr = metrics_lib.Throughput(
+      total, start, max(deadline - time.time(), 1e-3) if tcfg.max_minutes > 0 else 0.0)
+  sr = float(config.data.sample_rate)
+  pending = None  # (step, device metrics) of the last dispatched step
+  last: dict = {}
+  seen_bad = data.bad_input_report()["num_skipped"]
+
+  def check(pending) -> dict:
+    """Fetches a step's metrics; stops on too many non-finite steps in a row."""
+    s, m = pending
+    host = metrics_lib.flatten_step_metrics(jax.device_get(m))
+    if host["train/nonfinite_run"] >= tcfg.max_consecutive_nonfinite:
+      ckpt.wait()
+      raise NonFiniteError(
+          f"{int(host['train/nonfinite_run'])} consecutive non-finite steps (loss or "
+          f"gradient) ending at step {s} (train.max_consecutive_nonfinite="
+          f"{tcfg.max_consecutive_nonfinite}); last good checkpoint: step "
+          f"{ckpt.latest_step()} in {ckpt.directory}")
+    return host
+
+  end = total if stop_after is None else min(total, int(stop_after))
+  try:
+    for step in range(start, end):
+      batch = next(data)
+      if batch_transform is not None:
+        batch = batch_transform(step, batch)
+      thr.add_audio(float(np.sum(batch["audio_len"])) / sr * pc)
+      shape = step_lib.batch_shape(batch, pc)
+      state, metrics = compiled[shape](state, step_lib.device_batch(batch, mesh, rules))
+      if pending is not None:
+        last = check(pending)
+      pending = (step + 1, metrics)
+      done = step + 1
+      out_of_time = done % tcfg.log_every == 0 and time.time() > deadline
+      if out_of_time and jax.process_count() > 1:  # every host must stop at the same step
+        out_of_time = bool(multihost_utils.broadcast_one_to_all(np.bool_(out_of_time)))
+      if out_of_time:
+        _log(f"train.max_minutes={tcfg.max_minutes} reached at step {done}/{total}: "
+             "checkpointing and stopping")
+      log_now = done % tcfg.log_every == 0 or done == total or out_of_time
+      save_now = done % tcfg.checkpoint_every == 0 or done in (total, end) or out_of_time
+      eval_now = eval_batches is not None and (
+          (tcfg.eval_every and done % tcfg.eval_every == 0) or done == total or out_of_time)
+      if log_now or save_now or eval_now:
+        last = check(pending)
+        pending = None
+      if log_now:
+        bad = data.bad_input_report()
+        scalars = dict(last, **thr.report(done))
+        scalars["data/bad_inputs_skipped"] = float(bad["num_skipped"])
+        writer.write(done, scalars)
+        _log(metrics_lib.progress_line(done, total, scalars))
+        if bad["num_skipped"] != seen_bad:  # each bad row is logged once
+          _log(f"bad inputs found while reading ({bad['num_skipped']} skipped in all): "
+               f"{bad['rows'][seen_bad:]}")
+          seen_bad = bad["num_skipped"]
+      if save_now:
+        ckpt.save(state, data.get_state())
+      if eval_now:
+        last.update(run_eval(done, state.params))
+      if out_of_time:
+        break
+    if pending is not None:
+      last = check(pending)
+  finally:
+    ckpt.close()
+    writer.close()
+    data.close()
+  last["step"] = int(jax.device_get(state.step))
+  return last

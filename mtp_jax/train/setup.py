@@ -1,0 +1,96 @@
+"""What every trainer of a config builds before it reads data: model, optimizer, the
+abstract sharded train state and the jitted train step.
+
+One function, `make_train_setup`, shared by the training loop (`mtp_jax.train.loop`),
+the batch-size search (`mtp_jax.tools.batch_search`) and the benchmarks, so that they
+all compile the very step that training runs. Nothing is allocated on the devices
+until `TrainSetup.create_state`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import optax
+
+from mtp_jax.config import ModelConfig
+from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.train import optimizer as opt_lib
+from mtp_jax.train import state as state_lib
+from mtp_jax.train import step as step_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """A config's model, optimizer and train-state layout on a mesh.
+
+  Attributes:
+    config: the full ConfigDict (model, train, seed, ...).
+    mesh, rules: see `mtp_jax.sharding`.
+    model: the SpeechLLaMA in eval mode (init, evaluation, decoding).
+    train_model: the same in train mode (dropout, SpecAugment), used by the step.
+    tx: the optimizer (`optimizer.make_optimizer`).
+    labels: the params' trainable/frozen labels, None when `config.train` freezes nothing.
+    abstract_state: TrainState of ShapeDtypeStructs carrying their shardings (what
+      `.lower` and checkpoint restores take).
+    shardings: TrainState of NamedShardings.
+  """
+  config: Any
+  mesh: jax.sharding.Mesh
+  rules: Any
+  model: SpeechLLaMA
+  train_model: SpeechLLaMA
+  tx: optax.GradientTransformation
+  labels: Any
+  abstract_state: state_lib.TrainState
+  shardings: state_lib.TrainState
+
+  def create_state(self, seed: int | None = None, params: Any | None = None):
+    """A fresh sharded TrainState (seed default `config.seed`); `params` (unboxed)
+    replace the initialized ones, e.g. warm-start params."""
+    seed = int(self.config.get("seed", 0)) if seed is None else int(seed)
+    state, _ = state_lib.create_train_state(self.model, self.tx, self.mesh, self.rules, seed,
+                                            params=params)
+    return state
+
+  def jit_step(self, word_tables=None, frames: bool = False) -> Callable:
+    """The jitted train step `(state, batch) -> (state, metrics)` (state donated).
+
+    Args:
+      word_tables: `mwer.word_errors.WordTables`, for `train.objective=mwer` only.
+      frames: batches carry cached encoder frames instead of audio.
+    """
+    step = step_lib.make_train_step(self.train_model, self.tx, self.config.train,
+                                    self.labels, word_tables)
+    return step_lib.jit_train_step(step, self.shardings, self.mesh, self.rules, frames=frames)
+
+  def compile_step(self, shapes: Sequence[tuple[int, int, int]], *, word_tables=None,
+                   frames_dim: int = 0, log: Callable[[str], None] = logging.info) -> dict:
+    """AOT-compiles the step for each global batch shape (B, S, L), S in samples or,
+    with `frames_dim` > 0, in cached frames of that width; returns {shape: executable}."""
+    jitted = self.jit_step(word_tables, frames=frames_dim > 0)
+    return step_lib.compile_for_shapes(jitted, self.abstract_state, shapes, self.mesh,
+                                       self.rules, log=log, frames_dim=frames_dim)
+
+
+def make_train_setup(config, mesh, rules) -> TrainSetup:
+  """Builds the `TrainSetup` of `config` (no FLOPs: shapes are traced abstractly).
+
+  Raises:
+    ConfigError: an invalid `config.model` field (named).
+  """
+  mcfg = ModelConfig.from_config(config.model)
+  model = SpeechLLaMA(mcfg)
+  abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules))
+  tcfg = config.train
+  tx = opt_lib.make_optimizer(tcfg, abstract_params)
+  labels = (opt_lib.trainable_labels(abstract_params, tcfg)
+            if opt_lib.freezes_anything(tcfg) else None)
+  abstract, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
+  return TrainSetup(config=config, mesh=mesh, rules=rules, model=model,
+                    train_model=SpeechLLaMA(mcfg, train=True), tx=tx, labels=labels,
+                    abstract_state=state_lib.with_shardings(abstract, shardings),
+                    shardings=shardings)
