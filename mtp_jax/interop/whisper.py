@@ -358,6 +358,10 @@ def save_hf_encoder(params: Mapping, shp: EncoderShape, out_dir: PathLike) -> No
          "num_mel_bins": shp.num_mels, "max_source_positions": shp.max_positions,
          "decoder_layers": 1, "decoder_attention_heads": shp.num_heads,
          "decoder_ffn_dim": shp.d_model * shp.ff_mult, "vocab_size": 64,
+         # The (unused) decoder's special ids inside its small vocabulary: transformers'
+         # defaults (50256+) would not fit in it.
+         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+         "decoder_start_token_id": 1, "suppress_tokens": [], "begin_suppress_tokens": [],
          "max_target_positions": 32, "activation_function": "gelu", "torch_dtype": "float32"}
   (out / "config.json").write_text(json.dumps(cfg, indent=2))
   save_file(params_to_hf(params), str(out / "model.safetensors"), metadata={"format": "pt"})
