@@ -26,6 +26,11 @@ real speech"): synthesis 42 s, cache 4.3 min, 7000 steps at ~2.2 steps/s (53 min
 Kathleen-test greedy WER 67.5% (first 112 utterances; 71.5% on all 703 after 4000
 steps), projector-CTC WER 48.9%; verify 1.30x and tree 1.41x fewer decoder calls than
 greedy with identical output. Far from the 8% goal (faster-whisper tiny.en: 3.1%).
+With K=1 (arg "K=1,steps=4000") the same recipe scores 50.4% on all 703 (the K=4 heads'
+losses cost this small decoder 21 points); K=4 heads then trained alone on that trunk
+(--config.train.mode=heads_only --config.train.init_from=runs/wt/k1
+--config.train.init_exclude=mtp, arg "K=4,steps=800") keep 50.4% with verify 1.22x and
+tree 1.32x fewer decoder calls: the best way to run this recipe.
 """
 from mtp_jax.config import default_config, parse_arg
 
