@@ -103,9 +103,11 @@ def measured_on(data: dict, path: str | os.PathLike) -> str:
 
 def portable(cmd: str) -> str:
   """A recorded command without this machine's paths: the repository's own absolute
-  prefix dropped, a sibling `shared/` data folder written as `../shared/`."""
+  prefix dropped, a sibling `shared/` data folder written as `../shared/`, scratch
+  outputs under /tmp/ written under the repository's `runs/` (where commands put them)."""
   repo = f"{ROOT}/"
-  return re.sub(r"(?<![\w.])/\S*?/shared/data/", "../shared/data/", cmd.replace(repo, ""))
+  cmd = re.sub(r"(?<![\w.])/\S*?/shared/data/", "../shared/data/", cmd.replace(repo, ""))
+  return re.sub(r"(?<![\w.])/tmp/", "runs/", cmd)
 
 
 def command_of(data: dict, default: str) -> str:

@@ -227,6 +227,7 @@ def test_readme_headline_is_the_race_table(tmp_path):
 
 def test_commands_lose_machine_paths():
   cmd = report.portable(f"python bench/x.py --c {report.ROOT}/configs/small.py "
-                        "--m /mnt/disk/shared/data/kathleen/test.jsonl --n ../shared/data/a")
+                        "--m /mnt/disk/shared/data/kathleen/test.jsonl --n ../shared/data/a "
+                        "--s /tmp/synth/train.jsonl")
   assert cmd == ("python bench/x.py --c configs/small.py --m ../shared/data/kathleen/test.jsonl "
-                 "--n ../shared/data/a")
+                 "--n ../shared/data/a --s runs/synth/train.jsonl")
