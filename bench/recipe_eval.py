@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -28,6 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mtp_jax.machine import machine_info, write_result  # noqa: E402
 from mtp_jax.data.manifest import write_subset  # noqa: E402
+from mtp_jax.decode.registry import split_spec  # noqa: E402
 
 TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
              "an4_test": "an4/test.jsonl"}
@@ -67,11 +69,16 @@ def main(argv=None) -> int:
   p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
                  help="shared data folder (kathleen/, fsdd/, an4/)")
   p.add_argument("--sets", default=",".join(TEST_SETS))
-  p.add_argument("--strategies", default="greedy,verify")
+  p.add_argument("--strategies", default="greedy,verify",
+                 help="comma-separated strategy specs, options after colons: "
+                      "greedy,threshold:threshold=0.8,beam:beam=4")
   p.add_argument("--batch_size", type=int, default=16)
   p.add_argument("--max_utts", type=int, default=0, help="first N utterances per set (0 = all)")
   p.add_argument("--max_new_tokens", type=int, default=0,
                  help="token cap (0 = config.data.max_text_tokens)")
+  p.add_argument("--shared_cpu", action="store_true",
+                 help="another job shares the CPU: WER and calls only; speed columns "
+                      "(rtfx, latency, speedup) are dropped rather than recorded disturbed")
   p.add_argument("--hyp_dir", default=None, help="hypotheses (default <workdir>/recipe_eval)")
   p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe_eval.json"))
   args = p.parse_args(argv)
@@ -108,15 +115,17 @@ def main(argv=None) -> int:
       batches = list(eval_batches)
       bad = eval_batches.bad_input_report()  # after reading: with rows that failed to read
       for strategy in args.strategies.split(","):
-        out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
+        sname, options = split_spec(strategy)
+        out = decode_batches(model, params, tokenizer, batches, strategy=sname,
                              max_new_tokens=max_new, sample_rate=int(config.data.sample_rate),
-                             numbers_to_words=bool(config.data.numbers_to_words))
-        hyp = hyp_dir / f"{name}_{strategy}.jsonl"
+                             numbers_to_words=bool(config.data.numbers_to_words), **options)
+        tag = re.sub(r"[^A-Za-z0-9.]+", "_", strategy)
+        hyp = hyp_dir / f"{name}_{tag}_b{args.batch_size}.jsonl"
         with open(hyp, "w") as f:
           for r in out["records"]:
             f.write(json.dumps(r) + "\n")
         shown = os.path.relpath(manifest, ROOT)  # no machine-specific paths in results
-        row = dict(out["summary"], test_set=name, manifest=shown, hypotheses=str(hyp),
+        row = dict(out["summary"], strategy=strategy, test_set=name, manifest=shown, hypotheses=str(hyp),
                    skipped=bad["num_skipped"], skipped_rows=bad["rows"],
                    decode_py_command=(f"python decode.py --workdir {args.workdir} --manifest "
                                       f"{shown} --strategy {strategy} --batch_size "
@@ -128,6 +137,10 @@ def main(argv=None) -> int:
                                    "calls_per_utt",
                                    "tokens_per_call", "rtfx", "compile_s"]), flush=True)
   add_ratios(rows)
+  if args.shared_cpu:
+    for r in rows:
+      for k in ("rtfx", "latency_p50_s", "latency_p90_s", "decode_s", "compile_s", "speedup"):
+        r[k] = None
   cols = ["test_set", "strategy", "wer", "calls_per_utt", "calls_reduction", "speedup"]
   print("\n" + format_table(rows, cols))
   result = dict(
@@ -136,7 +149,8 @@ def main(argv=None) -> int:
       command="python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
                                    if argv is None else ["bench/recipe_eval.py", *argv]),
       workdir=args.workdir, step=args.step if args.step is not None else _latest_step(args.workdir),
-      trained=True, max_new_tokens=max_new, rows=rows)
+      trained=True, max_new_tokens=max_new, timing="not recorded (shared CPU)"
+      if args.shared_cpu else "alone", rows=rows)
   write_result(args.out, result)
   return 0
 
