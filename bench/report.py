@@ -579,6 +579,91 @@ def render_peer_whisper(path, data, plots_dir, root) -> Section:
   return Section(f"Race against faster-whisper ({pathlib.Path(path).name})", "\n".join(body))
 
 
+HXS_RE = re.compile(r"^hxs_(?P<label>.+?)_(?P<kind>b16|speed_b1|speed_b16)$")
+DEPTH_STRATEGIES = ("greedy", "verify", "tree")
+
+
+def _hxs_label_key(label: str):
+  """Order: head type (HEAD_TYPES order), then K; decoder-depth labels last."""
+  m = re.match(r"^(?:dec(?P<layers>\d+)_)?(?P<type>[a-z]+)_k(?P<k>\d+)$", label)
+  if not m:
+    return (9, 0, 0, label)
+  t = HEAD_TYPES.index(m["type"]) if m["type"] in HEAD_TYPES else len(HEAD_TYPES)
+  return (int(m["layers"] or 4), t, int(m["k"]), label)
+
+
+def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
+  """bench/recipe_eval.py runs named hxs_<label>_{b16,speed_b1,speed_b16}.json: one
+  table of head type x strategy (the MTP paper's), one of decoder depth (labels
+  dec<L>_<type>_k<K>; the recipe's 4-layer decoder is the label without a prefix)."""
+  del plots_dir, root
+  labels = sorted(items, key=_hxs_label_key)
+
+  def rows_of(label, kind, test_set):
+    data = items[label].get(kind, (None, {}))[1]
+    return {r["strategy"]: r for r in data.get("rows") or [] if r.get("test_set") == test_set}
+
+  def table(labels, strategies=None):
+    out, best = [], []
+    for label in labels:
+      kath = rows_of(label, "b16", "kathleen_test")
+      fsdd, an4 = rows_of(label, "b16", "fsdd_test"), rows_of(label, "b16", "an4_test")
+      b1 = rows_of(label, "speed_b1", "kathleen_test")
+      b16 = rows_of(label, "speed_b16", "kathleen_test")
+      greedy_wer = (kath.get("greedy") or {}).get("wer")
+      for strat, r in kath.items():
+        if strategies is not None and strat not in strategies:
+          continue
+        if (greedy_wer is not None and r.get("wer") is not None and r["wer"] <= greedy_wer
+            and r.get("calls_reduction")):
+          best.append((r["calls_reduction"], label, strat))
+        out.append([label, strat, fmt(r.get("wer"), "pct"),
+                    fmt((fsdd.get(strat) or {}).get("wer"), "pct"),
+                    fmt((an4.get(strat) or {}).get("wer"), "pct"),
+                    fmt(r.get("calls_per_utt")), fmt(r.get("calls_reduction"), "x"),
+                    fmt(r.get("tokens_per_call")),
+                    "/".join(f"{a:.2f}" for a in r.get("acceptance_per_head") or []) or "–",
+                    fmt((b1.get(strat) or {}).get("rtfx")),
+                    fmt((b1.get(strat) or {}).get("speedup"), "x"),
+                    fmt((b16.get(strat) or {}).get("speedup"), "x")])
+    return out, best
+
+  headers = ["heads", "strategy", "Kathleen WER", "FSDD WER", "AN4 WER", "calls/utt",
+             "calls reduction", "tokens/call", "acceptance per head", "RTFx B=1",
+             "speedup B=1", "speedup B=16"]
+  first = items[labels[0]].get("b16") or next(iter(items[labels[0]].values()))
+  body = [f"*Measured on {measured_on(first[1], first[0])}. WER, calls, tokens/call and "
+          "acceptance: every utterance of each test set at batch 16 (calls and acceptance "
+          "on Kathleen); speed: Kathleen test's first 150 (batch 1) / 300 (batch 16) "
+          "utterances, every other process paused, compile time apart. Reproduce:*", ""]
+  for label in labels:
+    for kind in ("b16", "speed_b1", "speed_b16"):
+      if kind in items[label]:
+        path, data = items[label][kind]
+        body.append(f"* `{command_of(data, 'python bench/recipe_eval.py')}`")
+  heads = [l for l in labels if not l.startswith("dec")]
+  depth = [l for l in labels if l.startswith("dec")]
+  sections = []
+  if heads:
+    t, best = table(heads)
+    body += ["", "**Head type × strategy** (K heads trained alone on the frozen K=1 trunk; "
+             "greedy is the K=1 model's output)", "", md_table(headers, t)]
+    if best:
+      r, label, strat = max(best)
+      body.append(f"\nMost decoder calls saved at a Kathleen WER ≤ greedy's: **{r:.2f}×** "
+                  f"({label}, {strat}); the goal is ≥ 3.5×.")
+  if depth:
+    base = [l for l in heads if _hxs_label_key(l)[1:3] == _hxs_label_key(depth[0])[1:3]]
+    t, _ = table(sorted(depth + base[:1], key=_hxs_label_key), DEPTH_STRATEGIES)
+    body += ["", "**MTP vs a thinner decoder** (the same encoder and training with a 2-, 4- "
+             "and 6-layer decoder; greedy = K=1, verify/tree = K=4 heads on that trunk; "
+             "a label without `dec` is the recipe's 4-layer decoder)", "",
+             md_table(headers, t)]
+  sections.append(Section("Heads × strategies and decoder depth on the Whisper-encoder "
+                          "recipe", "\n".join(body)))
+  return sections[0]
+
+
 def _scalar(v) -> bool:
   return v is None or isinstance(v, (str, int, float, bool))
 
@@ -651,6 +736,14 @@ def build_sections(results_dir: str | os.PathLike, demo_json: str | os.PathLike 
         notes.append(f"{title}: `{_rel(p, root)}` is not valid JSON, skipped")
         continue
       sections.append(render(p, data, plots_dir, root))
+  groups: dict = {}
+  for p in sorted(results_dir.glob("hxs_*.json")):
+    m, data = HXS_RE.match(p.stem), load_json(p)
+    if m and data is not None:
+      groups.setdefault(m["label"], {})[m["kind"]] = (p, data)
+      used.add(p.resolve())
+  if groups:
+    sections.append(render_heads_x_strategies(groups, plots_dir, root))
   for p in sorted(results_dir.glob("*.json")):
     if p.resolve() in used:
       continue

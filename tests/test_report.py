@@ -231,3 +231,37 @@ def test_commands_lose_machine_paths():
                         "--s /tmp/synth/train.jsonl")
   assert cmd == ("python bench/x.py --c configs/small.py --m ../shared/data/kathleen/test.jsonl "
                  "--n ../shared/data/a --s runs/synth/train.jsonl")
+
+
+def _hxs_row(test_set, strategy, wer, calls, greedy_calls=20.0, speedup=None):
+  return {"test_set": test_set, "strategy": strategy, "wer": wer, "calls_per_utt": calls,
+          "calls_reduction": greedy_calls / calls, "tokens_per_call": 1.0,
+          "acceptance_per_head": [0.9, 0.5], "speedup": speedup, "rtfx": 50.0}
+
+
+def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_path):
+  res = tmp_path / "results"
+  for label, verify_calls in (("latent_k2", 10.0), ("dec2_latent_k2", 16.0)):
+    _write(res / f"hxs_{label}_b16.json", {
+        "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
+        "command": f"python bench/recipe_eval.py --workdir runs/{label}",
+        "rows": [_hxs_row("kathleen_test", "greedy", 0.5, 20.0),
+                 _hxs_row("kathleen_test", "verify", 0.5, verify_calls),
+                 # fewer calls but a worse WER: not counted as the best exact reduction
+                 _hxs_row("kathleen_test", "threshold:threshold=0.6", 0.6, 5.0),
+                 _hxs_row("fsdd_test", "verify", 0.25, 3.0)]})
+  _write(res / "hxs_latent_k2_speed_b1.json", {
+      "machine": MACHINE, "rows": [_hxs_row("kathleen_test", "verify", 0.5, 10.0,
+                                            speedup=1.5)]})
+  sections, _ = report.build_sections(res, None, tmp_path / "plots", root=tmp_path)
+  sec = [s for s in sections if s.title.startswith("Heads × strategies")]
+  assert len(sec) == 1 and not any("hxs_" in s.title for s in sections)
+  body = sec[0].body
+  assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 1 | 0.90/0.50 | 50 | "
+          "1.50× | – |") in body
+  assert "**2.00×** (latent_k2, verify)" in body
+  # the depth table holds the dec2 model and the 4-layer base, greedy/verify/tree only
+  depth = body.split("MTP vs a thinner decoder")[1]
+  assert "| dec2_latent_k2 | verify | 50.0% |" in depth and "| latent_k2 | greedy |" in depth
+  assert "threshold" not in depth
+  assert "--workdir runs/dec2_latent_k2" in body
