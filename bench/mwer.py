@@ -46,6 +46,9 @@ flags.DEFINE_integer("repeats", 2, "timed passes over the utterances (best pass 
 flags.DEFINE_integer("finetune_steps", 0, "> 0: MWER fine-tune a copy and report WER before/after")
 flags.DEFINE_float("finetune_lr", 1e-4, "MWER fine-tuning learning rate")
 flags.DEFINE_float("lambda_ce", 0.01, "MWER fine-tuning CE weight")
+flags.DEFINE_string("finetune_trainable", "",
+                    "train.trainable regex for MWER fine-tuning (default: every parameter the "
+                    "run did not freeze; a heads_only run's trunk is trained too)")
 flags.DEFINE_string("out", "", "JSON path (default bench/results/mwer.json)")
 
 
@@ -160,6 +163,9 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   c.data.tokenizer.path = os.path.join(workdir_in, "tokenizer.model")
   c.data.dev_manifest = manifest
   c.data.num_duration_bins = 1  # one padded batch shape: one (slow) MWER step compile
+  # Fine-tune what the run trained plus its trunk: a heads_only run (K heads on a frozen
+  # trunk) would otherwise only move its heads, which MWER's sequence scores do not use.
+  c.train.update(mode="joint", trainable=FLAGS.finetune_trainable, init_exclude="")
   c.train.update(objective="mwer", init_from=workdir_in, init_step=-1, steps=FLAGS.finetune_steps,
                  learning_rate=FLAGS.finetune_lr, warmup_steps=min(10, FLAGS.finetune_steps),
                  max_minutes=0.0, checkpoint_every=10**9, eval_every=0,

@@ -116,12 +116,12 @@ def _batch():
   return dict(audio=audio, audio_len=audio_len, text=text, text_len=text_len)
 
 
-def _stepper(config, devices, mesh_cfg, params=None):
+def _stepper(config, devices, mesh_cfg, params=None, frames=False):
   mesh = sharding_lib.make_mesh(mesh_cfg, devices)
   rules = sharding_lib.rules_from_config(config.sharding_rules)
   setup = make_train_setup(config, mesh, rules)
   state = setup.create_state(seed=0, params=params)
-  jitted = setup.jit_step(word_tables=we.build_tables(PIECES))
+  jitted = setup.jit_step(word_tables=we.build_tables(PIECES), frames=frames)
 
   def run(state, batch):
     with step_lib.trace_context(mesh, rules):
@@ -212,5 +212,31 @@ def test_mwer_step_sharded_equals_single_device(pretrained, finetuned):
       np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
     for key in ("mwer/mean_errors", "mwer/nbest_valid", "mwer/search_calls"):
       assert eight[key] == one[key], key  # the same N-best lists
+  finally:
+    jax.config.update("jax_default_matmul_precision", None)
+
+
+def test_mwer_step_on_cached_encoder_frames_equals_the_audio_step(pretrained, finetuned):
+  """A frozen encoder's feature cache (`data.feature_cache`: batches carry "frames"): the
+  first MWER step from the encoder's frames searches the same N-best and gives the same
+  loss as the step from the audio."""
+  jax.config.update("jax_default_matmul_precision", "highest")
+  try:
+    _, params, batch = pretrained
+    config, hist = finetuned
+    model = SpeechLLaMA(ModelConfig.from_config(config.model))
+    frames, frames_len = jax.jit(lambda p, a, n: model.apply(p, a, n, method=model.encode_frames))(
+        params, batch["audio"], batch["audio_len"])
+    cached = {k: batch[k] for k in ("audio_len", "text", "text_len")}
+    cached.update(frames=np.asarray(frames), frames_len=np.asarray(frames_len))
+    state, run = _stepper(config, jax.devices()[:1], {"data": 1}, params, frames=True)
+    _, got = run(state, cached)
+    got, want = jax.device_get(got), hist[0]
+    assert got["finite"]
+    for key in ("mwer/mean_errors", "mwer/nbest_valid", "mwer/search_calls"):
+      assert got[key] == want[key], key  # the same N-best lists
+    # the frames travel as float16 (the feature cache's dtype): 2e-3, not 1e-4
+    for key in ("loss", "mwer/mwer", "mwer/expected_errors"):
+      np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=1e-4, err_msg=key)
   finally:
     jax.config.update("jax_default_matmul_precision", None)

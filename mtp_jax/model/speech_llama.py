@@ -178,13 +178,22 @@ class SpeechLLaMA(nn.Module):
     Returns:
       The same dict as `__call__`.
     """
+    return self._forward_encoded(*self._cached_frames(frames, frames_len), text_in,
+                                 prev_tokens)
+
+  def encode_cached(self, frames, frames_len):
+    """`encode` from encoder frames (a frozen encoder's feature cache): the audio tokens
+    [B, P, d], valid [B, P], lengths [B]. Train mode masks the frames as `forward_frames`."""
+    return self._project(*self._cached_frames(frames, frames_len))
+
+  def _cached_frames(self, frames, frames_len):
     mc = self.cfg
     frames = frames.astype(dtype_of(mc.dtype))
     frames_len = frames_len.astype(jnp.int32)
     if self.train:
       frames = frontend.spec_augment(self.make_rng("specaug"), frames, frames_len,
                                      mc.frontend).astype(frames.dtype)
-    return self._forward_encoded(frames, frames_len, text_in, prev_tokens)
+    return frames, frames_len
 
   def _forward_encoded(self, frames, flen, text_in, prev_tokens):
     emb, valid, alen = self._project(frames, flen)
@@ -238,6 +247,11 @@ class SpeechLLaMA(nn.Module):
       reduced inside the decoder layers and `cache.prefix_valid` is [L, B, P].
     """
     emb, valid, alen = self.encode(audio, audio_len)
+    return self.prefill_from_embeddings(emb, valid, alen, text_in, max_text_len)
+
+  def prefill_cached(self, frames, frames_len, text_in, max_text_len: int):
+    """`prefill` from encoder frames [B, T, d_enc] (a feature cache), frames_len [B]."""
+    emb, valid, alen = self.encode_cached(frames, frames_len)
     return self.prefill_from_embeddings(emb, valid, alen, text_in, max_text_len)
 
   def prefill_from_embeddings(self, emb, valid, alen, text_in, max_text_len: int):

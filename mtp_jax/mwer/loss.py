@@ -153,16 +153,23 @@ def make_mwer_objective(model, mcfg, weights: Sequence[float], label_smoothing: 
     return int(mcfg.max_new_tokens) or int(batch["text"].shape[1])
 
   def search(params, batch):
+    cached = "frames" in batch  # a frozen encoder's feature cache (`data.feature_cache`)
     fn = search_lib.make_nbest_search(model, beam=beam, nbest=nbest,
                                       max_new_tokens=max_new(batch),
-                                      block_size=int(mcfg.block_size))
+                                      block_size=int(mcfg.block_size), cached=cached)
+    if cached:
+      return fn(params, batch["frames"], batch["frames_len"])
     return fn(params, batch["audio"], batch["audio_len"])
 
   def loss(params, batch, nb, rng):
     rngs = lambda i: {"dropout": jax.random.fold_in(rng, i),  # noqa: E731
                       "specaug": jax.random.fold_in(rng, 100 + i)}
-    emb, valid, alen = model.apply(params, batch["audio"], batch["audio_len"],
-                                   method=model.encode, rngs=rngs(0))
+    if "frames" in batch:
+      emb, valid, alen = model.apply(params, batch["frames"], batch["frames_len"],
+                                     method=model.encode_cached, rngs=rngs(0))
+    else:
+      emb, valid, alen = model.apply(params, batch["audio"], batch["audio_len"],
+                                     method=model.encode, rngs=rngs(0))
     text_in, targets, mask, prev = loss_lib.make_targets(
         batch["text"], batch["text_len"], batch["audio_len"], k)
     out = model.apply(params, emb, valid, alen, text_in,

@@ -3,7 +3,8 @@
 The search runs the eval-mode model (no dropout, no SpecAugment) on parameters
 under `jax.lax.stop_gradient`; it is a `lax.while_loop` and stays inside the
 jitted train step. With a block size below the model's number of heads the search
-sees the model through `FirstHeads`, which keeps only the first heads' logits.
+sees the model through `SearchView`, which keeps only the first heads' logits (and
+reads a feature cache's encoder frames when training uses one).
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import jax
 from mtp_jax.decode.beam import make_beam
 
 
-class FirstHeads:
-  """A `SpeechLLaMA` seen with only its first `k` MTP heads (the decoding loops'
-  view of a model: `cfg`, `apply`, and the `prefill` / `decode_step` /
-  `unembedding_matrix` methods, whose logits [B, T, K, V] are cut to [B, T, k, V])."""
+class SearchView:
+  """A `SpeechLLaMA` as the decoding loops see it (`cfg`, `apply`, and the `prefill` /
+  `decode_step` / `unembedding_matrix` methods), with only its first `k` MTP heads
+  (logits [B, T, K, V] cut to [B, T, k, V]) and, with `cached=True`, a prefill that
+  reads encoder frames (a frozen encoder's feature cache) instead of audio."""
 
-  def __init__(self, model, k: int):
+  def __init__(self, model, k: int, cached: bool = False):
     heads = model.cfg.mtp.num_heads
     if not 1 <= k <= heads:
       raise ValueError(f"mtp_jax/mwer/search.py: block size {k} must be in [1, {heads}] "
@@ -28,7 +30,7 @@ class FirstHeads:
     self.model = model
     self.cfg = dataclasses.replace(model.cfg, mtp=dataclasses.replace(model.cfg.mtp, num_heads=k))
     self.k = k
-    self.prefill = model.prefill
+    self.prefill = model.prefill_cached if cached else model.prefill
     self.decode_step = model.decode_step
     self.unembedding_matrix = model.unembedding_matrix
 
@@ -40,17 +42,19 @@ class FirstHeads:
     return out
 
 
-def search_model(model, block_size: int = 0):
-  """The eval-mode model the search runs, restricted to `block_size` heads (0 = all)."""
+def search_model(model, block_size: int = 0, cached: bool = False):
+  """The eval-mode model the search runs, restricted to `block_size` heads (0 = all),
+  reading encoder frames instead of audio when `cached`."""
   eval_model = model.clone(train=False) if getattr(model, "train", False) else model
   heads = model.cfg.mtp.num_heads
   k = int(block_size) or heads
-  return eval_model if k == heads else FirstHeads(eval_model, k)
+  return eval_model if k == heads and not cached else SearchView(eval_model, k, cached)
 
 
 def make_nbest_search(model, *, beam: int, nbest: int, max_new_tokens: int,
-                      block_size: int = 0) -> Callable:
-  """`fn(params, audio, audio_len) -> dict` of N-best arrays, gradient-free.
+                      block_size: int = 0, cached: bool = False) -> Callable:
+  """`fn(params, audio, audio_len) -> dict` of N-best arrays, gradient-free
+  (`fn(params, frames, frames_len)` with `cached`: encoder frames of a feature cache).
 
   Args:
     model: a SpeechLLaMA (train or eval mode; the search always runs in eval mode).
@@ -64,7 +68,7 @@ def make_nbest_search(model, *, beam: int, nbest: int, max_new_tokens: int,
     batch-padding rows), "scores" [B, N] length-normalized search scores (-inf
     where invalid), "calls" [B] decoder calls per utterance, "total_calls" [].
   """
-  beam_fn = make_beam(search_model(model, block_size), max_new_tokens=max_new_tokens,
+  beam_fn = make_beam(search_model(model, block_size, cached), max_new_tokens=max_new_tokens,
                       beam=beam, nbest=nbest)
 
   def fn(params, audio, audio_len):
