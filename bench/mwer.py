@@ -11,6 +11,9 @@ Trained model:   python bench/mwer.py --workdir runs/demo --max_utts 32
 Random `small`:  python bench/mwer.py --max_utts 8 --max_new_tokens 24
 WER before/after MWER fine-tuning (trains a copy in a temp dir, `train.init_from`):
                  python bench/mwer.py --workdir runs/demo --finetune_steps 50
+The real-speech recipe (trains on its feature cache; a heads_only run's trunk is tuned):
+                 python bench/mwer.py --workdir runs/wt/k1_heads --max_utts 300 \
+                     --batch_size 16 --finetune_steps 100
 
 Writes bench/results/mwer.json (or --out).
 """
