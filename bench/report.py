@@ -655,8 +655,8 @@ def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
   if depth:
     base = [l for l in heads if _hxs_label_key(l)[1:3] == _hxs_label_key(depth[0])[1:3]]
     t, _ = table(sorted(depth + base[:1], key=_hxs_label_key), DEPTH_STRATEGIES)
-    body += ["", "**MTP vs a thinner decoder** (the same encoder and training with a 2-, 4- "
-             "and 6-layer decoder; greedy = K=1, verify/tree = K=4 heads on that trunk; "
+    body += ["", "**MTP vs a thinner decoder** (the same encoder and training with decoders of "
+             "other depths; greedy = K=1, verify/tree = K=4 heads on that trunk; "
              "a label without `dec` is the recipe's 4-layer decoder)", "",
              md_table(headers, t)]
   sections.append(Section("Heads × strategies and decoder depth on the Whisper-encoder "

@@ -30,7 +30,13 @@ With K=1 (arg "K=1,steps=4000") the same recipe scores 50.4% on all 703 (the K=4
 losses cost this small decoder 21 points); K=4 heads then trained alone on that trunk
 (--config.train.mode=heads_only --config.train.init_from=runs/wt/k1
 --config.train.init_exclude=mtp, arg "K=4,steps=800") keep 50.4% with verify 1.22x and
-tree 1.32x fewer decoder calls: the best way to run this recipe.
+tree 1.32x fewer decoder calls: the best way to run this recipe. Latent and sequential
+heads the same way ("K=4,head=sequential,steps=800"): verify 1.18x / 1.25x, tree 1.27x /
+1.35x; prefix beam B=4 45.2% (README "Heads x strategies"; bench/results/hxs_*.json).
+Then 800 joint steps from the sequential heads (--config.train.init_from=runs/wt/k1_sequential
+--config.train.learning_rate=5e-4 --config.train.warmup_steps=50
+--config.train.head_weight_decay=0.3, arg "K=4,head=sequential,steps=800"): 49.4%, verify
+1.41x and tree 1.56x fewer decoder calls, identical output (the best measured so far).
 """
 from mtp_jax.config import default_config, parse_arg
 
