@@ -168,8 +168,8 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   c.data.num_duration_bins = 1  # one padded batch shape: one (slow) MWER step compile
   # Fine-tune what the run trained plus its trunk: a heads_only run (K heads on a frozen
   # trunk) would otherwise only move its heads, which MWER's sequence scores do not use.
-  c.train.update(mode="joint", trainable=FLAGS.finetune_trainable, init_exclude="")
-  c.train.update(objective="mwer", init_from=workdir_in, init_step=-1, steps=FLAGS.finetune_steps,
+  c.train.update(mode="joint", trainable=FLAGS.finetune_trainable, init_exclude="",
+                 objective="mwer", init_from=workdir_in, init_step=-1, steps=FLAGS.finetune_steps,
                  learning_rate=FLAGS.finetune_lr, warmup_steps=min(10, FLAGS.finetune_steps),
                  max_minutes=0.0, checkpoint_every=10**9, eval_every=0,
                  eval_max_utterances=FLAGS.max_utts, log_every=max(1, FLAGS.finetune_steps // 5))

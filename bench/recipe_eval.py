@@ -125,11 +125,12 @@ def main(argv=None) -> int:
           for r in out["records"]:
             f.write(json.dumps(r) + "\n")
         shown = os.path.relpath(manifest, ROOT)  # no machine-specific paths in results
-        row = dict(out["summary"], strategy=strategy, test_set=name, manifest=shown, hypotheses=str(hyp),
-                   skipped=bad["num_skipped"], skipped_rows=bad["rows"],
+        flags = "".join(f" --{k} {v}" for k, v in options.items())  # decode.py's option flags
+        row = dict(out["summary"], strategy=strategy, test_set=name, manifest=shown,
+                   hypotheses=str(hyp), skipped=bad["num_skipped"], skipped_rows=bad["rows"],
                    decode_py_command=(f"python decode.py --workdir {args.workdir} --manifest "
-                                      f"{shown} --strategy {strategy} --batch_size "
-                                      f"{args.batch_size}"))
+                                      f"{shown} --strategy {sname} --batch_size "
+                                      f"{args.batch_size}{flags}"))
         with open(hyp.with_suffix(".summary.json"), "w") as f:
           json.dump(row, f, indent=2)
         rows.append(row)

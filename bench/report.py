@@ -639,15 +639,13 @@ def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
   for label in labels:
     for kind in ("b16", "speed_b1", "speed_b16"):
       if kind in items[label]:
-        path, data = items[label][kind]
-        body.append(f"* `{command_of(data, 'python bench/recipe_eval.py')}`")
+        body.append(f"* `{command_of(items[label][kind][1], 'python bench/recipe_eval.py')}`")
   heads = [l for l in labels if not l.startswith("dec")]
   depth = [l for l in labels if l.startswith("dec")]
-  sections = []
   if heads:
     t, best = table(heads)
-    body += ["", "**Head type × strategy** (K heads trained alone on the frozen K=1 trunk; "
-             "greedy is the K=1 model's output)", "", md_table(headers, t)]
+    body += ["", "**Head type × strategy** (K heads trained alone on the frozen K=1 trunk, "
+             "unless the label says `joint`; greedy is that trunk's output)", "", md_table(headers, t)]
     if best:
       r, label, strat = max(best)
       body.append(f"\nMost decoder calls saved at a Kathleen WER ≤ greedy's: **{r:.2f}×** "
@@ -659,9 +657,8 @@ def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
              "other depths; greedy = K=1, verify/tree = K=4 heads on that trunk; "
              "a label without `dec` is the recipe's 4-layer decoder)", "",
              md_table(headers, t)]
-  sections.append(Section("Heads × strategies and decoder depth on the Whisper-encoder "
-                          "recipe", "\n".join(body)))
-  return sections[0]
+  return Section("Heads × strategies and decoder depth on the Whisper-encoder recipe",
+                 "\n".join(body))
 
 
 def _scalar(v) -> bool:
