@@ -186,8 +186,13 @@ def main():
                   help="comma list of kathleen_test, fsdd_test or name=manifest.jsonl")
   ap.add_argument("--max_utts", type=int, default=64)
   ap.add_argument("--batch_size", type=int, default=8)
+  ap.add_argument("--pad_seconds", type=float, default=0.5,
+                  help="batches are padded to a multiple of this many seconds: coarser "
+                       "means fewer distinct shapes to compile per row")
   ap.add_argument("--targets", default="0.1,0.2,0.3,0.4,0.5")
-  ap.add_argument("--methods", default=",".join(MULTI + SINGLE))
+  ap.add_argument("--methods", default=",".join(MULTI + SINGLE),
+                  help="comma list; 'method:decay' (or 'method:decay+constant') limits a "
+                       "multi-layer method to those schedules")
   ap.add_argument("--schedules", default="decay,constant")
   ap.add_argument("--max_new_tokens", type=int, default=48)
   ap.add_argument("--reps", type=int, default=5)
@@ -198,6 +203,9 @@ def main():
                   help="targets timed for decode throughput / verify ('all' = --targets)")
   ap.add_argument("--sparse_calib_target", type=float, default=0.3,
                   help="FLOPs target at which the sparse layer is chosen (reused for all)")
+  ap.add_argument("--sparse_compare", type=int, default=1,
+                  help="1: also score the sparse merge in the best- and worst-ranked other "
+                       "layers at --sparse_calib_target (trained models only)")
   ap.add_argument("--out", default=os.path.join(_HERE, "results", "fastadasp.json"))
   args = ap.parse_args()
 
@@ -216,6 +224,12 @@ def main():
            "fsdd_test": os.path.join(_DATA, "fsdd", "test.jsonl")}
   targets = [float(t) for t in args.targets.split(",")]
   methods = args.methods.split(",")
+  for spec in methods:
+    name, _, only = spec.partition(":")
+    if name not in MULTI + SINGLE or (only and (name not in MULTI or any(
+        sc not in ("decay", "constant") for sc in only.split("+")))):
+      raise SystemExit(f"--methods: bad entry {spec!r}; methods are {MULTI + SINGLE}, "
+                       "schedules (multi-layer methods only) decay / constant")
   schedules = args.schedules.split(",")
   timed = None if args.decode_timing == "all" else set(args.decode_timing.split(","))
   dec_targets = (set(targets) if args.decode_targets == "all"
@@ -236,7 +250,8 @@ def main():
     if not path and set_name not in paths:
       raise SystemExit(f"--sets: unknown set {set_name!r}; use one of {sorted(paths)} or "
                        "name=path/to/manifest.jsonl")
-    batches = load_set(path or paths[set_name], args.max_utts, args.batch_size)
+    batches = load_set(path or paths[set_name], args.max_utts, args.batch_size,
+                       pad_multiple=int(round(args.pad_seconds * 16000)))
     timing_batch = batches[-1]  # the longest batch
     p_timing = int(audio_token_count(timing_batch[0].shape[1], base))
     rows = []
@@ -260,11 +275,12 @@ def main():
                 "full_same_path": prefill_fn(with_reduction(base, method="fastadasp_dense"),
                                              max_text, force_zero_plan=True)}
     sparse = None
-    if "fastadasp_sparse" in methods:
+    if "fastadasp_sparse" in [m.partition(":")[0] for m in methods]:
       layer, losses = reduction_calibrate.calibrate_sparse_layer(
           base, params, batches[0][0], batches[0][1], args.sparse_calib_target)
       sparse = {"layer": layer, "calib_target": args.sparse_calib_target,
-                "te_losses": {str(k): v for k, v in losses.items()}}
+                "te_losses": {str(k): v for k, v in losses.items()},
+                "ranking": sorted(losses, key=losses.get)}
       print("sparse layer (transfer entropy):", json.dumps(sparse), flush=True)
     full_wer = full_tok = full_secs = None
     if trained or timed is None or timed:
@@ -280,8 +296,22 @@ def main():
                       "verify_speedup_vs_greedy": (full_secs / ver_secs) if ver_secs else None}}
     entry["rows"] = rows  # filled in place below
     result["sets"][set_name] = entry
-    for method in methods:
-      for schedule in (schedules if method in MULTI else ["-"]):
+    if sparse is not None and trained and args.sparse_compare:
+      # The selected layer against the best- and worst-ranked others, at the calibration
+      # target: does the transfer-entropy ranking predict WER on this model?
+      others = [l for l in sparse["ranking"] if l != sparse["layer"]]
+      compare = [sparse["layer"]] + sorted({others[0], others[-1]}) if others else []
+      sparse["layer_wer"] = {}
+      for layer in compare:
+        cfg = with_reduction(base, method="fastadasp_sparse", sparse_layer=layer,
+                             flops_reduction=args.sparse_calib_target)
+        sparse["layer_wer"][str(layer)] = wer_of(cfg)[0]
+        print(f"sparse layer {layer}: WER {sparse['layer_wer'][str(layer)]:.4f}", flush=True)
+        jax.clear_caches()
+      _write_json(result, args.out)
+    for method_spec in methods:
+      method, _, only = method_spec.partition(":")  # "atome:decay": that schedule only
+      for schedule in ((only.split("+") if only else schedules) if method in MULTI else ["-"]):
         for target in targets:
           kw = dict(method=method, flops_reduction=target,
                     schedule=schedule if schedule != "-" else "decay")
