@@ -14,6 +14,19 @@ WER before/after MWER fine-tuning (trains a copy in a temp dir, `train.init_from
 The real-speech recipe (trains on its feature cache; a heads_only run's trunk is tuned):
                  python bench/mwer.py --workdir runs/wt/k1_heads --max_utts 300 \
                      --batch_size 16 --finetune_steps 100
+On held-out speech (espeak-ng speech of sentences the recipe never trained on, cached):
+                 python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_unseen.txt \
+                     --exclude_manifests runs/wt/synth/train.jsonl
+                 python -m mtp_jax.synth --sentences runs/wt/sentences_unseen.txt \
+                     --variants all --snr_db 10,40 --noise_fraction 0.3 --num 1500 \
+                     --workers 2 --seed 1 --name train --out runs/wt/synth_unseen
+                 python -m mtp_jax.train.pretrained --out runs/wt/features_unseen \
+                     --config configs/recipes/whisper_tiny_cpu.py \
+                     --manifests runs/wt/synth_unseen/train.jsonl
+                 python bench/mwer.py --workdir runs/wt/k1_heads --max_utts 300 \
+                     --batch_size 16 --finetune_steps 100 \
+                     --finetune_manifests runs/wt/synth_unseen/train.jsonl \
+                     --finetune_feature_cache runs/wt/features_unseen
 
 Writes bench/results/mwer.json (or --out).
 """
@@ -52,6 +65,11 @@ flags.DEFINE_float("lambda_ce", 0.01, "MWER fine-tuning CE weight")
 flags.DEFINE_string("finetune_trainable", "",
                     "train.trainable regex for MWER fine-tuning (default: every parameter the "
                     "run did not freeze; a heads_only run's trunk is trained too)")
+flags.DEFINE_string("finetune_manifests", "",
+                    "comma list: MWER fine-tuning data (default: the run's train manifests), "
+                    "e.g. speech of sentences the model never saw")
+flags.DEFINE_string("finetune_feature_cache", "",
+                    "feature cache covering --finetune_manifests (frozen-encoder runs)")
 flags.DEFINE_string("out", "", "JSON path (default bench/results/mwer.json)")
 
 
@@ -166,6 +184,10 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   c.data.tokenizer.path = os.path.join(workdir_in, "tokenizer.model")
   c.data.dev_manifest = manifest
   c.data.num_duration_bins = 1  # one padded batch shape: one (slow) MWER step compile
+  if FLAGS.finetune_manifests:
+    c.data.train_manifests = FLAGS.finetune_manifests
+  if FLAGS.finetune_feature_cache:
+    c.data.feature_cache = FLAGS.finetune_feature_cache
   # Fine-tune what the run trained plus its trunk: a heads_only run (K heads on a frozen
   # trunk) would otherwise only move its heads, which MWER's sequence scores do not use.
   c.train.update(mode="joint", trainable=FLAGS.finetune_trainable, init_exclude="",

@@ -309,15 +309,21 @@ def render_fastadasp(path, data, plots_dir, root) -> Section:
       if r.get("flops_reduction") is not None and r.get("target") is not None:
         dev = max(dev, abs(r["flops_reduction"] - r["target"]))
     full_wer = _get(s, "full", "wer")
+    with_decode = any(r.get("decode_speedup_vs_full") is not None for r in rows)
     cell = lambda r: ("–" if r is None else  # noqa: E731
                       f"{'–' if rnd else fmt(r.get('wer'), 'pct')} / "
-                      f"{fmt(r.get('prefill_speedup'), 'x')}")
+                      f"{fmt(r.get('prefill_speedup'), 'x')}"
+                      + (f" / {fmt(r.get('decode_speedup_vs_full'), 'x')}" if with_decode else ""))
     table = [[fmt(m), fmt(sc)] + [cell(g.get(t)) for t in targets]
              for (m, sc), g in groups.items()]
-    body += ["", f"**{set_name}** — cells: WER / decoder-prefill speedup vs full tokens; "
-             f"full-token WER {'–' if rnd else fmt(full_wer, 'pct')}; planned FLOPs "
+    body += ["", f"**{set_name}** — cells: WER / decoder-prefill speedup vs full tokens"
+             + (" / end-to-end decode speedup (tokens/s, encoder included)" if with_decode else "")
+             + f"; full-token WER {'–' if rnd else fmt(full_wer, 'pct')}; planned FLOPs "
              f"reductions are within {100 * dev:.1f} points of the target.", "",
              md_table(["method", "schedule"] + [f"−{100 * t:.0f}% FLOPs" for t in targets], table)]
+    if not rnd and full_wer:
+      body += ["", _fastadasp_goals(groups.get(("fastadasp_dense", "decay"), {}), full_wer)]
+    body += _sparse_lines(s.get("sparse_calibration"), rnd)
   if sets:
     plt = _plt()
     fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.8), squeeze=False)
@@ -350,6 +356,41 @@ def render_fastadasp(path, data, plots_dir, root) -> Section:
     plots.append(_save(fig, plots_dir, pathlib.Path(path).stem + ".png", label))
     body += ["", _img(plots[-1], root, "WER vs FLOPs reduction per method")]
   return Section("FastAdaSP audio-token reduction", "\n".join(body), plots)
+
+
+# Issue 19's goals for dense decay: relative WER increase at 30% / 40% fewer prefill FLOPs.
+FASTADASP_GOALS = {0.3: 0.03, 0.4: 0.15}
+
+
+def _fastadasp_goals(dense_decay: dict, full_wer: float) -> str:
+  """One sentence: dense decay's relative WER increase at each goal target vs the goal."""
+  parts = []
+  for target, goal in FASTADASP_GOALS.items():
+    r = dense_decay.get(target)
+    if r is None or r.get("wer") is None:
+      parts.append(f"−{100 * target:.0f}%: not measured")
+      continue
+    rel = r["wer"] / full_wer - 1.0
+    parts.append(f"−{100 * target:.0f}% FLOPs {100 * rel:+.1f}% relative WER (goal ≤ "
+                 f"+{100 * goal:.0f}%: {'met' if rel <= goal else 'not met'})")
+  return "Dense decay against the goals: " + "; ".join(parts) + "."
+
+
+def _sparse_lines(sparse: dict | None, rnd: bool) -> list[str]:
+  """The transfer-entropy layer ranking and, when scored, each compared layer's WER."""
+  if not sparse:
+    return []
+  ranking = sparse.get("ranking") or sorted(
+      (sparse.get("te_losses") or {}), key=lambda k: sparse["te_losses"][k])
+  text = (f"Sparse FastAdaSP: transfer-entropy ranking of the layers where one merge reaches "
+          f"−{100 * sparse.get('calib_target', 0):.0f}% FLOPs (least information loss first): "
+          + " < ".join(f"layer {l}" for l in ranking) + f"; selected: layer {sparse.get('layer')}.")
+  layer_wer = sparse.get("layer_wer") or {}
+  if layer_wer and not rnd:
+    text += (" WER with the single merge in each compared layer: "
+             + ", ".join(f"layer {l}{' (selected)' if str(l) == str(sparse.get('layer')) else ''}"
+                         f" {fmt(w, 'pct')}" for l, w in layer_wer.items()) + ".")
+  return ["", text]
 
 
 def render_padding(path, data, plots_dir, root) -> Section:

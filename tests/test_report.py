@@ -265,3 +265,28 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
   assert "| dec2_latent_k2 | verify | 50.0% |" in depth and "| latent_k2 | greedy |" in depth
   assert "threshold" not in depth
   assert "--workdir runs/dec2_latent_k2" in body
+
+
+def test_fastadasp_trained_reports_goals_sparse_ranking_and_decode_speedup(tmp_path):
+  res = tmp_path / "bench" / "results"
+  rows = [{"method": "fastadasp_dense", "schedule": "decay", "target": t, "flops_reduction": t,
+           "prefill_speedup": 1.5, "wer": w, "decode_speedup_vs_full": 1.2}
+          for t, w in ((0.3, 0.41), (0.4, 0.48))]
+  rows.append({"method": "fastadasp_sparse", "schedule": "-", "target": 0.3,
+               "flops_reduction": 0.3, "prefill_speedup": 1.4, "wer": 0.45})
+  _write(res / "fastadasp_x.json", {
+      "machine": dict(MACHINE, date="2030-02-03T00:00:00"), "trained": True,
+      "args": {"workdir": "runs/x"},
+      "sets": {"kathleen_test": {
+          "full": {"wer": 0.40}, "rows": rows,
+          "sparse_calibration": {"layer": 2, "calib_target": 0.3, "ranking": [2, 0, 1],
+                                 "te_losses": {"0": -3.0, "1": -2.0, "2": -4.0},
+                                 "layer_wer": {"2": 0.45, "0": 0.46, "1": 0.5}}}}})
+  sections, _ = report.build_sections(res, None, res / "plots", tmp_path)
+  md = report.render_markdown(sections, [])
+  assert "| fastadasp_dense | decay | 41.0% / 1.50× / 1.20× | 48.0% / 1.50× / 1.20× |" in md
+  # 0.41/0.40 = +2.5% (goal +3%: met); 0.48/0.40 = +20% (goal +15%: not met).
+  assert "−30% FLOPs +2.5% relative WER (goal ≤ +3%: met)" in md
+  assert "−40% FLOPs +20.0% relative WER (goal ≤ +15%: not met)" in md
+  assert "layer 2 < layer 0 < layer 1; selected: layer 2." in md
+  assert "layer 2 (selected) 45.0%, layer 0 46.0%, layer 1 50.0%" in md
