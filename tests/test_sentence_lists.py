@@ -6,33 +6,36 @@ import pytest
 from mtp_jax.synth import sentence_lists
 
 
-def test_held_out_texts_are_removed(tmp_path):
-  text = tmp_path / "text"
+def _text_dir(root, ljspeech="", harvard="", arctic=""):
+  """The three sentence lists of ../shared/data/text, under `root`/text."""
+  text = root / "text"
   text.mkdir()
-  (text / "ljspeech_sentences.txt").write_text(
-      "A sentence that is long enough.\nshort\nGad, do I remember it\n")
-  (text / "harvard_sentences.txt").write_text("The birch canoe slid on the smooth planks.\n")
-  (text / "arctic_prompts.tsv").write_text("arctic_a0001\tAuthor of the danger trail.\n"
-                                           "arctic_b0001\tGad, do I remember it.\n")
-  (tmp_path / "kathleen").mkdir()
-  (tmp_path / "kathleen" / "test.jsonl").write_text(json.dumps(
-      {"audio_filepath": "a.flac", "duration": 1.0, "text": "Gad, do I remember it."}) + "\n")
+  (text / "ljspeech_sentences.txt").write_text(ljspeech)
+  (text / "harvard_sentences.txt").write_text(harvard)
+  (text / "arctic_prompts.tsv").write_text(arctic)
+
+
+def _manifest(path, *texts):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps({"audio_filepath": "a.flac", "duration": 1.0, "text": t})
+                          + "\n" for t in texts))
+  return path
+
+
+def test_held_out_texts_are_removed(tmp_path):
+  _text_dir(tmp_path, ljspeech="A sentence that is long enough.\nshort\nGad, do I remember it\n",
+            harvard="The birch canoe slid on the smooth planks.\n",
+            arctic="arctic_a0001\tAuthor of the danger trail.\n"
+                   "arctic_b0001\tGad, do I remember it.\n")
+  _manifest(tmp_path / "kathleen" / "test.jsonl", "Gad, do I remember it.")
   got = sentence_lists.sentences(tmp_path)
   assert got == ["A sentence that is long enough.", "The birch canoe slid on the smooth planks.",
                  "Author of the danger trail."]
 
 
 def test_exclude_manifests_drops_texts_a_training_corpus_used(tmp_path):
-  text = tmp_path / "text"
-  text.mkdir()
-  (text / "ljspeech_sentences.txt").write_text(
-      "A sentence that is long enough.\nAnother sentence, unseen so far.\n")
-  (text / "harvard_sentences.txt").write_text("")
-  (text / "arctic_prompts.tsv").write_text("")
-  used = tmp_path / "synth" / "train.jsonl"
-  used.parent.mkdir()
-  used.write_text(json.dumps({"audio_filepath": "a.flac", "duration": 1.0,
-                              "text": "a sentence that is LONG enough"}) + "\n")
+  _text_dir(tmp_path, ljspeech="A sentence that is long enough.\nAnother sentence, unseen so far.\n")
+  used = _manifest(tmp_path / "synth" / "train.jsonl", "a sentence that is LONG enough")
   assert sentence_lists.sentences(tmp_path, exclude_manifests=[used]) == [
       "Another sentence, unseen so far."]
   # A misspelt path is an error, not a silently empty exclusion.
