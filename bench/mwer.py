@@ -65,6 +65,10 @@ flags.DEFINE_float("lambda_ce", 0.01, "MWER fine-tuning CE weight")
 flags.DEFINE_string("finetune_trainable", "",
                     "train.trainable regex for MWER fine-tuning (default: every parameter the "
                     "run did not freeze; a heads_only run's trunk is trained too)")
+flags.DEFINE_enum("finetune_objective", "mwer", ["mwer", "ce"],
+                  "ce: the control, plain cross-entropy fine-tuning on the same data, steps "
+                  "and learning rate (no CTC term, as MWER adds none), so a gain can be told "
+                  "apart from what more data alone does")
 flags.DEFINE_string("finetune_manifests", "",
                     "comma list: MWER fine-tuning data (default: the run's train manifests), "
                     "e.g. speech of sentences the model never saw")
@@ -191,16 +195,20 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   # Fine-tune what the run trained plus its trunk: a heads_only run (K heads on a frozen
   # trunk) would otherwise only move its heads, which MWER's sequence scores do not use.
   c.train.update(mode="joint", trainable=FLAGS.finetune_trainable, init_exclude="",
-                 objective="mwer", init_from=workdir_in, init_step=-1, steps=FLAGS.finetune_steps,
+                 objective=FLAGS.finetune_objective, init_from=workdir_in, init_step=-1,
+                 steps=FLAGS.finetune_steps,
                  learning_rate=FLAGS.finetune_lr, warmup_steps=min(10, FLAGS.finetune_steps),
                  max_minutes=0.0, checkpoint_every=10**9, eval_every=0,
                  eval_max_utterances=FLAGS.max_utts, log_every=max(1, FLAGS.finetune_steps // 5))
   c.train.mwer.update(beam=FLAGS.beam, nbest=FLAGS.nbest, lambda_ce=FLAGS.lambda_ce)
+  if FLAGS.finetune_objective == "ce":
+    c.train.ctc_weight = 0.0
   before = _greedy_wer(config, tok, manifest, workdir_in)
   t0 = time.perf_counter()
   after = train_and_evaluate(c, os.path.join(tmp, "after"))
   return dict(wer_before=before, wer_after=after.get("eval/wer"),
-              finetune_steps=FLAGS.finetune_steps, finetune_lr=FLAGS.finetune_lr,
+              objective=FLAGS.finetune_objective, finetune_steps=FLAGS.finetune_steps,
+              finetune_lr=FLAGS.finetune_lr,
               lambda_ce=FLAGS.lambda_ce, finetune_s=time.perf_counter() - t0,
               last_train_metrics={k: v for k, v in after.items() if k.startswith("train/")})
 
@@ -280,7 +288,7 @@ def main(argv):
     print(" | ".join(f"{r.get(c, float('nan')):.3f}" if isinstance(r.get(c), float)
                      else str(r.get(c, "")) for c in cols))
   if finetune:
-    print(f"MWER fine-tuning {finetune['finetune_steps']} steps: WER "
+    print(f"{finetune['objective'].upper()} fine-tuning {finetune['finetune_steps']} steps: WER "
           f"{finetune['wer_before']} -> {finetune['wer_after']}")
   print(f"wrote {out}")
 
