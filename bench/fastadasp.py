@@ -45,6 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 from mtp_jax.machine import machine_info
 from mtp_jax import flops  # noqa: E402
 from mtp_jax.config import ModelConfig, ReductionConfig, load_config_file  # noqa: E402
+from mtp_jax.data.audio import SAMPLE_RATE  # noqa: E402
 from mtp_jax.model import reduction_calibrate, reduction_plan  # noqa: E402
 from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # noqa: E402
 
@@ -85,6 +86,21 @@ def load_set(manifest: str, max_utts: int, batch_size: int, pad_multiple: int = 
       refs[j] = t
     batches.append((audio, alen, refs))
   return batches
+
+
+def parse_methods(spec: str, schedules: list[str]) -> list[tuple[str, list[str]]]:
+  """`--methods` as (method, schedules) pairs: "atome:decay" (or "atome:decay+constant")
+  limits a multi-layer method to those schedules; single-layer methods get ["-"]."""
+  out = []
+  for entry in spec.split(","):
+    name, _, only = entry.partition(":")
+    chosen = only.split("+") if only else schedules
+    if name not in MULTI + SINGLE or (only and name not in MULTI) or any(
+        sc not in ("decay", "constant") for sc in chosen):
+      raise SystemExit(f"--methods: bad entry {entry!r}; methods are {MULTI + SINGLE}, "
+                       "schedules (multi-layer methods only) decay / constant")
+    out.append((name, chosen if name in MULTI else ["-"]))
+  return out
 
 
 # ---------------------------------------------------------------- model variants
@@ -223,14 +239,7 @@ def main():
   paths = {"kathleen_test": os.path.join(_DATA, "kathleen", "test.jsonl"),
            "fsdd_test": os.path.join(_DATA, "fsdd", "test.jsonl")}
   targets = [float(t) for t in args.targets.split(",")]
-  methods = args.methods.split(",")
-  for spec in methods:
-    name, _, only = spec.partition(":")
-    if name not in MULTI + SINGLE or (only and (name not in MULTI or any(
-        sc not in ("decay", "constant") for sc in only.split("+")))):
-      raise SystemExit(f"--methods: bad entry {spec!r}; methods are {MULTI + SINGLE}, "
-                       "schedules (multi-layer methods only) decay / constant")
-  schedules = args.schedules.split(",")
+  methods = parse_methods(args.methods, args.schedules.split(","))
   timed = None if args.decode_timing == "all" else set(args.decode_timing.split(","))
   dec_targets = (set(targets) if args.decode_targets == "all"
                  else {float(t) for t in args.decode_targets.split(",")})
@@ -251,7 +260,7 @@ def main():
       raise SystemExit(f"--sets: unknown set {set_name!r}; use one of {sorted(paths)} or "
                        "name=path/to/manifest.jsonl")
     batches = load_set(path or paths[set_name], args.max_utts, args.batch_size,
-                       pad_multiple=int(round(args.pad_seconds * 16000)))
+                       pad_multiple=int(round(args.pad_seconds * SAMPLE_RATE)))
     timing_batch = batches[-1]  # the longest batch
     p_timing = int(audio_token_count(timing_batch[0].shape[1], base))
     rows = []
@@ -275,7 +284,7 @@ def main():
                 "full_same_path": prefill_fn(with_reduction(base, method="fastadasp_dense"),
                                              max_text, force_zero_plan=True)}
     sparse = None
-    if "fastadasp_sparse" in [m.partition(":")[0] for m in methods]:
+    if "fastadasp_sparse" in dict(methods):
       layer, losses = reduction_calibrate.calibrate_sparse_layer(
           base, params, batches[0][0], batches[0][1], args.sparse_calib_target)
       sparse = {"layer": layer, "calib_target": args.sparse_calib_target,
@@ -309,9 +318,8 @@ def main():
         print(f"sparse layer {layer}: WER {sparse['layer_wer'][str(layer)]:.4f}", flush=True)
         jax.clear_caches()
       _write_json(result, args.out)
-    for method_spec in methods:
-      method, _, only = method_spec.partition(":")  # "atome:decay": that schedule only
-      for schedule in ((only.split("+") if only else schedules) if method in MULTI else ["-"]):
+    for method, method_schedules in methods:
+      for schedule in method_schedules:
         for target in targets:
           kw = dict(method=method, flops_reduction=target,
                     schedule=schedule if schedule != "-" else "decay")

@@ -25,19 +25,23 @@ from mtp_jax import text as text_lib
 TEST_MANIFESTS = ("kathleen/test.jsonl", "an4/test.jsonl", "fsdd/test.jsonl")
 
 
-def manifest_texts(paths) -> set[str]:
-  """Normalized transcripts of the JSON-lines manifests in `paths` that exist."""
+def manifest_texts(paths, missing_ok: bool = False) -> set[str]:
+  """Normalized transcripts of the JSON-lines manifests in `paths`; a missing one is
+  skipped when `missing_ok`, else a FileNotFoundError naming it."""
   out = set()
   for path in paths:
     path = pathlib.Path(path)
-    if path.exists():
-      with open(path) as f:
-        out |= {text_lib.normalize(json.loads(line)["text"]) for line in f if line.strip()}
+    if not path.exists():
+      if missing_ok:
+        continue
+      raise FileNotFoundError(f"manifest {path} does not exist")
+    with open(path) as f:
+      out |= {text_lib.normalize(json.loads(line)["text"]) for line in f if line.strip()}
   return out
 
 
 def held_out_texts(data: pathlib.Path) -> set[str]:
-  return manifest_texts(data / rel for rel in TEST_MANIFESTS)
+  return manifest_texts((data / rel for rel in TEST_MANIFESTS), missing_ok=True)
 
 
 def sentences(data: str | pathlib.Path, min_chars: int = 15, max_chars: int = 120,
@@ -48,11 +52,7 @@ def sentences(data: str | pathlib.Path, min_chars: int = 15, max_chars: int = 12
          if min_chars <= len(s.strip()) <= max_chars]
   out += (text / "harvard_sentences.txt").read_text().splitlines()
   out += [line.split("\t")[-1] for line in (text / "arctic_prompts.tsv").read_text().splitlines()]
-  held = held_out_texts(data)
-  for path in exclude_manifests:
-    if not pathlib.Path(path).exists():
-      raise FileNotFoundError(f"--exclude_manifests: {path} does not exist")
-  held |= manifest_texts(exclude_manifests)
+  held = held_out_texts(data) | manifest_texts(exclude_manifests)
   return [s.strip() for s in out if s.strip() and text_lib.normalize(s) not in held]
 
 
