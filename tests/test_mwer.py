@@ -121,7 +121,8 @@ def _stepper(config, devices, mesh_cfg, params=None, frames=False):
   rules = sharding_lib.rules_from_config(config.sharding_rules)
   setup = make_train_setup(config, mesh, rules)
   state = setup.create_state(seed=0, params=params)
-  jitted = setup.jit_step(word_tables=we.build_tables(PIECES), frames=frames)
+  jitted = setup.jit_step(word_tables=we.build_tables(PIECES),
+                          kind="frames" if frames else "audio")
 
   def run(state, batch):
     with step_lib.trace_context(mesh, rules):

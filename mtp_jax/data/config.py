@@ -65,6 +65,10 @@ class DataConfig:
   eval_audio_multiple_s: float = 2.0  # eval batches: S rounded up to this many seconds
   eval_token_multiple: int = 32      # eval batches: L rounded up to this many tokens
   feature_cache: str = ""            # directory of cached frozen-encoder frames (mtp_jax.train.pretrained)
+  # Comma-separated text files (.txt lines, .tsv last column, .jsonl "text"): training
+  # batches are then text only, no audio (decoder LM pretraining, mtp_jax.data.text_corpus;
+  # data.batch_size sentences per batch; then train.init_from the run for speech).
+  text_corpus: str = ""
   tokenizer: TokenizerConfig = TokenizerConfig()
 
   @classmethod
@@ -101,6 +105,9 @@ def validate(cfg: DataConfig, prefix: str = "data") -> None:
   require_one_of(f"{p}.binning", cfg.binning, bucketing.BINNINGS)
   require_one_of(f"{p}.remainder", cfg.remainder, bucketing.REMAINDER_MODES)
   require_one_of(f"{p}.bad_input_policy", cfg.bad_input_policy, POLICIES)
+  if cfg.text_corpus and cfg.feature_cache:
+    raise ConfigError(f"{p}.text_corpus={cfg.text_corpus!r} and {p}.feature_cache="
+                      f"{cfg.feature_cache!r}: a text-only run reads no audio; set one")
   require_one_of(f"{p}.tokenizer.model_type", cfg.tokenizer.model_type, TOKENIZER_TYPES)
   require_at_least(f"{p}.tokenizer.vocab_size", cfg.tokenizer.vocab_size,
                    len(SPECIAL_IDS) + 1)

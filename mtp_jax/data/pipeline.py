@@ -150,17 +150,22 @@ def load_entries(manifests, data_cfg, report: BadInputReport
   return entries
 
 
-def _validate_text(entry, tokenizer: Tokenizer, data_cfg) -> np.ndarray:
-  normalized = tokenizer.normalize(entry.text)
-  if not normalized:
-    raise BadInputError(entry.manifest, entry.line,
-                        f"empty transcript after normalization: {entry.text!r}")
-  tokens = np.asarray(tokenizer.encode(entry.text), np.int32)
+def check_transcript(text: str, manifest: str, line: int, tokenizer: Tokenizer,
+                     data_cfg) -> np.ndarray:
+  """Token ids of a transcript; BadInputError ("<manifest>:<line>: ...") when it is
+  empty after normalization or longer than `data_cfg.max_text_tokens`."""
+  if not tokenizer.normalize(text):
+    raise BadInputError(manifest, line, f"empty transcript after normalization: {text!r}")
+  tokens = np.asarray(tokenizer.encode(text), np.int32)
   if len(tokens) > data_cfg.max_text_tokens:
-    raise BadInputError(entry.manifest, entry.line,
+    raise BadInputError(manifest, line,
                         f"transcript has {len(tokens)} tokens, more than "
                         f"max_text_tokens={data_cfg.max_text_tokens}")
   return tokens
+
+
+def _validate_text(entry, tokenizer: Tokenizer, data_cfg) -> np.ndarray:
+  return check_transcript(entry.text, entry.manifest, entry.line, tokenizer, data_cfg)
 
 
 def _validate_audio(entry, data_cfg) -> int:

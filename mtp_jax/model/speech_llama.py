@@ -12,7 +12,8 @@ Entry points (all via `model.apply(params, ..., method=...)`):
   * `__call__`: teacher-forced forward over audio + transcript (training).
   * `encode`: audio -> audio-token embeddings and their mask; `forward_text` runs the
     teacher-forced decoder over given audio tokens (encode once, score many);
-    `forward_frames` starts from encoder frames (a frozen encoder's feature cache).
+    `forward_frames` starts from encoder frames (a frozen encoder's feature cache);
+    `forward_lm` runs the decoder over text alone (language-model pretraining).
   * `prefill` / `decode_step`: incremental decoding over a preallocated KV cache.
   * `heads`: K-head logits from final-normed hidden states.
 """
@@ -224,6 +225,21 @@ class SpeechLLaMA(nn.Module):
     h, _ = self.decoder(x, pos, mask)
     hn = self.final_norm(h[:, p:])
     return {"logits": self.heads(hn, prev_tokens), "hidden": hn, "audio_len": alen}
+
+  def forward_lm(self, text_in, prev_tokens=None):
+    """Teacher-forced decoder pass over text alone, no audio prefix (decoder LM
+    pretraining, `data.text_corpus`); rotary positions start at 0, as after an empty
+    audio prefix.
+
+    Args:
+      text_in, prev_tokens: as in `__call__`.
+    Returns:
+      "logits" [B, L, K, V] and "hidden" [B, L, d] as in `__call__`; "audio_len" [B] zeros.
+    """
+    b = text_in.shape[0]
+    emb = jnp.zeros((b, 0, self.cfg.decoder.d_model), dtype_of(self.cfg.dtype))
+    return self.forward_text(emb, jnp.zeros((b, 0), bool), jnp.zeros((b,), jnp.int32),
+                             text_in, prev_tokens)
 
   # ---------------------------------------------------------------- incremental decoding
   def init_cache(self, batch: int, prefix_len: int, max_text_len: int) -> KVCache:

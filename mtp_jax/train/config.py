@@ -197,6 +197,9 @@ class RunConfig:
                         "or model.projector.ctc_head=True (a CTC classifier)")
     if t.mode == "heads_only" and k < 2:
       raise ConfigError(f"train.mode=heads_only: needs model.mtp.num_heads > 1 (got {k})")
+    if d.text_corpus and t.objective != "ce":
+      raise ConfigError(f"data.text_corpus={d.text_corpus!r}: text-only batches train with "
+                        f"train.objective=ce (got {t.objective!r}: MWER decodes audio)")
     if t.objective == "mwer" and t.mwer.block_size > k:
       raise ConfigError(f"train.mwer.block_size={t.mwer.block_size}: must be <= "
                         f"model.mtp.num_heads={k}")

@@ -24,6 +24,7 @@ from mtp_jax import checkpoint as ckpt_lib
 from mtp_jax import sharding as sharding_lib
 from mtp_jax.config import ConfigError
 from mtp_jax.data import pipeline
+from mtp_jax.data import text_corpus
 from mtp_jax.data import tokenizer as tok_lib
 from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.interop import hf_llama
@@ -106,6 +107,12 @@ def _open_data(config, workdir: str, params, mcfg):
   """(tokenizer, train iterator, feature cache or None, frames_for or None)."""
   tokenizer = _tokenizer(config, workdir)
   cache, frames_for = None, None
+  if config.data.get("text_corpus", ""):  # text only: decoder LM pretraining
+    data = text_corpus.make_text_iterator(config.data, tokenizer, seed=config.data.seed,
+                                          process_index=jax.process_index(),
+                                          process_count=jax.process_count())
+    _log(f"text-only training (data.text_corpus): {data.describe()[0]}")
+    return tokenizer, data, cache, frames_for
   if config.data.get("feature_cache", ""):
     cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, params, mcfg,
                                                   config.train)
@@ -118,9 +125,10 @@ def _open_data(config, workdir: str, params, mcfg):
 
 
 def _eval_batches(config, mesh, tokenizer):
-  """The dev manifest's batches (None without one), `train.eval_batch_size` rounded up
-  to a multiple of the data-parallel devices and the process count."""
-  if not config.data.dev_manifest:
+  """The dev manifest's batches (None without one, or in a text-only run),
+  `train.eval_batch_size` rounded up to a multiple of the data-parallel devices and
+  the process count."""
+  if not config.data.dev_manifest or config.data.get("text_corpus", ""):
     return None
   pc = jax.process_count()
   per = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
@@ -245,7 +253,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
                  if tcfg.get("objective", "ce") == "mwer" else None)
   t0 = time.perf_counter()
   compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log,
-                                frames_dim=cache.dim if cache is not None else 0)
+                                frames_dim=cache.dim if cache is not None else 0,
+                                text_only=bool(config.data.get("text_corpus", "")))
   _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
   eval_batches = _eval_batches(config, mesh, tokenizer)
 
@@ -282,7 +291,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       batch = next(data)
       if batch_transform is not None:
         batch = batch_transform(step, batch)
-      thr.add_audio(float(np.sum(batch["audio_len"])) / sr * pc)
+      if "audio_len" in batch:
+        thr.add_audio(float(np.sum(batch["audio_len"])) / sr * pc)
       shape = step_lib.batch_shape(batch, pc)
       state, metrics = compiled[shape](state, step_lib.device_batch(batch, mesh, rules))
       if pending is not None:

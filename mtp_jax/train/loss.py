@@ -33,7 +33,8 @@ def make_targets(text: jax.Array, text_len: jax.Array, audio_len: jax.Array,
   Args:
     text: [B, L] int32 transcript ids without BOS/EOS, padded with 0.
     text_len: [B] int32 transcript lengths n.
-    audio_len: [B] samples; 0 marks a batch-padding row (fully masked).
+    audio_len: [B] samples; 0 marks a batch-padding row (fully masked). Text-only
+      batches (`data.text_corpus`) pass their text_len here.
     num_heads: K.
   Returns:
     text_in: [B, L] int32 = [BOS, y_1, ..., y_n, PAD, ...].

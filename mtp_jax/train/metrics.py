@@ -129,8 +129,10 @@ def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
     k += 1
   if "train/ctc_loss" in scalars:
     parts.append(f"ctc {scalars['train/ctc_loss']:.3f}")
-  parts += [f"{scalars.get('perf/steps_per_s', 0):.2f} steps/s",
-            f"{scalars.get('perf/audio_s_per_s', 0):.1f} audio-s/s", f"ETA {eta_s}"]
+  parts.append(f"{scalars.get('perf/steps_per_s', 0):.2f} steps/s")
+  if scalars.get("perf/audio_s_per_s", 0):  # none in a text-only run
+    parts.append(f"{scalars['perf/audio_s_per_s']:.1f} audio-s/s")
+  parts.append(f"ETA {eta_s}")
   if scalars.get("train/nonfinite_total", 0):
     parts.append(f"skipped {int(scalars['train/nonfinite_total'])}")
   return " | ".join(parts)

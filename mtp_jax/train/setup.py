@@ -56,24 +56,28 @@ class TrainSetup:
                                             params=params)
     return state
 
-  def jit_step(self, word_tables=None, frames: bool = False) -> Callable:
+  def jit_step(self, word_tables=None, kind: str = "audio") -> Callable:
     """The jitted train step `(state, batch) -> (state, metrics)` (state donated).
 
     Args:
       word_tables: `mwer.word_errors.WordTables`, for `train.objective=mwer` only.
-      frames: batches carry cached encoder frames instead of audio.
+      kind: the batches' kind (`step.batch_keys`): "audio", "frames" (cached encoder
+        frames instead of audio) or "text" (text only, no audio).
     """
     step = step_lib.make_train_step(self.train_model, self.tx, self.config.train,
                                     self.labels, word_tables)
-    return step_lib.jit_train_step(step, self.shardings, self.mesh, self.rules, frames=frames)
+    return step_lib.jit_train_step(step, self.shardings, self.mesh, self.rules, kind=kind)
 
   def compile_step(self, shapes: Sequence[tuple[int, int, int]], *, word_tables=None,
-                   frames_dim: int = 0, log: Callable[[str], None] = logging.info) -> dict:
+                   frames_dim: int = 0, text_only: bool = False,
+                   log: Callable[[str], None] = logging.info) -> dict:
     """AOT-compiles the step for each global batch shape (B, S, L), S in samples or,
-    with `frames_dim` > 0, in cached frames of that width; returns {shape: executable}."""
-    jitted = self.jit_step(word_tables, frames=frames_dim > 0)
+    with `frames_dim` > 0, in cached frames of that width (`text_only`: no audio, S
+    ignored); returns {shape: executable}."""
+    kind = "text" if text_only else "frames" if frames_dim > 0 else "audio"
+    jitted = self.jit_step(word_tables, kind=kind)
     return step_lib.compile_for_shapes(jitted, self.abstract_state, shapes, self.mesh,
-                                       self.rules, log=log, frames_dim=frames_dim)
+                                       self.rules, log=log, frames_dim=frames_dim, kind=kind)
 
 
 def make_train_setup(config, mesh, rules) -> TrainSetup:

@@ -19,12 +19,23 @@ from mtp_jax.train.state import TrainState
 BATCH_KEYS = ("audio", "audio_len", "text", "text_len")
 # A frozen encoder's cached outputs replace the waveform (`data.feature_cache`).
 FRAME_BATCH_KEYS = ("frames", "frames_len", "audio_len", "text", "text_len")
+# Text alone: decoder language-model pretraining (`data.text_corpus`).
+TEXT_BATCH_KEYS = ("text", "text_len")
+KINDS = {"audio": BATCH_KEYS, "frames": FRAME_BATCH_KEYS, "text": TEXT_BATCH_KEYS}
 BATCH_DTYPES = {"audio": jnp.float32, "audio_len": jnp.int32, "text": jnp.int32,
                 "text_len": jnp.int32, "frames": jnp.float16, "frames_len": jnp.int32}
 
 
-def batch_keys(frames: bool) -> tuple[str, ...]:
-  return FRAME_BATCH_KEYS if frames else BATCH_KEYS
+def batch_keys(kind: str) -> tuple[str, ...]:
+  """The device keys of a batch kind: "audio", "frames" (feature cache) or "text"."""
+  if kind not in KINDS:
+    raise ValueError(f"batch kind {kind!r}: expected one of {sorted(KINDS)}")
+  return KINDS[kind]
+
+
+def batch_kind(batch: dict) -> str:
+  """"frames", "audio" or "text" (no audio at all) for a host or device batch."""
+  return "frames" if "frames" in batch else "audio" if "audio" in batch else "text"
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
@@ -39,7 +50,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     word_tables: `mwer.word_errors.WordTables` of the tokenizer; needed (only) for
       `tcfg.objective == "mwer"`, which adds a gradient-free prefix beam search of
       an N-best per utterance (eval-mode model) before the loss (see mtp_jax/mwer/loss.py).
-  The step consumes a global batch of `BATCH_KEYS`; with `tcfg.grad_accum` = A > 1
+  The step consumes a global batch of `BATCH_KEYS` (or `FRAME_BATCH_KEYS`, or
+  `TEXT_BATCH_KEYS`: the decoder alone as a language model, no CTC term); with `tcfg.grad_accum` = A > 1
   it scans over A micro-batches of strided rows (b, b+A, ...) and averages their
   gradients. If the loss or the gradient norm is not finite the update is skipped
   (params and optimizer state kept) and the skip counters advance.
@@ -62,17 +74,22 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     if labels is not None:  # no backward pass through frozen parameters
       params = jax.tree.map(lambda p, l: p if l == "train" else jax.lax.stop_gradient(p),
                             params, labels)
+    kind = batch_kind(batch)
+    # Padding rows: no audio samples (a text-only batch: no tokens).
+    row_len = batch["text_len"] if kind == "text" else batch["audio_len"]
     text_in, targets, mask, prev = loss_lib.make_targets(
-        batch["text"], batch["text_len"], batch["audio_len"], k)
+        batch["text"], batch["text_len"], row_len, k)
     rngs = {"dropout": jax.random.fold_in(rng, 0), "specaug": jax.random.fold_in(rng, 1)}
     prev = prev if (sequential and k > 1) else None
-    if "frames" in batch:  # cached encoder outputs (frozen encoder)
+    if kind == "frames":  # cached encoder outputs (frozen encoder)
       out = model.apply(params, batch["frames"], batch["frames_len"], text_in, prev,
                         method="forward_frames", rngs=rngs)
+    elif kind == "text":
+      out = model.apply(params, text_in, prev, method="forward_lm", rngs=rngs)
     else:
       out = model.apply(params, batch["audio"], batch["audio_len"], text_in, prev, rngs=rngs)
     loss, aux = loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
-    if ctc_weight > 0:
+    if ctc_weight > 0 and kind != "text":
       ctc, ctc_aux = loss_lib.ctc_loss(out["ctc_logits"], out["ctc_len"], batch["text"],
                                        batch["text_len"], batch["audio_len"])
       loss = loss + ctc_weight * ctc
@@ -137,7 +154,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                "lr": sched(applied), "finite": ok,
                "nonfinite_total": new_state.nonfinite_total,
                "nonfinite_run": new_state.nonfinite_run}
-    if ctc_weight > 0:
+    if "ctc_loss" in aux:
       metrics.update(ctc_loss=aux["ctc_loss"], ctc_rows=aux["ctc_rows"])
     if objective == "mwer":
       metrics.update({f"mwer/{key}": aux[key] for key in mwer_lib.METRICS})
@@ -146,33 +163,38 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
   return step
 
 
-def batch_shardings(mesh, rules, frames: bool = False) -> dict:
+def batch_shardings(mesh, rules, kind: str = "audio") -> dict:
   """NamedShardings of the device batch (batch dim over the data axes)."""
   ndim = {"audio": 2, "text": 2, "frames": 3}
   return {k: sharding_lib.batch_sharding(mesh, rules, ndim.get(k, 1))
-          for k in batch_keys(frames)}
+          for k in batch_keys(kind)}
 
 
-def abstract_batch(b: int, s: int, l: int, mesh, rules, frames_dim: int = 0) -> dict:
+def abstract_batch(b: int, s: int, l: int, mesh, rules, frames_dim: int = 0,
+                   kind: str | None = None) -> dict:
   """ShapeDtypeStructs (with shardings) of a global batch [B, S] / [B, L]; with
-  `frames_dim` > 0 a cached-frames batch, S then counting encoder frames."""
-  sh = batch_shardings(mesh, rules, frames_dim > 0)
+  `frames_dim` > 0 a cached-frames batch, S then counting encoder frames; kind
+  "text" has no audio (S ignored)."""
+  kind = kind or ("frames" if frames_dim > 0 else "audio")
+  sh = batch_shardings(mesh, rules, kind)
   shapes = {"audio": (b, s), "audio_len": (b,), "text": (b, l), "text_len": (b,),
             "frames": (b, s, frames_dim), "frames_len": (b,)}
   return {k: jax.ShapeDtypeStruct(shapes[k], BATCH_DTYPES[k], sharding=sh[k])
-          for k in batch_keys(frames_dim > 0)}
+          for k in batch_keys(kind)}
 
 
 def batch_shape(batch: dict, process_count: int = 1) -> tuple[int, int, int]:
-  """The global (B, S, L) key of a host batch (S: samples, or frames when cached)."""
-  x = batch["frames"] if "frames" in batch else batch["audio"]
-  return (x.shape[0] * process_count, x.shape[1], batch["text"].shape[1])
+  """The global (B, S, L) key of a host batch (S: samples, or frames when cached;
+  0 for text only)."""
+  kind = batch_kind(batch)
+  s = 0 if kind == "text" else batch[kind].shape[1]
+  return (batch["text"].shape[0] * process_count, s, batch["text"].shape[1])
 
 
-def jit_train_step(step: Callable, state_sh: TrainState, mesh, rules, frames: bool = False):
+def jit_train_step(step: Callable, state_sh: TrainState, mesh, rules, kind: str = "audio"):
   """`jax.jit` of the step with explicit shardings; the state is donated."""
   rep = sharding_lib.replicated(mesh)
-  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, rules, frames)),
+  return jax.jit(step, in_shardings=(state_sh, batch_shardings(mesh, rules, kind)),
                  out_shardings=(state_sh, rep), donate_argnums=(0,))
 
 
@@ -183,7 +205,8 @@ def trace_context(mesh, rules):
 
 
 def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
-                       log: Callable[[str], None] = logging.info, frames_dim: int = 0) -> dict:
+                       log: Callable[[str], None] = logging.info, frames_dim: int = 0,
+                       kind: str | None = None) -> dict:
   """AOT-compiles the step once per global batch shape (B, S, L); logs memory.
 
   Returns:
@@ -193,7 +216,7 @@ def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
   with trace_context(mesh, rules):
     for shape in sorted(set(shapes)):
       compiled = jitted.lower(abstract_state,
-                              abstract_batch(*shape, mesh, rules, frames_dim)).compile()
+                              abstract_batch(*shape, mesh, rules, frames_dim, kind)).compile()
       mem = compiled.memory_analysis()
       if mem is not None:
         gib = lambda n: n / 2**30
@@ -209,6 +232,6 @@ def compile_for_shapes(jitted, abstract_state, shapes, mesh, rules,
 
 def device_batch(batch: dict, mesh, rules) -> dict:
   """Global device arrays from this process's rows (`make_array_from_process_local_data`)."""
-  sh = batch_shardings(mesh, rules, "frames" in batch)
+  sh = batch_shardings(mesh, rules, batch_kind(batch))
   return {k: jax.make_array_from_process_local_data(sh[k], np.asarray(batch[k], BATCH_DTYPES[k]))
           for k in sh}
