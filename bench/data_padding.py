@@ -59,7 +59,7 @@ def _dynamic_random_stats(buckets, plans, samples, tokens, cfg) -> dict:
 def _padding_rows(utts, cfg, grid, epochs) -> list[dict]:
   samples = np.array([u.num_samples for u in utts])
   tokens = np.array([len(u.tokens) for u in utts])
-  multiple = pipeline._batch_multiple(cfg, 1)  # pylint: disable=protected-access
+  multiple = pipeline.batch_multiple(cfg, 1)
   settings = [("random", "random", cfg.num_duration_bins, cfg.num_token_bins,
                "equal_total")]
   for binning in bucketing.BINNINGS:

@@ -44,6 +44,7 @@ def corpus(tmp_path_factory):
   c = micro_config()
   c.data.train_manifests = manifest
   c.data.batch_size = 8
+  c.data.batch_size_multiple = 1
   tok_lib.get_tokenizer(c.data, root / "tok")
   tok = tok_lib.Tokenizer.load(root / "tok")
   c.data.text_corpus = f"{txt},{tsv},{manifest}"
@@ -52,7 +53,8 @@ def corpus(tmp_path_factory):
 
 def test_every_sentence_once_per_epoch_and_the_state_resumes(corpus):
   _, _, _, tok, data_cfg = corpus
-  it = text_corpus.make_text_iterator(data_cfg, tok, seed=3)
+  it = text_corpus.make_text_iterator(data_cfg, tok, seed=3, process_index=0,
+                                      process_count=1)
   n = 30 + 6 + 16
   assert it.batches_per_epoch == 7  # ceil(52 / 8)
   (b, s, l), = it.batch_shapes
@@ -75,37 +77,66 @@ def test_every_sentence_once_per_epoch_and_the_state_resumes(corpus):
   want = tok.encode(_sentences(6, seed=1)[0])
   np.testing.assert_array_equal(first[tsv_id], want)
   # Resume: a fresh iterator set to a saved state yields exactly what followed.
-  it2 = text_corpus.make_text_iterator(data_cfg, tok, seed=3)
+  make = lambda seed: text_corpus.make_text_iterator(data_cfg, tok, seed=seed,
+                                                     process_index=0, process_count=1)
+  it2 = make(3)
   for _ in range(5):
     next(it2)
   state = json.loads(json.dumps(it2.get_state()))
   later = [next(it2) for _ in range(4)]
-  it3 = text_corpus.make_text_iterator(data_cfg, tok, seed=3)
+  it3 = make(3)
   it3.set_state(state)
   for a, b in zip(later, [next(it3) for _ in range(4)]):
     np.testing.assert_array_equal(a["text"], b["text"])
-  other = text_corpus.make_text_iterator(data_cfg, tok, seed=4)
+  other = make(4)
   with pytest.raises(ValueError, match="fingerprint"):
     other.set_state(state)
+
+
+def test_processes_split_each_global_batch(corpus):
+  _, _, _, tok, data_cfg = corpus
+  whole = text_corpus.make_text_iterator(data_cfg, tok, seed=3, process_index=0,
+                                         process_count=1)
+  parts = [text_corpus.make_text_iterator(data_cfg, tok, seed=3, process_index=i,
+                                          process_count=2) for i in range(2)]
+  assert parts[0].batch_shapes == [(4, 0, whole.batch_shapes[0][2])]
+  for _ in range(2 * whole.batches_per_epoch):
+    a, (b0, b1) = next(whole), (next(parts[0]), next(parts[1]))
+    np.testing.assert_array_equal(a["text"], np.concatenate([b0["text"], b1["text"]]))
+    np.testing.assert_array_equal(a["text_len"],
+                                  np.concatenate([b0["text_len"], b1["text_len"]]))
+  # Every process saves the same state; it restores on any process.
+  assert parts[0].get_state() == parts[1].get_state()
+  # Batches are rounded down to the device multiple (7 sentences on 2 devices -> 6).
+  cfg = data_cfg.copy_and_resolve_references()
+  cfg.batch_size, cfg.batch_size_multiple = 7, 2
+  assert text_corpus.make_text_iterator(cfg, tok, seed=0, process_index=0,
+                                        process_count=1).batch_shapes[0][0] == 6
 
 
 def test_bad_lines_are_named_by_file_and_line(corpus, tmp_path):
   _, _, _, tok, data_cfg = corpus
   bad = tmp_path / "bad.txt"
   bad.write_text("alpha bravo\n!!! ???\n" + " ".join(["charlie"] * 200) + "\ndelta echo\n")
+  man = tmp_path / "bad.jsonl"
+  man.write_text('{"text": "alpha"}\n{"text": null}\nnot json\n{"text": "golf hotel"}\n')
   cfg = data_cfg.copy_and_resolve_references()
-  cfg.text_corpus = str(bad)
-  it = text_corpus.make_text_iterator(cfg, tok, seed=0)
+  cfg.text_corpus = f"{bad},{man}"
+  it = text_corpus.make_text_iterator(cfg, tok, seed=0, process_index=0, process_count=1)
   report = it.bad_input_report()
-  assert [(r["manifest"], r["line"]) for r in report["rows"]] == [(str(bad), 2), (str(bad), 3)]
-  assert "empty" in report["rows"][0]["reason"] and "tokens" in report["rows"][1]["reason"]
-  assert it.describe()[0]["sentences"] == 2
+  assert [(r["manifest"], r["line"]) for r in report["rows"]] == [
+      (str(bad), 2), (str(bad), 3), (str(man), 2), (str(man), 3)]
+  reasons = [r["reason"] for r in report["rows"]]
+  assert "empty" in reasons[0] and "tokens" in reasons[1]
+  assert "'text' is NoneType" in reasons[2] and "JSON" in reasons[3]
+  assert it.describe()[0]["sentences"] == 4
+  cfg.text_corpus = str(bad)
   cfg.bad_input_policy = "error"
   with pytest.raises(BadInputError, match=f"{bad}:2: empty"):
-    text_corpus.make_text_iterator(cfg, tok, seed=0)
+    text_corpus.make_text_iterator(cfg, tok, seed=0, process_index=0, process_count=1)
   cfg.text_corpus = str(tmp_path / "missing.txt")
   with pytest.raises(FileNotFoundError, match="missing.txt"):
-    text_corpus.make_text_iterator(cfg, tok, seed=0)
+    text_corpus.make_text_iterator(cfg, tok, seed=0, process_index=0, process_count=1)
 
 
 def test_forward_lm_is_the_decoder_after_an_empty_audio_prefix(tiny_config):
@@ -125,6 +156,35 @@ def test_forward_lm_is_the_decoder_after_an_empty_audio_prefix(tiny_config):
   seen = model.apply(params, emb, jnp.ones((2, 5), bool), jnp.full((2,), 5, jnp.int32),
                      text_in, prev, method="forward_text")
   assert np.abs(np.asarray(seen["logits"] - lm["logits"])).max() > 1e-3
+
+
+def test_text_step_ignores_padding_rows_and_skips_ctc(corpus):
+  """A text-only step of a model with a projector CTC head (ctc_weight > 0): no CTC
+  term, and batch-padding rows (text_len 0) change neither loss nor gradient."""
+  from mtp_jax import sharding  # pylint: disable=import-outside-toplevel
+  from mtp_jax.train.setup import make_train_setup  # pylint: disable=import-outside-toplevel
+  _, _, _, tok, data_cfg = corpus
+  c = micro_config(k=2)
+  c.model.projector.ctc_head = True
+  c.train.ctc_weight = 0.3
+  c.model.decoder.dropout = 0.0
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  setup = make_train_setup(c, mesh, sharding.rules_from_config(c.sharding_rules))
+  it = text_corpus.make_text_iterator(data_cfg, tok, seed=0, process_index=0, process_count=1)
+  batch = next(it)
+  full = {k: batch[k] for k in ("text", "text_len")}
+  padded = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in full.items()}
+  padded["text"][8:] = 7  # garbage tokens in rows whose text_len is 0
+  out = []
+  for b in (full, padded):
+    state = setup.create_state(seed=0)
+    new, metrics = setup.jit_step(kind="text")(state, {k: jnp.asarray(v) for k, v in b.items()})
+    out.append((jax.device_get(metrics), jax.device_get(new.params)))
+  (m1, p1), (m2, p2) = out
+  assert "ctc_loss" not in m1 and bool(m1["finite"])
+  assert m1["tokens"] == m2["tokens"] == int(full["text_len"].sum()) + 8  # + EOS per row
+  np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), p1, p2)
 
 
 def test_config_refuses_text_corpus_with_feature_cache_or_mwer():

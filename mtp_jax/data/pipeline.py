@@ -123,7 +123,7 @@ class BadInputReport:
             "rows": list(self.rows)}
 
 
-def _handle_bad(error: BadInputError, policy: str, report: BadInputReport,
+def handle_bad(error: BadInputError, policy: str, report: BadInputReport,
                 epoch: int | None = None) -> None:
   if policy == "error":
     raise error
@@ -162,10 +162,6 @@ def check_transcript(text: str, manifest: str, line: int, tokenizer: Tokenizer,
                         f"transcript has {len(tokens)} tokens, more than "
                         f"max_text_tokens={data_cfg.max_text_tokens}")
   return tokens
-
-
-def _validate_text(entry, tokenizer: Tokenizer, data_cfg) -> np.ndarray:
-  return check_transcript(entry.text, entry.manifest, entry.line, tokenizer, data_cfg)
 
 
 def _validate_audio(entry, data_cfg) -> int:
@@ -211,7 +207,7 @@ def prepare_utterances(entries: Sequence[manifest_lib.ManifestEntry],
 
   def check(entry):
     try:
-      tokens = _validate_text(entry, tokenizer, data_cfg)
+      tokens = check_transcript(entry.text, entry.manifest, entry.line, tokenizer, data_cfg)
       return Utterance(entry, _validate_audio(entry, data_cfg), tokens)
     except BadInputError as e:
       return e
@@ -221,7 +217,7 @@ def prepare_utterances(entries: Sequence[manifest_lib.ManifestEntry],
   utterances = []
   for r in results:
     if isinstance(r, BadInputError):
-      _handle_bad(r, policy, report)
+      handle_bad(r, policy, report)
     else:
       utterances.append(r)
   return utterances
@@ -371,7 +367,7 @@ def _finish(ds: grain.MapDataset, data_cfg) -> grain.IterDataset:
   return it
 
 
-def _process(process_index, process_count) -> tuple[int, int]:
+def process_layout(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # Imported late: only needed when the caller does not say.
     process_index = jax.process_index() if process_index is None else process_index
@@ -381,7 +377,7 @@ def _process(process_index, process_count) -> tuple[int, int]:
   return int(process_index), int(process_count)
 
 
-def _batch_multiple(data_cfg, process_count: int) -> int:
+def batch_multiple(data_cfg, process_count: int) -> int:
   m = int(data_cfg.batch_size_multiple)
   if m <= 0:
     import jax
@@ -517,7 +513,7 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
     NoDataError: no usable utterance.
     ValueError: bad configuration.
   """
-  pi, pc = _process(process_index, process_count)
+  pi, pc = process_layout(process_index, process_count)
   report = BadInputReport()
   manifests = data_cfg.train_manifests if manifests is None else manifests
   entries = load_entries(manifests, data_cfg, report)
@@ -527,7 +523,7 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
     why = (f"{len(report)} bad inputs skipped: {report.rows[:3]}{more}" if len(report)
            else "the manifests hold no utterance")
     raise NoDataError(f"no usable utterance in {manifests} ({why})")
-  multiple = _batch_multiple(data_cfg, pc)
+  multiple = batch_multiple(data_cfg, pc)
   buckets = make_buckets_for(utterances, data_cfg, batch_multiple=multiple)
   remainder = data_cfg.remainder
   planner = _Planner(buckets, seed=int(seed), shuffle=bool(data_cfg.shuffle),
@@ -624,7 +620,7 @@ def make_eval_batches(manifest: str, tokenizer: Tokenizer, data_cfg, *,
   Raises:
     BadInputError: under policy "error", at the first bad utterance.
   """
-  pi, pc = _process(process_index, process_count)
+  pi, pc = process_layout(process_index, process_count)
   if batch_size <= 0 or batch_size % pc:
     raise ValueError(f"eval batch_size {batch_size} must be a positive multiple "
                      f"of process_count {pc}")

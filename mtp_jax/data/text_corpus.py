@@ -6,15 +6,22 @@ Pretraining it on text (the same sentence lists the synthetic corpus draws from,
 any text the researcher has) before the speech run (`train.init_from`) is the cheap
 lever SLAM-ASR-style systems get from a pretrained LLM.
 
+A text-only run reads `data.text_corpus`, `batch_size`, `batch_size_multiple`,
+`max_text_tokens`, `text_pad_extra`, `token_pad_multiple`, `bad_input_policy` and `seed`;
+the tokenizer still comes from `data.tokenizer.path` or is trained on
+`data.train_manifests`; there is no dev-set evaluation (no audio). Only the decoder,
+embeddings and heads get gradients; the speech run should start its projector (and a
+from-scratch encoder) afresh: `train.init_exclude='(projector|ctc_head)'`.
+
 Sources (`data.text_corpus`, comma-separated): `.txt` one sentence per line, `.tsv`
 the last tab-separated column (e.g. ARCTIC prompts), `.jsonl` the "text" field of a
 manifest. Lines are checked like transcripts; empty ones and ones longer than
 `data.max_text_tokens` follow `data.bad_input_policy` (named `file:line`).
 
-BATCH FORMAT (numpy): "text" int32 [B, L] token ids without BOS/EOS (PAD 0),
+BATCH FORMAT (numpy, this process's rows): "text" int32 [B, L] token ids without BOS/EOS (PAD 0),
 "text_len" int32 [B] (0 for padding rows), "utt_id" str [B] (`file:line`). There is
 no audio: the model's `forward_lm` runs the decoder over the text alone. B is
-`data.batch_size`; L = the longest kept sentence + `text_pad_extra`, rounded up to
+`data.batch_size` (global; each process holds B / processes rows); L = the longest kept sentence + `text_pad_extra`, rounded up to
 `token_pad_multiple`, one shape for the whole run. Every epoch visits every sentence
 once in a (seed, epoch) permutation; the iterator's state (a batch counter) resumes
 exactly.
@@ -34,38 +41,47 @@ from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.data.tokenizer import PAD_ID, Tokenizer
 
 
-def read_sentences(paths: str) -> list[tuple[str, int, str]]:
-  """(file, line, sentence) of every non-blank line of the comma-separated `paths`."""
+def read_sentences(paths: str) -> list[tuple[str, int, str | BadInputError]]:
+  """(file, line, sentence) of every non-blank line of the comma-separated `paths`; a
+  `.jsonl` line without a string "text" gives a BadInputError in place of the sentence.
+
+  Raises:
+    FileNotFoundError: a listed file is missing.
+  """
   out = []
   for path in [p.strip() for p in paths.split(",") if p.strip()]:
     f = pathlib.Path(path)
     if not f.is_file():
       raise FileNotFoundError(f"data.text_corpus: no such file: {path}")
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-      if not line.strip():
-        continue
-      if f.suffix == ".jsonl":
-        try:
-          line = json.loads(line)["text"]
-        except (ValueError, KeyError, TypeError) as err:
-          raise BadInputError(path, n, f"not a manifest line with a 'text' field: {err}") from err
-      elif f.suffix == ".tsv":
-        line = line.split("\t")[-1]
-      out.append((path, n, line))
+    with open(f, encoding="utf-8", newline="\n") as lines:
+      for n, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+          continue
+        if f.suffix == ".jsonl":
+          try:
+            line = json.loads(line)["text"]
+            if not isinstance(line, str):
+              raise TypeError(f"'text' is {type(line).__name__}, not a string")
+          except (ValueError, KeyError, TypeError) as err:
+            line = BadInputError(path, n, f"not a JSON line with a string 'text': {err!r}")
+        elif f.suffix == ".tsv":
+          line = line.split("\t")[-1]
+        out.append((path, n, line))
   return out
 
 
 def tokenize_sentences(sentences, tokenizer: Tokenizer, data_cfg, report) -> list:
-  """[(utt_id "file:line", token ids)] of the usable sentences; bad ones (empty, too
-  long: `pipeline.check_transcript`) follow `data_cfg.bad_input_policy`."""
+  """[(utt_id "file:line", token ids)] of the usable sentences; bad ones (unreadable,
+  empty, too long: `pipeline.check_transcript`) follow `data_cfg.bad_input_policy`."""
   kept = []
   for path, n, line in sentences:
     try:
+      if isinstance(line, BadInputError):
+        raise line
       ids = pipeline.check_transcript(line, path, n, tokenizer, data_cfg)
     except BadInputError as err:
-      if data_cfg.bad_input_policy == "error":
-        raise
-      report.add(err)
+      pipeline.handle_bad(err, data_cfg.bad_input_policy, report)
       continue
     kept.append((f"{path}:{n}", ids))
   return kept
@@ -144,24 +160,27 @@ class TextIterator:
     pass
 
 
-def make_text_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int, process_index: int = 0,
-                       process_count: int = 1) -> TextIterator:
-  """The text-only training iterator over `data_cfg.text_corpus`.
+def make_text_iterator(data_cfg, tokenizer: Tokenizer, *, seed: int,
+                       process_index: int | None = None,
+                       process_count: int | None = None) -> TextIterator:
+  """The text-only training iterator over `data_cfg.text_corpus`: global batches of
+  `data.batch_size` sentences (rounded down to a multiple of `batch_size_multiple` and
+  the process count, as random batching does), this process's rows of each.
 
   Raises:
     FileNotFoundError: a listed file is missing.
     BadInputError: under policy "error", at the first bad sentence.
     NoDataError: no usable sentence.
   """
+  pi, pc = pipeline.process_layout(process_index, process_count)
   report = pipeline.BadInputReport()
   rows = tokenize_sentences(read_sentences(data_cfg.text_corpus), tokenizer, data_cfg, report)
   if not rows:
     raise NoDataError(f"data.text_corpus={data_cfg.text_corpus!r}: no usable sentence "
                       f"({len(report)} skipped: {report.rows[:3]})")
-  b = int(data_cfg.batch_size)
-  if b % process_count:
-    raise ValueError(f"data.batch_size={b} must be a multiple of the {process_count} processes")
+  m = pipeline.batch_multiple(data_cfg, pc)
+  b = max(m, int(data_cfg.batch_size) // m * m)
   longest = max(len(ids) for _, ids in rows)
   l = bucketing.round_up(longest + data_cfg.text_pad_extra, data_cfg.token_pad_multiple)
   return TextIterator(rows, batch_size=b, max_tokens=l, seed=seed, report=report,
-                      process_index=process_index, process_count=process_count)
+                      process_index=pi, process_count=pc)

@@ -293,7 +293,7 @@ def budget_from_flag(memory_budget_gb: float | None) -> int | None:
 def data_parallel_multiple(config) -> int:
   """Batch sizes are multiples of this: the pipeline's batch multiple (its
   `batch_size_multiple`, 0 = device count, and process count) and grad_accum."""
-  m = pipeline._batch_multiple(config.data, jax.process_count())  # pylint: disable=protected-access
+  m = pipeline.batch_multiple(config.data, jax.process_count())
   return math.lcm(m, int(config.train.grad_accum))
 
 

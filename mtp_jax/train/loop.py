@@ -107,11 +107,10 @@ def _open_data(config, workdir: str, params, mcfg):
   """(tokenizer, train iterator, feature cache or None, frames_for or None)."""
   tokenizer = _tokenizer(config, workdir)
   cache, frames_for = None, None
-  if config.data.get("text_corpus", ""):  # text only: decoder LM pretraining
-    data = text_corpus.make_text_iterator(config.data, tokenizer, seed=config.data.seed,
-                                          process_index=jax.process_index(),
-                                          process_count=jax.process_count())
-    _log(f"text-only training (data.text_corpus): {data.describe()[0]}")
+  if config.data.text_corpus:  # text only: decoder LM pretraining
+    data = text_corpus.make_text_iterator(config.data, tokenizer, seed=config.data.seed)
+    _log(f"text-only training on data.text_corpus={config.data.text_corpus} (no audio, "
+         "no dev-set evaluation)")
     return tokenizer, data, cache, frames_for
   if config.data.get("feature_cache", ""):
     cache, frames_for = pretrained_lib.open_cache(config.data.feature_cache, params, mcfg,
@@ -128,7 +127,7 @@ def _eval_batches(config, mesh, tokenizer):
   """The dev manifest's batches (None without one, or in a text-only run),
   `train.eval_batch_size` rounded up to a multiple of the data-parallel devices and
   the process count."""
-  if not config.data.dev_manifest or config.data.get("text_corpus", ""):
+  if not config.data.dev_manifest or config.data.text_corpus:
     return None
   pc = jax.process_count()
   per = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
@@ -185,8 +184,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
       were preempted there; the schedule still spans `train.steps`.
     batch_transform: optional `f(step, host_batch) -> host_batch` applied to each
       batch before its step (0-based step index; the batch as the pipeline yields it,
-      with "audio" [B, S] or "frames" [B, S', d], "text" [B, L], lengths and
-      "utt_id"). Tests use it to record the batches, to poison one with NaN, or to
+      with "audio" [B, S] or "frames" [B, S', d] (neither in a text-only run),
+      "text" [B, L], lengths and "utt_id"). Tests use it to record the batches, to poison one with NaN, or to
       raise at a step as if the job were killed there.
     devices: devices for the mesh (default all; tests use a subset).
   Raises:
@@ -254,7 +253,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   t0 = time.perf_counter()
   compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log,
                                 frames_dim=cache.dim if cache is not None else 0,
-                                text_only=bool(config.data.get("text_corpus", "")))
+                                text_only=bool(config.data.text_corpus))
   _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
   eval_batches = _eval_batches(config, mesh, tokenizer)
 
