@@ -35,6 +35,12 @@ def corpus(tmp_path_factory):
   """(root, manifest, text_corpus paths, tokenizer, data config): 30 .txt lines (one
   blank), 6 .tsv rows and the manifest's 16 transcripts as .jsonl."""
   root = tmp_path_factory.mktemp("textlm")
+  # The text runs share one step HLO: a persistent compilation cache skips XLA after
+  # the first (as in test_train_resume.py).
+  old = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir",
+                                          "jax_persistent_cache_min_compile_time_secs")}
+  jax.config.update("jax_compilation_cache_dir", str(root / "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   manifest = write_synthetic_manifest(root / "data")
   txt = root / "lines.txt"
   lines = _sentences(30)
@@ -48,7 +54,9 @@ def corpus(tmp_path_factory):
   tok_lib.get_tokenizer(c.data, root / "tok")
   tok = tok_lib.Tokenizer.load(root / "tok")
   c.data.text_corpus = f"{txt},{tsv},{manifest}"
-  return root, manifest, c.data.text_corpus, tok, c.data
+  yield root, manifest, c.data.text_corpus, tok, c.data
+  for k, v in old.items():
+    jax.config.update(k, v)
 
 
 def test_every_sentence_once_per_epoch_and_the_state_resumes(corpus):
