@@ -39,6 +39,28 @@ Then 800 joint steps from the sequential heads (--config.train.init_from=runs/wt
 1.41x and tree 1.56x fewer decoder calls, identical output (the best measured so far).
 Decoder depth, trained the same way (arg "K=1,steps=4000,dec_layers=2|6", then the
 sequential heads): 2 layers 68.4%, 6 layers 68.7% on all 703 (docs/whisper_recipe.md).
+
+Every sentence spoken (the best K=1 trunk, measured 2026-12-02): speak the 3,099 recipe
+sentences the 7,000 draws missed, extend the cache, train K=1 on all of it:
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_unseen.txt \
+      --exclude_manifests runs/wt/synth/train.jsonl
+  python -m mtp_jax.synth --sentences runs/wt/sentences_unseen.txt --variants all \
+      --snr_db 10,40 --noise_fraction 0.3 --num 1500 --workers 2 --seed 1 --name train \
+      --out runs/wt/synth_unseen
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_rest.txt \
+      --exclude_manifests runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl
+  python -m mtp_jax.synth --sentences runs/wt/sentences_rest.txt --variants all \
+      --snr_db 10,40 --noise_fraction 0.3 --num 1599 --workers 2 --seed 2 --name train \
+      --out runs/wt/synth_rest
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
+      --out runs/wt/features --manifests runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl
+  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=1,steps=4000 \
+      --workdir runs/wt/k1_allsent --config.data.feature_cache=runs/wt/features \
+      --config.data.tokenizer.path=runs/wt/k1/tokenizer.model \
+      --config.data.train_manifests=runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl,../shared/data/kathleen/train.jsonl,../shared/data/kathleen/train.jsonl
+Expected: 82 s more caching, 4000 steps ~30 min alone; Kathleen test (all 703) greedy 46.2%,
+prefix beam B=4 39.4%. Pretraining the decoder on text first (data.text_corpus, README
+"Pretraining the decoder on text") made it worse: 60.1% (docs/whisper_recipe.md).
 """
 from mtp_jax.config import default_config, parse_arg
 
