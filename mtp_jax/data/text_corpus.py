@@ -21,8 +21,9 @@ manifest. Lines are checked like transcripts; empty ones and ones longer than
 BATCH FORMAT (numpy, this process's rows): "text" int32 [B, L] token ids without BOS/EOS (PAD 0),
 "text_len" int32 [B] (0 for padding rows), "utt_id" str [B] (`file:line`). There is
 no audio: the model's `forward_lm` runs the decoder over the text alone. B is
-`data.batch_size` (global; each process holds B / processes rows); L = the longest kept sentence + `text_pad_extra`, rounded up to
-`token_pad_multiple`, one shape for the whole run. Every epoch visits every sentence
+`data.batch_size` (global; each process holds B / processes rows); L = the longest
+kept sentence + `text_pad_extra`, rounded up to `token_pad_multiple`, one shape for
+the whole run. Every epoch visits every sentence
 once in a (seed, epoch) permutation; the iterator's state (a batch counter) resumes
 exactly.
 """
@@ -104,7 +105,7 @@ class TextIterator:
     self._order: tuple[int, np.ndarray] | None = None
     h = hashlib.sha256(json.dumps([seed, batch_size, max_tokens, process_count]).encode())
     for utt_id, ids in rows:
-      h.update(f"{utt_id}|{ids.tobytes().hex()}\n".encode())
+      h.update(utt_id.encode() + b"|" + ids.tobytes() + b"\n")
     self._fingerprint = h.hexdigest()[:16]
     self.epoch = 0
 

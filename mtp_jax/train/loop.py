@@ -124,10 +124,9 @@ def _open_data(config, workdir: str, params, mcfg):
 
 
 def _eval_batches(config, mesh, tokenizer):
-  """The dev manifest's batches (None without one, or in a text-only run),
-  `train.eval_batch_size` rounded up to a multiple of the data-parallel devices and
-  the process count."""
-  if not config.data.dev_manifest or config.data.text_corpus:
+  """The dev manifest's batches (None without one), `train.eval_batch_size` rounded up
+  to a multiple of the data-parallel devices and the process count."""
+  if not config.data.dev_manifest:
     return None
   pc = jax.process_count()
   per = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
@@ -185,8 +184,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     batch_transform: optional `f(step, host_batch) -> host_batch` applied to each
       batch before its step (0-based step index; the batch as the pipeline yields it,
       with "audio" [B, S] or "frames" [B, S', d] (neither in a text-only run),
-      "text" [B, L], lengths and "utt_id"). Tests use it to record the batches, to poison one with NaN, or to
-      raise at a step as if the job were killed there.
+      "text" [B, L], lengths and "utt_id"). Tests use it to record the batches, to
+      poison one with NaN, or to raise at a step as if the job were killed there.
     devices: devices for the mesh (default all; tests use a subset).
   Raises:
     ConfigError: an invalid config value (named); nothing is written.
@@ -251,11 +250,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
   word_tables = (word_errors.tables_from_tokenizer(tokenizer)
                  if tcfg.get("objective", "ce") == "mwer" else None)
   t0 = time.perf_counter()
-  compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log,
-                                frames_dim=cache.dim if cache is not None else 0,
-                                text_only=bool(config.data.text_corpus))
+  kind = "text" if config.data.text_corpus else "frames" if cache is not None else "audio"
+  compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log, kind=kind,
+                                frames_dim=cache.dim if cache is not None else 0)
   _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
-  eval_batches = _eval_batches(config, mesh, tokenizer)
+  # A text-only run has no audio to transcribe: no dev-set evaluation.
+  eval_batches = None if kind == "text" else _eval_batches(config, mesh, tokenizer)
 
   # ---------------------------------------------------------------- the loop
   total = int(tcfg.steps)

@@ -69,12 +69,12 @@ class TrainSetup:
     return step_lib.jit_train_step(step, self.shardings, self.mesh, self.rules, kind=kind)
 
   def compile_step(self, shapes: Sequence[tuple[int, int, int]], *, word_tables=None,
-                   frames_dim: int = 0, text_only: bool = False,
+                   frames_dim: int = 0, kind: str | None = None,
                    log: Callable[[str], None] = logging.info) -> dict:
     """AOT-compiles the step for each global batch shape (B, S, L), S in samples or,
-    with `frames_dim` > 0, in cached frames of that width (`text_only`: no audio, S
+    with `frames_dim` > 0, in cached frames of that width (kind "text": no audio, S
     ignored); returns {shape: executable}."""
-    kind = "text" if text_only else "frames" if frames_dim > 0 else "audio"
+    kind = kind or ("frames" if frames_dim > 0 else "audio")
     jitted = self.jit_step(word_tables, kind=kind)
     return step_lib.compile_for_shapes(jitted, self.abstract_state, shapes, self.mesh,
                                        self.rules, log=log, frames_dim=frames_dim, kind=kind)

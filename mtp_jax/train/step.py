@@ -51,10 +51,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
       `tcfg.objective == "mwer"`, which adds a gradient-free prefix beam search of
       an N-best per utterance (eval-mode model) before the loss (see mtp_jax/mwer/loss.py).
   The step consumes a global batch of `BATCH_KEYS` (or `FRAME_BATCH_KEYS`, or
-  `TEXT_BATCH_KEYS`: the decoder alone as a language model, no CTC term); with `tcfg.grad_accum` = A > 1
-  it scans over A micro-batches of strided rows (b, b+A, ...) and averages their
-  gradients. If the loss or the gradient norm is not finite the update is skipped
-  (params and optimizer state kept) and the skip counters advance.
+  `TEXT_BATCH_KEYS`: the decoder alone as a language model, no CTC term); with
+  `tcfg.grad_accum` = A > 1 it scans over A micro-batches of strided rows (b, b+A, ...)
+  and averages their gradients. If the loss or the gradient norm is not finite the
+  update is skipped (params and optimizer state kept) and the skip counters advance.
   """
   k = model.cfg.mtp.num_heads
   sequential = model.cfg.mtp.head_type == "sequential"
