@@ -335,9 +335,15 @@ def upgrade_stored_config(config: dict) -> dict:
 
 
 def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) -> None:
-  """Copies a tokenizer .model (and its .json sidecar) into the workdir."""
+  """Copies a tokenizer .model (and its .json sidecar), or a Whisper tokenizer.json
+  (`mtp_jax.data.whisper_tokenizer`), into the workdir."""
+  from mtp_jax.data import whisper_tokenizer as wt  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.tokenizer import MODEL_PREFIX  # pylint: disable=g-import-not-at-top
   model_path = os.fspath(model_path)
+  if wt.is_whisper(model_path):
+    if jax.process_index() == 0:
+      wt.WhisperTokenizer.load(model_path).save(workdir)
+    return
   if os.path.isdir(model_path):
     model_path = os.path.join(model_path, MODEL_PREFIX + ".model")
   dst = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import ml_collections
 
 HEAD_TYPES = ("independent", "latent", "sequential")
+PROJECTOR_TYPES = ("mlp", "none")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 REDUCTION_METHODS = ("none", "fastadasp_dense", "fastadasp_sparse", "random_merge",
@@ -71,7 +72,10 @@ class EncoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ProjectorConfig:
-  """Frame stacking + MLP into the decoder width."""
+  """Frame stacking + MLP into the decoder width (`type="mlp"`), or the encoder frames
+  as they are (`type="none"`: stack 1, encoder width = decoder width; what a pretrained
+  Whisper decoder's cross-attention expects)."""
+  type: str = "mlp"
   stack: int = 2
   hidden: int = 0  # 0: the decoder's d_model
   # A linear CTC classifier (blank = PAD id 0) on the audio tokens the projector emits,
@@ -82,7 +86,10 @@ class ProjectorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
-  """LLaMA-style decoder-only LM."""
+  """The text decoder. `type` picks its family from `mtp_jax.model.decoders` (llama:
+  LLaMA-style decoder-only LM over `[audio][text]`; whisper: OpenAI Whisper's decoder,
+  cross-attending to the audio tokens, usually imported with `train.decoder_init`)."""
+  type: str = "llama"
   vocab_size: int = 256
   d_model: int = 256
   num_layers: int = 4
@@ -94,6 +101,8 @@ class DecoderConfig:
   tie_embeddings: bool = True
   max_text_len: int = 128
   dropout: float = 0.0
+  # whisper: length of the learned text positional table (448 in every Whisper).
+  max_positions: int = 448
 
   @property
   def head_dim(self) -> int:
@@ -268,6 +277,12 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
   _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
   _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
+  require_one_of(f"{p}.projector.type", proj.type, PROJECTOR_TYPES)
+  if proj.type == "none":
+    _require(proj.stack == 1 and enc.d_model == dec.d_model,
+             f"{p}.projector.type='none' passes the encoder frames on unchanged: it needs "
+             f"{p}.projector.stack=1 (got {proj.stack}) and {p}.encoder.d_model="
+             f"{p}.decoder.d_model (got {enc.d_model} and {dec.d_model})")
   _require(not (enc.ctc_head and proj.ctc_head),
            f"{p}.encoder.ctc_head and {p}.projector.ctc_head: set one (one CTC head)")
   _require(fe.sample_rate > 0, f"{p}.frontend.sample_rate={fe.sample_rate}: must be > 0")
@@ -287,6 +302,8 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(cfg.remat_policy in REMAT_POLICIES,
            f"{p}.remat_policy={cfg.remat_policy!r}: expected one of {REMAT_POLICIES}")
   validate_reduction(cfg.reduction, dec.num_layers, f"{p}.reduction")
+  from mtp_jax.model import decoders  # pylint: disable=g-import-not-at-top
+  decoders.get(dec.type).validate(cfg, p)
 
 
 def validate_reduction(r: ReductionConfig, num_layers: int, p: str = "model.reduction") -> None:

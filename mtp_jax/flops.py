@@ -8,6 +8,7 @@ values, unembedding); norms, activations and the FFT frontend are ignored.
 from __future__ import annotations
 
 from mtp_jax.config import ModelConfig
+from mtp_jax.model import decoders
 from mtp_jax.model import encoders
 
 
@@ -21,22 +22,23 @@ def encoder_params(cfg: ModelConfig) -> int:
 
 
 def projector_params(cfg: ModelConfig) -> int:
+  if cfg.projector.type == "none":
+    return 0
   hidden = cfg.projector.hidden or cfg.decoder.d_model
   return _dense(cfg.projector.stack * cfg.encoder.d_model, hidden, True) + _dense(
       hidden, cfg.decoder.d_model, True)
 
 
 def decoder_layer_params(cfg: ModelConfig) -> int:
-  c = cfg.decoder
-  d, hd = c.d_model, c.head_dim
-  attn = d * c.num_heads * hd * 2 + d * c.num_kv_heads * hd * 2
-  return attn + 3 * d * c.ff_dim + 2 * d
+  """One decoder layer (its family's formula, `mtp_jax.model.decoders`)."""
+  return decoders.get(cfg.decoder.type).layer_params(cfg)
 
 
 def decoder_params(cfg: ModelConfig) -> int:
   """Embedding + layers + final norm + head-1 unembedding (if untied)."""
-  c = cfg.decoder
-  n = c.vocab_size * c.d_model + c.num_layers * decoder_layer_params(cfg) + c.d_model
+  c, spec = cfg.decoder, decoders.get(cfg.decoder.type)
+  n = (c.vocab_size * c.d_model + c.num_layers * decoder_layer_params(cfg)
+       + spec.final_norm_params(cfg) + spec.extra_params(cfg))
   if not c.tie_embeddings:
     n += c.d_model * c.vocab_size
   return n

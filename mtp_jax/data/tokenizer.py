@@ -62,8 +62,13 @@ class Tokenizer:
     """Loads <path> (a .model file, or a directory holding tokenizer.model).
 
     The normalization option is read from the sidecar tokenizer.json written by
-    `train_tokenizer` when present.
+    `train_tokenizer` when present. A Whisper tokenizer ("whisper:tiny.en", a Whisper
+    tokenizer.json, or a workdir holding one) loads as a
+    `whisper_tokenizer.WhisperTokenizer`, which has the same interface and special ids.
     """
+    from mtp_jax.data import whisper_tokenizer  # pylint: disable=g-import-not-at-top
+    if whisper_tokenizer.is_whisper(path):
+      return whisper_tokenizer.WhisperTokenizer.load(path)
     path = os.fspath(path)
     if os.path.isdir(path):
       path = os.path.join(path, MODEL_PREFIX + ".model")

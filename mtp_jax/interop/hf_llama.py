@@ -485,6 +485,16 @@ def load_decoder_into(params: Params, hf_dir: PathLike, cfg: ModelConfig, *,
     for k in range(2, cfg.mtp.num_heads + 1):
       flat_new[("mtp", f"out{k}", "kernel")] = u
 
+  return replace_decoder(params, flat_new, f"{hf_dir} (scan_layers={cfg.scan_layers})",
+                         "a HF LLaMA checkpoint")
+
+
+def replace_decoder(params: Params, flat_new: Mapping[tuple[str, ...], Any], source: str,
+                    what: str) -> Params:
+  """`params` (boxed or not, with or without the "params" level) with every decoder leaf
+  (embed, decoder, final_norm, unembed) replaced by `flat_new` [path tuple -> array],
+  each keeping the dtype, sharding and boxing of the leaf it replaces. A decoder leaf
+  that `flat_new` lacks, or a new leaf our model lacks, is an error naming it."""
   has_top = isinstance(params, Mapping) and "params" in params and "decoder" not in params
   root = dict(_decoder_root(params))
   owned = {"embed", "decoder", "final_norm", "unembed"}
@@ -492,11 +502,11 @@ def load_decoder_into(params: Params, hf_dir: PathLike, cfg: ModelConfig, *,
   missing = [p for p in flat_new if p not in flat_old]
   if missing:
     raise HFConversionError(f"params: no leaf params/{'/'.join(missing[0])} to load "
-                            f"{hf_dir} into (scan_layers={cfg.scan_layers})")
+                            f"{source} into")
   untouched = [p for p in flat_old if p[0] in owned and p not in flat_new]
   if untouched:
-    raise HFConversionError(f"params/{'/'.join(untouched[0])}: no counterpart in a HF LLaMA "
-                            "checkpoint (has the decoder gained a parameter?)")
+    raise HFConversionError(f"params/{'/'.join(untouched[0])}: no counterpart in {what} "
+                            "(has the decoder gained a parameter?)")
   out = dict(flat_old)
   for path, value in flat_new.items():
     out[path] = _place(flat_old[path], value, "params/" + "/".join(path))

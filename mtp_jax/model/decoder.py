@@ -117,8 +117,9 @@ class DecoderStack(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, mask, cache=None, write_index=None, attend_cache=True,
-               reduction=None):
-    """Runs the stack.
+               reduction=None, num_audio: int = 0):
+    """Runs the stack (`num_audio`, the audio tokens leading x, is unused: they are a
+    causal prefix like the text).
 
     Args:
       x: [B, T, d] input embeddings.
@@ -136,6 +137,7 @@ class DecoderStack(nn.Module):
     Returns:
       (hidden [B, T, d] before the final norm, new cache or None)
     """
+    del num_audio
     mc, c = self.cfg, self.cfg.decoder
     dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
     layer_cls = DecoderLayer

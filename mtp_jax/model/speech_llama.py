@@ -23,14 +23,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mtp_jax.config import KernelsConfig, ModelConfig
+from mtp_jax.model import decoders
 from mtp_jax.model import encoders
 from mtp_jax.model import frontend
 from mtp_jax.model import reduction_ops
 from mtp_jax.model import reduction_plan
-from mtp_jax.model.decoder import DecoderStack
 from mtp_jax.model.heads import MTPHeads, Unembed
 from mtp_jax.model.kv_cache import KVCache, causal_mask
-from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
+from mtp_jax.model.layers import constrain, dense, dtype_of
 
 ACT = ("activation_batch", "activation_length", "activation_embed")
 
@@ -77,14 +77,16 @@ class SpeechLLaMA(nn.Module):
     mc = self.cfg
     dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
     self.encoder = encoders.get(mc.encoder.type).module(mc.encoder, dtype, pdtype)
-    self.projector = Projector(mc)
+    self.projector = Projector(mc) if mc.projector.type == "mlp" else None
     d = mc.decoder.d_model
     self.embed = nn.Embed(
         mc.decoder.vocab_size, d, dtype=dtype, param_dtype=pdtype,
         embedding_init=nn.with_logical_partitioning(
             nn.initializers.normal(stddev=d ** -0.5), ("vocab", "embed")))
-    self.decoder = DecoderStack(mc, deterministic=not self.train)
-    self.final_norm = RMSNorm(mc.decoder.norm_eps, dtype=dtype, param_dtype=pdtype)
+    spec = decoders.get(mc.decoder.type)
+    self.decoder = spec.stack(mc, deterministic=not self.train)
+    self.final_norm = spec.final_norm(mc, dtype, pdtype)
+    self.text_after_audio = spec.text_after_audio
     self.unembed = Unembed(mc, self.embed)
     self.mtp = MTPHeads(mc, self.embed, self.unembed)
     if mc.ctc_head:
@@ -123,7 +125,7 @@ class SpeechLLaMA(nn.Module):
     return x, length.astype(jnp.int32)
 
   def _project(self, x, length):
-    emb, length = self.projector(x, length)
+    emb, length = (x, length) if self.projector is None else self.projector(x, length)
     valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
     return constrain(emb, ACT), valid, length.astype(jnp.int32)
 
@@ -219,10 +221,9 @@ class SpeechLLaMA(nn.Module):
     b, p, _ = emb.shape
     l = text_in.shape[1]
     x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
-    pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
-                           alen[:, None] + jnp.arange(l)[None]], axis=1)
+    pos = self._positions(b, p, alen, l)
     mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, l), bool)], axis=1))
-    h, _ = self.decoder(x, pos, mask)
+    h, _ = self.decoder(x, pos, mask, num_audio=p)
     hn = self.final_norm(h[:, p:])
     return {"logits": self.heads(hn, prev_tokens), "hidden": hn, "audio_len": alen}
 
@@ -240,6 +241,13 @@ class SpeechLLaMA(nn.Module):
     emb = jnp.zeros((b, 0, self.cfg.decoder.d_model), dtype_of(self.cfg.dtype))
     return self.forward_text(emb, jnp.zeros((b, 0), bool), jnp.zeros((b,), jnp.int32),
                              text_in, prev_tokens)
+
+  def _positions(self, b: int, p: int, alen, l: int):
+    """[B, P + L] positions of `[audio][text]`: audio 0..P-1; the text's continue after
+    the row's valid audio (llama) or start at 0 (a cross-attending decoder)."""
+    start = alen[:, None] if self.text_after_audio else jnp.zeros((b, 1), jnp.int32)
+    return jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
+                            start + jnp.arange(l)[None]], axis=1)
 
   # ---------------------------------------------------------------- incremental decoding
   def init_cache(self, batch: int, prefix_len: int, max_text_len: int) -> KVCache:
@@ -281,8 +289,7 @@ class SpeechLLaMA(nn.Module):
     t0 = text_in.shape[1]
     cache = self.init_cache(b, p, max_text_len)
     x = jnp.concatenate([emb, self.embed(text_in).astype(emb.dtype)], axis=1)
-    pos = jnp.concatenate([jnp.broadcast_to(jnp.arange(p)[None], (b, p)),
-                           alen[:, None] + jnp.arange(t0)[None]], axis=1)
+    pos = self._positions(b, p, alen, t0)
     mask = causal_mask(jnp.concatenate([valid, jnp.ones((b, t0), bool)], axis=1))
     layers = cache.layers
     plan = reduction_plan.make_plan(self.cfg, p, t0)
@@ -295,7 +302,7 @@ class SpeechLLaMA(nn.Module):
       hn = self.final_norm(h)
     else:
       h, layers = self.decoder(x, pos, mask, layers, jnp.zeros((b,), jnp.int32),
-                               attend_cache=False)
+                               attend_cache=False, num_audio=p)
       hn = self.final_norm(h[:, p:])
     cache = cache.with_layers(layers).replace(prefix_valid=valid, prefix_len=alen)
     return {"logits": self.heads(hn), "hidden": hn}, cache
@@ -323,9 +330,12 @@ class SpeechLLaMA(nn.Module):
     t = tokens.shape[1]
     offsets, ancestors = (jnp.arange(t), None) if tree is None else tree
     pos = cache.text_positions(text_index, offsets)
+    if not self.text_after_audio:
+      pos = pos - cache.prefix_len[:, None]
     mask = cache.decode_mask(text_index, t, ancestors)  # [(L,) B, T, S]
     x = self.embed(tokens).astype(dtype_of(self.cfg.dtype))
-    h, layers = self.decoder(x, pos, mask, cache.layers, cache.text_slot(text_index))
+    h, layers = self.decoder(x, pos, mask, cache.layers, cache.text_slot(text_index),
+                             num_audio=cache.num_audio)
     hn = self.final_norm(h)
     cache = cache.with_layers(layers)
     if num_heads == 0:

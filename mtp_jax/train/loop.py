@@ -28,6 +28,7 @@ from mtp_jax.data import text_corpus
 from mtp_jax.data import tokenizer as tok_lib
 from mtp_jax.data.errors import BadInputError, NoDataError
 from mtp_jax.interop import hf_llama
+from mtp_jax.interop import whisper_decoder as whisper_decoder_io
 from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
 from mtp_jax.train import metrics as metrics_lib
@@ -85,9 +86,14 @@ def _init_state(config, setup: setup_lib.TrainSetup):
     state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
     _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
   if tcfg.get("decoder_init", ""):
-    state = state.replace(params=hf_llama.load_decoder_into(
-        state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
-    _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+    if mcfg.decoder.type == "whisper":
+      state = state.replace(params=whisper_decoder_io.load_decoder_into(
+          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+      _log(f"decoder_init {tcfg.decoder_init}: Whisper decoder loaded")
+    else:
+      state = state.replace(params=hf_llama.load_decoder_into(
+          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+      _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
   return state
 
 

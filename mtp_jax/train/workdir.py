@@ -74,10 +74,14 @@ def check_tokenizer_unchanged(workdir: str, tokenizer_path: str) -> None:
   from mtp_jax.data.tokenizer import MODEL_PREFIX  # pylint: disable=g-import-not-at-top
   if not tokenizer_path:
     return
+  from mtp_jax.data import whisper_tokenizer as wt  # pylint: disable=g-import-not-at-top
   src = tokenizer_path
-  if os.path.isdir(src):
-    src = os.path.join(src, MODEL_PREFIX + ".model")
-  ours = os.path.join(workdir, MODEL_PREFIX + ".model")
+  if wt.is_whisper(src):
+    src, ours = str(wt.resolve_json(src)), os.path.join(workdir, wt.FILE_NAME)
+  else:
+    if os.path.isdir(src):
+      src = os.path.join(src, MODEL_PREFIX + ".model")
+    ours = os.path.join(workdir, MODEL_PREFIX + ".model")
   if (os.path.isfile(ours) and os.path.isfile(src)
       and not filecmp.cmp(src, ours, shallow=False)):
     raise ResumeError(f"data.tokenizer.path={tokenizer_path}: differs from {ours}, the "
