@@ -6,7 +6,9 @@ unembedding). Heads 2..K depend on `head_type`:
 * `independent` (Medusa-like): z_k = h + SiLU(W_k h), logits_k = z_k @ U_k with an own
   vocabulary projection U_k per head.
 * `latent` (latent-space expansion): z_k = RMSNorm_k(h @ M_k) with a per-head d x d map
-  M_k (initialized near identity), then the shared unembedding.
+  M_k (initialized near identity), then the shared unembedding, applied to every head
+  in one matmul (the [d, V] matrix is read once per call: what costs on a CPU when V is
+  large, e.g. Whisper's 51,864).
 * `sequential` (Hydra-like): s_1 = h; s_k = s_{k-1} + SiLU(W_k [s_{k-1}; E(y_{t+k-1})]),
   logits_k = RMSNorm_k(s_k) @ shared unembedding, where y_{t+k-1} is the token head
   k-1 predicts: the ground truth in training (teacher forcing) and head k-1's argmax
@@ -94,14 +96,16 @@ class MTPHeads(nn.Module):
     n = mc.mtp.num_heads if num_heads is None else int(num_heads)
     if not 1 <= n <= mc.mtp.num_heads:
       raise ValueError(f"num_heads={n}: expected 1..{mc.mtp.num_heads}")
-    logits = [self.unembed(hn)]
     t = mc.mtp.head_type
+    if t != "latent":
+      logits = [self.unembed(hn)]
     if t == "independent":
       for res, out in list(zip(self.res, self.out))[:n - 1]:
         logits.append(out(hn + nn.silu(res(hn))))
-    elif t == "latent":
-      for m, norm in list(zip(self.maps, self.norms))[:n - 1]:
-        logits.append(self.unembed(norm(m(hn))))
+    elif t == "latent":  # one vocabulary projection for every head: [B, T, n, d] @ U
+      z = [hn] + [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
+      both = self.unembed(jnp.stack(z, axis=2))
+      logits = [both[:, :, i] for i in range(n)]
     else:
       s = hn
       for i, (mix, norm) in list(enumerate(zip(self.mix, self.norms)))[:n - 1]:
