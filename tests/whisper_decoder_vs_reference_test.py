@@ -141,6 +141,8 @@ def test_tokenizer_ids_and_round_trip():
   # Whisper's "!" (id 0) is our id 50362 (<|notimestamps|>'s), and back.
   assert tok.decode(tok.encode("Hi!")) == "Hi!"
   assert tok.id_to_piece(tok_lib.EOS_ID) == "<|endoftext|>"
+  assert [tok.id_to_piece(i) for i in tok.encode("Hello world")] == ["\u2581Hello",
+                                                                       "\u2581world"]
   timestamp = int(wd.vocab_permutation(51864, tok.specials)[50400])
   assert tok.decode(ids[:2] + [timestamp] + ids[2:]) == tok.decode(ids)
   import pickle  # pylint: disable=import-outside-toplevel

@@ -105,7 +105,10 @@ class WhisperTokenizer:
     return self._tok.decode(keep).strip()
 
   def id_to_piece(self, i: int) -> str:
-    return self._tok.id_to_token(int(self._perm[int(i)])) or ""
+    """The BPE piece, with a word-initial space written "▁" as SentencePiece does (what
+    `mtp_jax.mwer.word_errors` splits words on) instead of byte-level BPE's "Ġ"."""
+    piece = self._tok.id_to_token(int(self._perm[int(i)])) or ""
+    return "\u2581" + piece[1:] if piece.startswith("\u0120") else piece
 
   def save(self, workdir: str | os.PathLike) -> None:
     pathlib.Path(workdir, FILE_NAME).write_text(self._json, encoding="utf-8")

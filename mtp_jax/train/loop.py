@@ -73,28 +73,34 @@ def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
 
 
 def _init_state(config, setup: setup_lib.TrainSetup):
-  """A fresh train state: seeded init, then the configured warm starts."""
+  """A fresh train state: seeded init, then the configured warm starts.
+
+  Pretrained imports (`train.encoder_init`, `train.decoder_init`) come first, as part
+  of the initialization; a checkpoint (`train.init_from`) then wins wherever it has the
+  parameter, except the paths `train.init_exclude` keeps at that initialization (e.g.
+  new heads on a fine-tuned trunk keep their fresh values, and the trunk is the
+  checkpoint's, not the imported one)."""
   tcfg, mcfg = config.train, setup.model.cfg
   state = setup.create_state(config.seed)
-  if tcfg.init_from:
-    loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
-    merged, copied, new = state_lib.merge_params(state.params, loaded, tcfg.init_exclude)
-    state = setup.create_state(config.seed, params=merged)
-    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+  params = state.params
   if tcfg.get("encoder_init", ""):
     enc = pretrained_lib.load_encoder_params(tcfg.encoder_init, mcfg)
-    state = state.replace(params=pretrained_lib.with_encoder(state.params, enc, mcfg))
+    params = pretrained_lib.with_encoder(params, enc, mcfg)
     _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
   if tcfg.get("decoder_init", ""):
     if mcfg.decoder.type == "whisper":
-      state = state.replace(params=whisper_decoder_io.load_decoder_into(
-          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+      params = whisper_decoder_io.load_decoder_into(params, tcfg.decoder_init, mcfg,
+                                                    copy_unembed_to_heads=True)
       _log(f"decoder_init {tcfg.decoder_init}: Whisper decoder loaded")
     else:
-      state = state.replace(params=hf_llama.load_decoder_into(
-          state.params, tcfg.decoder_init, mcfg, copy_unembed_to_heads=True))
+      params = hf_llama.load_decoder_into(params, tcfg.decoder_init, mcfg,
+                                          copy_unembed_to_heads=True)
       _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
-  return state
+  if tcfg.init_from:
+    loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
+    params, copied, new = state_lib.merge_params(params, loaded, tcfg.init_exclude)
+    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+  return state if params is state.params else setup.create_state(config.seed, params=params)
 
 
 def _restore_data_state(data, data_state: dict, step: int, reset: bool) -> None:
