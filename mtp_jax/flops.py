@@ -73,7 +73,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
 def decoder_layer_flops(cfg: ModelConfig, num_tokens: int, context: float) -> float:
   """Matmul FLOPs of one decoder layer for `num_tokens` queries over `context` keys."""
   c = cfg.decoder
-  proj = 2 * num_tokens * (decoder_layer_params(cfg) - 2 * c.d_model)
+  proj = 2 * num_tokens * decoders.get(c.type).token_matmul_params(cfg)
   attn = 2 * 2 * num_tokens * context * c.num_heads * c.head_dim
   return proj + attn
 

@@ -160,6 +160,13 @@ def test_weights_round_trip_both_formats(tmp_path):
   np.testing.assert_array_equal(loaded["params"]["embed"]["embedding"], dec["embed"]["embedding"])
   np.testing.assert_array_equal(loaded["params"]["mtp"]["out2"]["kernel"],
                                 np.asarray(dec["embed"]["embedding"]).T)
+  # Latent heads: their norms' gains start at the RMS of the final LayerNorm's output.
+  lat_model, lat = model_for("latent", 3, seed=7)
+  loaded_lat = wd.load_decoder_into(lat, hf_dir, lat_model.cfg, copy_unembed_to_heads=True)
+  fin = dec["final_norm"]
+  rms = np.sqrt(np.mean(np.square(fin["scale"])) + np.mean(np.square(fin["bias"])))
+  np.testing.assert_allclose(loaded_lat["params"]["mtp"]["norm2"]["scale"],
+                             np.full(16, rms), rtol=1e-6)
   for a, b in zip(jax.tree.leaves(loaded["params"]["encoder"]),
                   jax.tree.leaves(fresh["params"]["encoder"])):
     np.testing.assert_array_equal(a, b)  # the rest of the model is untouched

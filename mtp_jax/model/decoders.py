@@ -25,6 +25,9 @@ class DecoderSpec:
     text_after_audio: True: text positions continue after the row's valid audio tokens
       (a causal prefix); False: they start at 0 (the audio is cross-attention memory).
     layer_params: ModelConfig -> exact parameters of one layer (`mtp_jax.flops`).
+    token_matmul_params: ModelConfig -> the matmul weights one text token goes through
+      in one layer (what a decode step's FLOPs count; e.g. not the cross-attention's
+      key/value projections, which run once per audio token).
     extra_params: ModelConfig -> parameters besides layers, token embedding and norm.
     final_norm_params: ModelConfig -> parameters of the final norm.
     supports_reduction: prefill token reduction (`model.reduction`) works with it.
@@ -34,6 +37,7 @@ class DecoderSpec:
   final_norm: Callable
   text_after_audio: bool
   layer_params: Callable
+  token_matmul_params: Callable
   final_norm_params: Callable
   extra_params: Callable = lambda cfg: 0
   supports_reduction: bool = True
@@ -88,11 +92,13 @@ register("llama", DecoderSpec(
     final_norm=lambda cfg, dtype, pdtype: RMSNorm(cfg.decoder.norm_eps, dtype=dtype,
                                                   param_dtype=pdtype),
     text_after_audio=True, layer_params=_llama_layer_params,
+    token_matmul_params=lambda cfg: _llama_layer_params(cfg) - 2 * cfg.decoder.d_model,
     final_norm_params=lambda cfg: cfg.decoder.d_model))
 register("whisper", DecoderSpec(
     stack=whisper_decoder.WhisperDecoderStack,
     final_norm=lambda cfg, dtype, pdtype: layer_norm(dtype, pdtype, epsilon=TORCH_LN_EPS),
     text_after_audio=False, layer_params=whisper_decoder.layer_params,
+    token_matmul_params=whisper_decoder.token_matmul_params,
     final_norm_params=lambda cfg: 2 * cfg.decoder.d_model,
     extra_params=lambda cfg: cfg.decoder.max_positions * cfg.decoder.d_model,
     supports_reduction=False, validate=_validate_whisper))

@@ -40,6 +40,13 @@ def layer_params(cfg: ModelConfig) -> int:
   return 2 * attn + (d * f + f) + (f * d + d) + 3 * 2 * d
 
 
+def token_matmul_params(cfg: ModelConfig) -> int:
+  """Matmul weights per text token and layer: self q, k, v, o; cross q, o; the MLP (the
+  cross-attention's k, v run once per audio token, in the prefill)."""
+  c = cfg.decoder
+  return 6 * c.d_model * c.d_model + 2 * c.d_model * c.ff_dim
+
+
 class WhisperDecoderLayer(nn.Module):
   """One block. Self-attention keys come from the new tokens (no cache) or the cache's
   text slots; cross-attention keys from `audio` (no cache / prefill) or the cache's
