@@ -183,7 +183,8 @@ def ct2_shape(variables: Mapping[str, np.ndarray], src: str) -> EncoderShape:
                       max_positions=int(variables["encoder/position_encodings/encodings"].shape[0]))
 
 
-def _float(name: str, w: np.ndarray, src: str) -> np.ndarray:
+def ct2_float(name: str, w: np.ndarray, src: str) -> np.ndarray:
+  """A CTranslate2 variable as float32; a quantized one is an error naming it."""
   if not np.issubdtype(w.dtype, np.floating) and w.dtype != ml_dtypes.bfloat16:
     raise WhisperConversionError(f"{src}: {name} is {w.dtype}: quantized CTranslate2 models "
                                  "are not supported (convert with --quantization float32)")
@@ -194,7 +195,7 @@ def ct2_to_params(variables: Mapping[str, np.ndarray], src: str = "model.bin") -
   """CTranslate2 Whisper variables -> WhisperEncoder params (nested dict, float32)."""
   shp = ct2_shape(variables, src)
   d, h = shp.d_model, shp.num_heads
-  g = lambda n: _float(n, variables[f"encoder/{n}"], src)
+  g = lambda n: ct2_float(n, variables[f"encoder/{n}"], src)
   flat = {("conv1", "kernel"): g("conv1/weight").transpose(2, 1, 0),
           ("conv1", "bias"): g("conv1/bias"),
           ("conv2", "kernel"): g("conv2/weight").transpose(2, 1, 0),

@@ -38,8 +38,8 @@ from flax.core import meta as flax_meta
 
 from mtp_jax.config import ModelConfig
 from mtp_jax.interop.hf_llama import HFConversionError, load_hf_tensors, replace_decoder
-from mtp_jax.interop.whisper import (PathLike, WhisperConversionError, read_ct2_model,
-                                     resolve)
+from mtp_jax.interop.whisper import (PathLike, WhisperConversionError, ct2_float,
+                                     read_ct2_model, resolve)
 
 SPECIAL_NAMES = ("<|notimestamps|>", "<|startoftranscript|>", "<|endoftext|>")
 
@@ -107,11 +107,7 @@ def _ct2_canonical(v: Mapping[str, np.ndarray], src: str) -> dict[str, np.ndarra
     key = f"decoder/{name}"
     if key not in v:
       raise WhisperConversionError(f"{src}: missing variable {key}")
-    w = v[key]
-    if not np.issubdtype(w.dtype, np.floating) and w.dtype.name != "bfloat16":
-      raise WhisperConversionError(f"{src}: {key} is {w.dtype} (a quantized model?); "
-                                   "only float checkpoints can be imported")
-    return np.asarray(w, np.float32)
+    return ct2_float(key, v[key], src)
 
   d = g("embeddings/weight").shape[1]
   out = {"embed": g("embeddings/weight"), "pos": g("position_encodings/encodings"),

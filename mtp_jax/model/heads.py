@@ -97,15 +97,14 @@ class MTPHeads(nn.Module):
     if not 1 <= n <= mc.mtp.num_heads:
       raise ValueError(f"num_heads={n}: expected 1..{mc.mtp.num_heads}")
     t = mc.mtp.head_type
-    if t != "latent":
-      logits = [self.unembed(hn)]
+    if t == "latent":  # one vocabulary projection for every head: [B, T, n, d] @ U
+      z = [hn] + [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
+      return constrain(self.unembed(jnp.stack(z, axis=2)).astype(jnp.float32),
+                       ("activation_batch", "activation_length", None, "activation_vocab"))
+    logits = [self.unembed(hn)]
     if t == "independent":
       for res, out in list(zip(self.res, self.out))[:n - 1]:
         logits.append(out(hn + nn.silu(res(hn))))
-    elif t == "latent":  # one vocabulary projection for every head: [B, T, n, d] @ U
-      z = [hn] + [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
-      both = self.unembed(jnp.stack(z, axis=2))
-      logits = [both[:, :, i] for i in range(n)]
     else:
       s = hn
       for i, (mix, norm) in list(enumerate(zip(self.mix, self.norms)))[:n - 1]:
