@@ -36,7 +36,9 @@ from mtp_jax.machine import machine_info  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["configs/recipes/whisper_tiny_cpu.py", "configs/demo.py",
-                              "configs/small.py:K=4"], "config files[:arg] with K >= 2 heads")
+                              "configs/small.py:K=4"],
+                  "config files[:arg] with K >= 2 heads; an arg's own commas are kept "
+                  "(configs/a.py:K=4,head=latent,configs/b.py is two configs)")
 flags.DEFINE_list("strategies", ["greedy", "verify", "tree", "threshold"],
                   "strategies to time (greedy first: the reference)")
 flags.DEFINE_list("batch_sizes", ["1"], "batch sizes")
@@ -46,7 +48,21 @@ flags.DEFINE_list("widths", ["1", "2", "4", "8"], "tokens per bare decoder call 
                   "(call_ms_by_width; empty: skip)")
 flags.DEFINE_integer("context", 64, "audio tokens + text before the loop (prefill length)")
 flags.DEFINE_integer("repeats", 7, "timed repeats (the fastest is kept)")
+flags.DEFINE_bool("decode_layout", True, "time with the decoding copy of a tied unembedding "
+                  "(mtp_jax.model.heads.decode_layout), as restore_for_inference loads it")
 flags.DEFINE_string("out", None, "JSON path (default bench/results/step_cost_<backend>.json)")
+
+
+def config_args(items: list[str]) -> list[str]:
+  """Re-joins the comma-split `--configs` list: a piece that names no `.py` file
+  continues the previous config's arg ("a.py:K=4", "head=latent" -> "a.py:K=4,head=latent")."""
+  out: list[str] = []
+  for item in items:
+    if out and ".py" not in item:
+      out[-1] += "," + item
+    else:
+      out.append(item)
+  return out
 
 
 def _compile(fn, *args) -> float:
@@ -78,15 +94,19 @@ def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
   from mtp_jax import flops  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import ModelConfig, load_config_file  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode import common, registry  # pylint: disable=g-import-not-at-top
+  from mtp_jax.model.heads import decode_layout  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count  # pylint: disable=g-import-not-at-top
   from mtp_jax.train.state import dummy_inputs  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   cfg = ModelConfig.from_config(load_config_file(config_path).model)
   k = cfg.mtp.num_heads
   if k < 2:
     raise ValueError(f"{config_path}: model.mtp.num_heads={k}; multi-token decoding needs K >= 2")
   model = SpeechLLaMA(cfg)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), *dummy_inputs(cfg))
+  params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), *dummy_inputs(cfg)))
+  if FLAGS.decode_layout:
+    params = decode_layout(params, cfg.decoder.tie_embeddings)
   n = FLAGS.steps
   # Audio long enough for about `context` audio tokens in the decoder.
   per_second = float(audio_token_count(cfg.frontend.sample_rate, cfg))
@@ -96,7 +116,8 @@ def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
 
   row = {"config": config_path, "batch": batch, "K": k, "steps": n, "context": FLAGS.context,
          "decoder_params": flops.param_counts(cfg)["decoder"],
-         "total_params": flops.param_counts(cfg)["total"], "compile_s": 0.0}
+         "total_params": flops.param_counts(cfg)["total"], "compile_s": 0.0,
+         "decode_layout": bool(FLAGS.decode_layout and cfg.decoder.tie_embeddings)}
   runs = {}
   for name in strategies:
     # The cache of a real decode (max_new_tokens); rows that finish keep computing,
@@ -151,7 +172,7 @@ def _bare_calls(model, t: int, n: int):
     def body(i, c):
       cache, tok = c
       o, cache = f.step(tok, ti, cache, num_heads=1)
-      return cache, jnp.argmax(o["logits"][:, :, 0], -1).astype(jnp.int32)
+      return cache, common.argmax(o["logits"][:, :, 0])
     tok = jnp.zeros((ti.shape[0], t), jnp.int32)
     return jax.lax.fori_loop(0, n, body, (cache, tok))[1]
   return fn
@@ -171,7 +192,7 @@ def main(argv):
                                   f"step_cost_{jax.default_backend()}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   info = machine_info(argv=sys.argv)
-  for path in FLAGS.configs:
+  for path in config_args(FLAGS.configs):
     for b in map(int, FLAGS.batch_sizes):
       r = measure(path, b, strategies)
       rows.append(r)

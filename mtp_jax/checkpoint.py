@@ -356,7 +356,7 @@ def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) ->
 
 
 def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *,
-                          mesh=None, rules=None):
+                          mesh=None, rules=None, decode_layout: bool = True):
   """Everything decode.py needs from a training run.
 
   Args:
@@ -364,8 +364,11 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
     step: checkpoint step; default the latest complete one.
     mesh: optional mesh to shard the params over (default: one device, replicated).
     rules: logical-axis rules for `mesh` (default: the run's `sharding_rules`).
+    decode_layout: add the decoding copy of a tied unembedding
+      (`mtp_jax.model.heads.decode_layout`; faster decoder calls, one more copy of the
+      embedding in memory). False: the checkpoint's variables only (e.g. to train on).
   Returns:
-    (config, params, tokenizer): the run's ConfigDict, the unboxed parameter tree
+    (config, params, tokenizer): the run's ConfigDict, the unboxed variables
     (usable as `SpeechLLaMA(ModelConfig.from_config(config.model)).apply(params, ...)`)
     and the run's `Tokenizer`.
   Raises:
@@ -392,4 +395,7 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
   shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   target = _abstract(nn.unbox(boxed), shardings)
   params = load_params(workdir, step, target)
+  if decode_layout:
+    from mtp_jax.model.heads import decode_layout as add_layout  # pylint: disable=g-import-not-at-top
+    params = add_layout(params, model.cfg.decoder.tie_embeddings)
   return config, params, tokenizer

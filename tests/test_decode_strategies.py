@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from mtp_jax.config import HEAD_TYPES, KernelsConfig
+from mtp_jax.decode import common, registry
 from mtp_jax.decode.api import decode
 from mtp_jax.decode.common import EOS, PAD
 from mtp_jax.decode.verify import Verify, kernel_accept, reference_accept
+from mtp_jax.model.heads import DECODE, decode_layout
 import tiny_models
 
 N = 10  # one shape/length everywhere ([3, 4000] audio): tests share compiled functions
@@ -191,3 +193,66 @@ def test_verify_with_fused_kernel_equals_greedy():
   np.testing.assert_array_equal(kv.tokens, v.tokens)
   np.testing.assert_array_equal(kv.calls, v.calls)
   np.testing.assert_array_equal(kv.accepted, v.accepted)
+
+
+@pytest.mark.parametrize("strategy", ["verify", "tree"])
+def test_one_pass_and_two_pass_drafts_agree(strategy):
+  """Drafts read from the call's own all-heads matmul (one pass) or from a second matmul
+  at the accepted position (two passes): the same tokens, calls and per-head credit,
+  both equal to greedy."""
+  model, params = model_for("latent")
+  rng = np.random.default_rng(7)
+  params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
+                                        context=0.05, wrong_frac=0.3)
+  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
+  g = run(model, params, audio, alen, "greedy")
+  res = []
+  for rows in (0, 10 ** 6):
+    s = registry.get(strategy).build(model, max_new_tokens=N)
+    s.one_pass_max_rows = rows
+    assert common.one_pass(3, s.feed_width, 3, rows) == bool(rows)
+    res.append(jax.tree_util.tree_map(np.asarray, jax.jit(s)(params, audio, alen)))
+  two, one = res
+  for key in ("tokens", "lengths", "calls", "accepted"):
+    np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+  np.testing.assert_array_equal(one["tokens"], g.tokens)
+  assert one["accepted"][:, 1:].sum() > 0
+
+
+def test_decode_layout_same_logits_and_tokens():
+  """The tied unembedding's decoding copy ([d, V], collection "decode") gives the
+  logits of the [V, d] embedding (float summation order aside) and the same greedy and
+  verify output; an untied model is left as it is."""
+  model, params = model_for("latent", tie=True)
+  fast = decode_layout(params, tie_embeddings=True)
+  kernel = fast[DECODE]["unembed"]["kernel"]
+  assert kernel.shape == params["params"]["embed"]["embedding"].shape[::-1]
+  np.testing.assert_array_equal(kernel, params["params"]["embed"]["embedding"].T)
+  assert decode_layout(fast, True) is fast
+  untied = model_for("latent")[1]
+  assert decode_layout(untied, tie_embeddings=False) is untied
+  h = jax.random.normal(jax.random.PRNGKey(3), (2, 5, model.cfg.decoder.d_model))
+  ref = model.apply(params, h, method=model.heads)
+  got = model.apply(fast, h, method=model.heads)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+  np.testing.assert_array_equal(model.apply(fast, method=model.unembedding_matrix), kernel)
+  audio, alen = tiny_models.random_audio(np.random.default_rng(5), [4000, 2500, 0])
+  for strategy in ("greedy", "verify"):
+    a = run(model, params, audio, alen, strategy)
+    b = run(model, fast, audio, alen, strategy)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.calls, b.calls)
+
+
+@SETTINGS
+@hypothesis.given(seed=st.integers(0, 2 ** 16), ties=st.booleans(), nan=st.booleans())
+def test_argmax_equals_jnp_argmax(seed, ties, nan):
+  """`common.argmax` = jnp.argmax: the first maximum, the first NaN when there is one."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(4, 3, 37)).astype(np.float32)
+  if ties:
+    x = np.round(x)  # many equal maxima
+  if nan:
+    x[1, 2, rng.integers(37)] = np.nan
+  np.testing.assert_array_equal(common.argmax(jnp.asarray(x)),
+                                np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))

@@ -17,6 +17,7 @@ import pytest
 from mtp_jax import checkpoint as ckpt_lib
 from mtp_jax.config import ConfigError
 from mtp_jax.data.errors import NoDataError
+from mtp_jax.model.heads import DECODE
 from mtp_jax.train import loop
 from mtp_jax.train import workdir as workdir_lib
 from train_helpers import micro_config, recording_transform, write_synthetic_manifest
@@ -77,7 +78,12 @@ def test_resume_is_exact(env):
   # decode.py's entry point sees the same run.
   config, params, tok = ckpt_lib.restore_for_inference(root / "b")
   assert config.model.mtp.num_heads == 2 and tok.vocab_size <= 48
+  layout = params.pop(DECODE)  # the decoding copy of the tied unembedding, [d, V]
   jax.tree.map(np.testing.assert_array_equal, params, pb)
+  np.testing.assert_array_equal(layout["unembed"]["kernel"],
+                                np.asarray(pb["params"]["embed"]["embedding"]).T)
+  _, plain, _ = ckpt_lib.restore_for_inference(root / "b", decode_layout=False)
+  assert DECODE not in plain
 
 
 def test_incomplete_checkpoint_is_ignored(env):

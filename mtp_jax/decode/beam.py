@@ -103,7 +103,7 @@ class Beam(engine.Strategy):
     heads0 = out0["logits"][:, 0]                              # [B, K, V]
     lp0 = jax.nn.log_softmax(heads0[:, 0], axis=-1)            # [B, V]
     top_lp, top_x = jax.lax.top_k(lp0, w)                      # [B, W]
-    drafts0 = jnp.argmax(heads0[:, 1:], axis=-1).astype(jnp.int32)
+    drafts0 = common.argmax(heads0[:, 1:])
     x = top_x.reshape(r).astype(jnp.int32)
     no_audio = jnp.repeat(audio_len <= 0, w)
     eos = x == common.EOS
@@ -181,7 +181,7 @@ class Beam(engine.Strategy):
     hlen = jnp.where(is_carry, p_hlen, pick(e_hlen))
     fin = jnp.where(is_carry, True, x_eos | (hlen >= n)) | dead
     # Drafts for the new last token x: heads 2..K at the parent's fed position j.
-    drafts = jnp.argmax(out["logits"][parent, j, 1:], axis=-1).astype(jnp.int32)
+    drafts = common.argmax(out["logits"][parent, j, 1:])
     credit = jnp.concatenate([(~x_eos)[:, None], jnp.arange(1, k)[None] <= j[:, None]], 1)
     row_live = jnp.any(live.reshape(b, w), axis=1)
     return s.replace(

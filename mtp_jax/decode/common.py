@@ -40,6 +40,22 @@ def model_fns(model, params) -> ModelFns:
   return ModelFns(prefill, step, unembedding, heads)
 
 
+# Where a multi-token call gets the next drafts: every head at every fed position in the
+# call's one vocabulary matmul ("one pass"), or head 1 at every fed position and heads
+# 2..K at the accepted one in a second matmul (`heads_at`). A few rows times the [d, V]
+# unembedding cost about what one row does on XLA:CPU (the matrix is read once either
+# way), so the one pass wins while the call has at most this many (row, position, head)
+# triples; past it the matmul grows with the rows and two passes compute fewer
+# (bench/results/unembed_layout_cpu.json).
+ONE_PASS_MAX_ROWS = 16
+
+
+def one_pass(batch: int, width: int, heads: int, max_rows: int = ONE_PASS_MAX_ROWS) -> bool:
+  """Whether a call feeding `width` tokens to `batch` rows computes all `heads` heads
+  at every position (see ONE_PASS_MAX_ROWS)."""
+  return batch * width * heads <= max_rows
+
+
 def heads_at(f: ModelFns, hidden: jax.Array, index: jax.Array) -> jax.Array:
   """Every head's logits at one position per row: hidden [B, T, d], index [B] -> [B, K, V].
 
@@ -51,6 +67,19 @@ def heads_at(f: ModelFns, hidden: jax.Array, index: jax.Array) -> jax.Array:
 def take_position(x: jax.Array, index: jax.Array) -> jax.Array:
   """x [B, T, ...], index [B] -> x[b, index[b]] as [B, ...]."""
   return jnp.take_along_axis(x, index.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+
+
+def argmax(logits: jax.Array) -> jax.Array:
+  """`jnp.argmax(logits, -1)` as int32, computed as a max then the first index reaching it.
+
+  The same result as `jnp.argmax` (the first maximum; the first NaN if any), but two
+  plain reductions instead of XLA's (value, index) pair reduction, which XLA:CPU runs
+  unvectorized: over [16, 51864] logits it costs ~1.5 ms more
+  (bench/results/unembed_layout_cpu.json)."""
+  m = jnp.max(logits, axis=-1, keepdims=True)
+  hit = (logits == m) | jnp.isnan(logits)
+  iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  return jnp.min(jnp.where(hit, iota, logits.shape[-1]), axis=-1)
 
 
 def max_text_len(max_new_tokens: int, width: int) -> int:

@@ -63,6 +63,9 @@ class Strategy:
   for `max_new_tokens` plus one such call) and implement `init`, `body`, `finish`.
   """
   feed_width: int = 1
+  # Multi-token calls: the most (row, position, head) triples computed in one
+  # vocabulary matmul (`common.ONE_PASS_MAX_ROWS`); an instance may override it.
+  one_pass_max_rows: int = common.ONE_PASS_MAX_ROWS
 
   def __init__(self, model, *, max_new_tokens: int):
     self.model = model

@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mtp_jax.decode import engine, registry
-
-
-def _argmax(logits):
-  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+from mtp_jax.decode import common, engine, registry
 
 
 class Greedy(engine.BlockStrategy):
   """Feeds the last token, keeps head 1's argmax. Carry: the next token to feed [B]."""
 
   def first(self, f, out0):
-    tok = _argmax(out0["logits"][:, 0, 0])
+    tok = common.argmax(out0["logits"][:, 0, 0])
     return engine.Block.single(tok), tok
 
   def propose(self, f, cache, text_index, tok, live):
     out, cache = f.step(tok[:, None], text_index, cache, num_heads=1)
-    tok = _argmax(out["logits"][:, 0, 0])
+    tok = common.argmax(out["logits"][:, 0, 0])
     return engine.Block.single(tok), jnp.ones_like(tok), cache, tok
 
 

@@ -32,7 +32,7 @@ class Threshold(engine.BlockStrategy):
 
   def _block(self, logits):
     """Every head's logits at one position [B, K, V] -> (Block, carry)."""
-    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    tok = common.argmax(logits)
     cnt = accept_count(jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1), self.tau)
     source = jnp.broadcast_to(jnp.arange(self.num_heads)[None], tok.shape)
     return engine.Block(tok, cnt, source), (tok, cnt)

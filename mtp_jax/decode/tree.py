@@ -90,15 +90,17 @@ class Tree(engine.BlockStrategy):
     return jax.lax.top_k(logits[:, 1:], self.kmax)[1].astype(jnp.int32)
 
   def first(self, f, out0):
-    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
+    corr = common.argmax(out0["logits"][:, 0, 0])
     return engine.Block.single(corr), (corr, self._candidates(out0["logits"][:, 0]))
 
   def propose(self, f, cache, text_index, carry, live):
     corr, cand = carry
     k, depth, parent, anc = self.num_heads, self.depth, self.parent, self.anc
     tokens = cand[:, self.node_head, self.node_rank].at[:, 0].set(corr)   # [B, T]
-    out, cache = f.step(tokens, text_index, cache, tree=(depth, anc))
-    g = jnp.argmax(out["logits"][:, :, 0], axis=-1).astype(jnp.int32)    # [B, T]
+    one = common.one_pass(tokens.shape[0], self.size, k, self.one_pass_max_rows)
+    out, cache = f.step(tokens, text_index, cache, num_heads=k if one else 1,
+                        tree=(depth, anc))
+    g = common.argmax(out["logits"][:, :, 0])                            # [B, T]
     # ok[q]: node q's token equals head 1's argmax at its parent; accepted: all ancestors ok.
     ok = (tokens == jnp.take(g, jnp.maximum(parent, 0), axis=1)) | (parent < 0)[None]
     acc = jnp.all(ok[:, None, :] | ~anc[None], axis=2)                  # [B, T]
@@ -111,7 +113,9 @@ class Tree(engine.BlockStrategy):
     path_tok = jnp.take_along_axis(tokens, path, axis=1)                 # [B, K]
     block = verified_block(path_tok[:, 1:], a, corr)
     cache = cache.compact(text_index, path, self.size)
-    carry = (corr, self._candidates(common.take_position(out["logits"], q)))
+    heads = (common.take_position(out["logits"], q) if one
+             else common.heads_at(f, out["hidden"], q))                  # [B, K, V]
+    carry = (corr, self._candidates(heads))
     return block, a + 1, cache, carry
 
 

@@ -46,7 +46,7 @@ def reference_accept(f: common.ModelFns, out, drafts, typical=None):
 
   Args:
     f: bound model functions (unused; same signature as `kernel_accept`).
-    out: decode_step output: "logits" [B, T, K, V], "hidden" [B, T, d].
+    out: decode_step output: "logits" [B, T, n, V] (head 1 first), "hidden" [B, T, d].
     drafts: [B, T-1] drafts; drafts[:, i] is checked against head 1 at position i.
     typical: None (exact greedy acceptance) or (eps, alpha) for typical acceptance.
   Returns:
@@ -54,7 +54,7 @@ def reference_accept(f: common.ModelFns, out, drafts, typical=None):
   """
   del f
   logits = out["logits"][:, :, 0]
-  argmax = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  argmax = common.argmax(logits)
   typical_ok = None
   if typical is not None:
     eps, alpha = typical
@@ -83,7 +83,7 @@ def kernel_accept(f: common.ModelFns, out, drafts, typical=None):
 
 def drafts_of(logits: jax.Array) -> jax.Array:
   """Every head's logits at one position [B, K, V] -> heads 2..K's argmax [B, K-1]."""
-  return jnp.argmax(logits[:, 1:], axis=-1).astype(jnp.int32)
+  return common.argmax(logits[:, 1:])
 
 
 def verified_block(drafts, accepted, correction) -> engine.Block:
@@ -114,18 +114,26 @@ class Verify(engine.BlockStrategy):
     self.feed_width = self.emit_width = self.num_heads
 
   def first(self, f, out0):
-    corr = jnp.argmax(out0["logits"][:, 0, 0], axis=-1).astype(jnp.int32)
+    corr = common.argmax(out0["logits"][:, 0, 0])
     return engine.Block.single(corr), (corr, drafts_of(out0["logits"][:, 0]))
 
   def propose(self, f, cache, text_index, carry, live):
     corr, drafts = carry
     fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, K]
-    # Head 1 at every fed position (none with the kernel, which reads the hidden
-    # states); heads 2..K only at the last accepted position (heads_at).
-    out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1)
-    _, a, corr = self.accept(f, out, drafts, self.typical)
-    block = verified_block(drafts, a, corr)
-    return block, a + 1, cache, (corr, drafts_of(common.heads_at(f, out["hidden"], a)))
+    k = self.num_heads
+    if not self.use_kernels and common.one_pass(fed.shape[0], k, k, self.one_pass_max_rows):
+      # Every head at every fed position in one vocabulary matmul; the drafts are
+      # read at the last accepted position.
+      out, cache = f.step(fed, text_index, cache, num_heads=k)          # [B, K, K, V]
+      _, a, corr = self.accept(f, out, drafts, self.typical)
+      heads = common.take_position(out["logits"], a)
+    else:
+      # Head 1 at every fed position (none with the kernel, which reads the hidden
+      # states); heads 2..K only at the last accepted position (heads_at).
+      out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1)
+      _, a, corr = self.accept(f, out, drafts, self.typical)
+      heads = common.heads_at(f, out["hidden"], a)
+    return verified_block(drafts, a, corr), a + 1, cache, (corr, drafts_of(heads))
 
 
 def make_verify(model, *, max_new_tokens: int, typical=None):
