@@ -518,6 +518,27 @@ def render_step_cost(path, data, plots_dir, root) -> Section:
   return Section(f"Decoder-call cost ({pathlib.Path(path).name})", "\n".join(body))
 
 
+def render_unembed_layout(path, data, plots_dir, root) -> Section:
+  """bench/unembed_layout.py: the vocabulary projection alone, by layout and argmax."""
+  del plots_dir, root
+  rows = data.get("rows") or []
+  table = [[fmt(r.get("rows")), fmt(r.get("xEt_ms")), fmt(r.get("xW_ms")),
+            fmt(r.get("layout_speedup"), "x"), fmt(r.get("xW_argmax_ms")),
+            fmt(r.get("xW_two_reductions_argmax_ms"))] for r in rows]
+  body = [_caption(data, path, "python bench/unembed_layout.py"), "",
+          f"[M, {fmt(data.get('d_model'))}] rows times the unembedding of "
+          f"{fmt(data.get('vocab'))} tokens, median ms:", "",
+          md_table(["M rows", "x @ E^T (E [V, d])", "x @ W (W [d, V])", "layout speedup",
+                    "+ jnp.argmax", "+ max, first index"], table)]
+  passes = data.get("passes") or []
+  if passes:
+    body += ["", "One multi-token call's vocabulary work in one matmul of M rows or two of "
+             "M/4 (`mtp_jax.decode.common.ONE_PASS_MAX_ROWS`): "
+             + "; ".join(f"M={p['rows']}: {fmt(p['one_pass_ms'])} vs {fmt(p['two_passes_ms'])} ms"
+                         for p in passes) + "."]
+  return Section(f"Vocabulary projection ({pathlib.Path(path).name})", "\n".join(body))
+
+
 def render_kernels(path, data, plots_dir, root) -> Section:
   """bench/kernels.py: Pallas kernels vs their XLA references."""
   del plots_dir, root
@@ -745,6 +766,7 @@ KNOWN: list[tuple[str, tuple[str, ...], Callable]] = [
     ("Training throughput", ("train_throughput*.json",), render_train_throughput),
     ("Capacity", ("capacity*.json",), render_capacity),
     ("Decoder-call cost", ("step_cost*.json",), render_step_cost),
+    ("Vocabulary projection", ("unembed_layout*.json",), render_unembed_layout),
     ("Pallas kernels", ("kernels*.json",), render_kernels),
     ("Peer decode", ("peer_decode*.json",), render_peer),
     ("Race against faster-whisper", ("peer_whisper*.json",), render_peer_whisper),
@@ -800,6 +822,7 @@ def _missing_hint(render, results_dir, demo_json, root) -> str:
           render_fastadasp: "fastadasp.json", render_padding: "data_padding.json",
           render_train_throughput: "train_throughput_<platform>.json",
           render_capacity: "capacity.json", render_step_cost: "step_cost_<backend>.json",
+          render_unembed_layout: "unembed_layout_<backend>.json",
           render_kernels: "kernels.json",
           render_peer: "peer_decode.json",
           render_peer_whisper: "peer_whisper.json"}[render]

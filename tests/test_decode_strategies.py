@@ -177,14 +177,20 @@ def test_tree_equals_greedy(head_type):
     assert t.calls.sum() < v.calls.sum(), (t.calls, v.calls)
 
 
-def test_verify_with_fused_kernel_equals_greedy():
-  """The model's kernel switch (Pallas interpreter on CPU) gives the same tokens and calls;
-  typical acceptance keeps the reference path."""
+def _drafting_latent_model():
+  """A latent-heads model whose heads draft the chain (30% wrong), and its audio."""
   model, params = model_for("latent")
   rng = np.random.default_rng(7)
   params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
                                         context=0.05, wrong_frac=0.3)
   audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
+  return model, params, audio, alen
+
+
+def test_verify_with_fused_kernel_equals_greedy():
+  """The model's kernel switch (Pallas interpreter on CPU) gives the same tokens and calls;
+  typical acceptance keeps the reference path."""
+  model, params, audio, alen = _drafting_latent_model()
   v = run(model, params, audio, alen, "verify")
   kernel_model = model.clone(kernels=KernelsConfig(enabled=True))
   assert Verify(kernel_model, max_new_tokens=N).accept is kernel_accept
@@ -200,11 +206,7 @@ def test_one_pass_and_two_pass_drafts_agree(strategy):
   """Drafts read from the call's own all-heads matmul (one pass) or from a second matmul
   at the accepted position (two passes): the same tokens, calls and per-head credit,
   both equal to greedy."""
-  model, params = model_for("latent")
-  rng = np.random.default_rng(7)
-  params = tiny_models.make_predictable(model, params, rng.permutation(tiny_models.VOCAB),
-                                        context=0.05, wrong_frac=0.3)
-  audio, alen = tiny_models.random_audio(rng, [4000, 0, 3000])
+  model, params, audio, alen = _drafting_latent_model()
   g = run(model, params, audio, alen, "greedy")
   res = []
   for rows in (0, 10 ** 6):

@@ -192,6 +192,19 @@ def test_step_cost_section_has_a_column_per_strategy(tmp_path):
   assert "| tree / greedy |" in sec.body and "| 1.20× | 1.80× |" in sec.body
 
 
+def test_unembed_layout_section_shows_speedup_and_passes(tmp_path):
+  data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"), "vocab": 100, "d_model": 8,
+          "rows": [{"rows": 4, "xEt_ms": 6.0, "xW_ms": 4.0, "layout_speedup": 1.5,
+                    "xW_argmax_ms": 4.5, "xW_two_reductions_argmax_ms": 4.1},
+                   {"rows": 16, "xEt_ms": 8.0, "xW_ms": 5.0, "layout_speedup": 1.6}],
+          "passes": [{"rows": 16, "one_pass_ms": 5.0, "two_passes_ms": 8.0}]}
+  sec = report.render_unembed_layout(_write(tmp_path / "unembed_layout_cpu.json", data), data,
+                                     tmp_path, tmp_path)
+  assert "| 4 | 6 | 4 | 1.50× | 4.5 | 4.1 |" in sec.body
+  assert "| 16 | 8 | 5 | 1.60× | – | – |" in sec.body
+  assert "M=16: 5 vs 8 ms" in sec.body
+
+
 def test_peer_whisper_section(tmp_path):
   res = tmp_path / "results"
   _write(res / "peer_whisper.json", {
