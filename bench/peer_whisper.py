@@ -92,6 +92,7 @@ def run_ours(workdir: str, manifest: str, strategies, batch_size: int, max_utts:
   from mtp_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.manifest import write_subset  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.registry import split_spec  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode.summary import decode_batches  # pylint: disable=g-import-not-at-top
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
@@ -105,9 +106,10 @@ def run_ours(workdir: str, manifest: str, strategies, batch_size: int, max_utts:
   batches = list(eval_batches)
   skipped = eval_batches.bad_input_report()  # after reading: with rows that failed to read
   rows = []
-  for strategy in strategies:
-    out = decode_batches(model, params, tokenizer, batches, strategy=strategy,
-                         max_new_tokens=int(config.model.decoder.max_text_len) - 2)
+  for strategy in strategies:  # "name[:option=value...]", e.g. verify:draft_vocab=8192
+    name, options = split_spec(strategy)
+    out = decode_batches(model, params, tokenizer, batches, strategy=name,
+                         max_new_tokens=int(config.model.decoder.max_text_len) - 2, **options)
     recs, s = out["records"], out["summary"]
     w = score([r["ref"] for r in recs], [r["hyp"] for r in recs])
     rows.append(dict(system=f"ours:{pathlib.Path(workdir).name}:{strategy}", strategy=strategy,

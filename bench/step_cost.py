@@ -40,7 +40,8 @@ flags.DEFINE_list("configs", ["configs/recipes/whisper_tiny_cpu.py", "configs/de
                   "config files[:arg] with K >= 2 heads; an arg's own commas are kept "
                   "(configs/a.py:K=4,head=latent,configs/b.py is two configs)")
 flags.DEFINE_list("strategies", ["greedy", "verify", "tree", "threshold"],
-                  "strategies to time (greedy first: the reference)")
+                  "strategies to time (greedy first: the reference), options after colons: "
+                  "verify:draft_vocab=8192")
 flags.DEFINE_list("batch_sizes", ["1"], "batch sizes")
 flags.DEFINE_integer("steps", 256, "N: iterations per timed loop")
 flags.DEFINE_integer("max_new_tokens", 100, "the decode's token cap (sets the cache length)")
@@ -122,7 +123,9 @@ def measure(config_path: str, batch: int, strategies: list[str]) -> dict:
   for name in strategies:
     # The cache of a real decode (max_new_tokens); rows that finish keep computing,
     # masked, as in the real loop, so every iteration costs the same.
-    strategy = registry.get(name).build(model, max_new_tokens=FLAGS.max_new_tokens)
+    sname, options = registry.split_spec(name)  # e.g. "verify:draft_vocab=8192"
+    strategy = registry.get(sname).build(model, max_new_tokens=FLAGS.max_new_tokens,
+                                         **dict(registry.resolve_options(sname, options)))
 
     @jax.jit
     def start(params, audio, alen, strategy=strategy):

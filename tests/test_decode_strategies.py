@@ -258,3 +258,30 @@ def test_argmax_equals_jnp_argmax(seed, ties, nan):
     x[1, 2, rng.integers(37)] = np.nan
   np.testing.assert_array_equal(common.argmax(jnp.asarray(x)),
                                 np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
+
+
+def test_verify_with_draft_shortlist_equals_greedy():
+  """Heads 2..K drafting among the first N token ids only: the output stays greedy's;
+  N = 0 or >= V is the full vocabulary; heads without the shared unembedding refuse."""
+  model, params, audio, alen = _drafting_latent_model()
+  g = run(model, params, audio, alen, "greedy")
+  full = run(model, params, audio, alen, "verify")
+  v = model.cfg.decoder.vocab_size
+  for n in (v // 2, 3):
+    s = run(model, params, audio, alen, "verify", draft_vocab=n)
+    np.testing.assert_array_equal(s.tokens, g.tokens)
+    np.testing.assert_array_equal(s.lengths, g.lengths)
+    np.testing.assert_array_equal(s.accepted.sum(1), s.lengths)
+    assert np.all(s.calls <= g.calls)
+    if n == 3:  # drafts can only be PAD/BOS/EOS: none is accepted but an EOS
+      assert s.calls.sum() > full.calls.sum()
+  assert Verify(model, max_new_tokens=N, draft_vocab=v).draft_vocab == 0
+  h = jax.random.normal(jax.random.PRNGKey(0), (2, 3, model.cfg.decoder.d_model))
+  short = model.apply(params, h, 5, method=lambda m, h, n: m.mtp.draft_logits(h, n))
+  full_logits = model.apply(params, h, method=model.heads)
+  np.testing.assert_allclose(short, full_logits[:, :, 1:, :5], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="draft_vocab=.*must be an integer >= 0"):
+    run(model, params, audio, alen, "verify", draft_vocab=-1)
+  ind_model, _ = model_for("independent")
+  with pytest.raises(ValueError, match="head_type='latent'"):
+    Verify(ind_model, max_new_tokens=N, draft_vocab=8)

@@ -15,9 +15,9 @@ PAD, BOS, EOS = 0, 1, 2
 class ModelFns(NamedTuple):
   """The model entry points the loops use, closed over (model, params)."""
   prefill: Callable      # (audio, audio_len, text_in0, max_text_len) -> (out, cache)
-  step: Callable         # (tokens [B,T], text_index [B], cache, num_heads=None, tree=None)
-                         # -> (out, cache), out as decode_step's: "logits" [B,T,n,V],
-                         # "hidden" [B,T,d]
+  step: Callable         # (tokens [B,T], text_index [B], cache, num_heads=None, tree=None,
+                         # draft_vocab=0) -> (out, cache), out as decode_step's:
+                         # "logits" [B,T,n,V], "hidden" [B,T,d] (+ "draft_logits")
   unembedding: Callable  # () -> [d, V]
   heads: Callable        # (hidden [B,T,d]) -> [B,T,K,V] logits of every head
 
@@ -27,9 +27,9 @@ def model_fns(model, params) -> ModelFns:
   def prefill(audio, audio_len, text_in0, max_text_len):
     return model.apply(params, audio, audio_len, text_in0, max_text_len, method=model.prefill)
 
-  def step(tokens, text_index, cache, num_heads=None, tree=None):
+  def step(tokens, text_index, cache, num_heads=None, tree=None, draft_vocab=0):
     return model.apply(params, tokens, text_index, cache, num_heads=num_heads, tree=tree,
-                       method=model.decode_step)
+                       draft_vocab=draft_vocab, method=model.decode_step)
 
   def unembedding():
     return model.apply(params, method=model.unembedding_matrix)

@@ -143,14 +143,15 @@ def split_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 # ------------------------------------------------------------------- option parsers
-def positive_int(name: str) -> Callable[[Any], int]:
+def positive_int(name: str, low: int = 1) -> Callable[[Any], int]:
+  """Parser of an integer option >= `low` (1 by default)."""
   def parse(v):
     try:
-      ok = not isinstance(v, bool) and float(v) == int(float(v)) and int(float(v)) >= 1
+      ok = not isinstance(v, bool) and float(v) == int(float(v)) and int(float(v)) >= low
     except (TypeError, ValueError):
       ok = False
     if not ok:
-      raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+      raise ValueError(f"{name}={v!r}: must be an integer >= {low}")
     return int(float(v))
   return parse
 

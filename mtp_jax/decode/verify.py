@@ -17,6 +17,11 @@ greedy decoding token for token (up to float ties). Optional typical acceptance
 (Medusa): a draft is also accepted when p_1(draft) > min(eps, alpha * exp(-H(p_1))),
 which may change the output.
 
+The next drafts come from the same decoder call: every head at every fed position in
+its one vocabulary matmul when the call is small (`common.ONE_PASS_MAX_ROWS`), else
+heads 2..K at the accepted position in a second one; with `draft_vocab=N` heads 2..K
+score only the token ids < N (latent heads), a matmul N/V the size.
+
 Head-1 verification reads the step's logits (`reference_accept`) or, when the model's
 kernel switch is on (`model.kernels.enabled`, from `config.kernels`), runs the fused
 Pallas kernel on the hidden states (`kernel_accept`,
@@ -106,9 +111,14 @@ class Verify(engine.BlockStrategy):
   Verification runs the fused kernel when `model.kernels.enabled` and acceptance is
   exact (typical=None), else the reference."""
 
-  def __init__(self, model, *, max_new_tokens: int, typical=None):
+  def __init__(self, model, *, max_new_tokens: int, typical=None, draft_vocab: int = 0):
     super().__init__(model, max_new_tokens=max_new_tokens)
     self.typical = typical
+    v = model.cfg.decoder.vocab_size
+    self.draft_vocab = int(draft_vocab) if 0 < int(draft_vocab) < v else 0
+    if self.draft_vocab and model.cfg.mtp.head_type != "latent":
+      raise ValueError(f"draft_vocab={draft_vocab}: drafting from a shortlist needs "
+                       f"model.mtp.head_type='latent', not {model.cfg.mtp.head_type!r}")
     self.use_kernels = model.kernels.enabled and typical is None
     self.accept = kernel_accept if self.use_kernels else reference_accept
     self.feed_width = self.emit_width = self.num_heads
@@ -121,6 +131,14 @@ class Verify(engine.BlockStrategy):
     corr, drafts = carry
     fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, K]
     k = self.num_heads
+    if self.draft_vocab:
+      # Head 1 over the whole vocabulary at every fed position; heads 2..K over the
+      # shortlist at every position too (a small matmul), read at the accepted one.
+      out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1,
+                          draft_vocab=self.draft_vocab)
+      _, a, corr = self.accept(f, out, drafts, self.typical)
+      nxt = common.argmax(common.take_position(out["draft_logits"], a))   # [B, K-1]
+      return verified_block(drafts, a, corr), a + 1, cache, (corr, nxt)
     if not self.use_kernels and common.one_pass(fed.shape[0], k, k, self.one_pass_max_rows):
       # Every head at every fed position in one vocabulary matmul; the drafts are
       # read at the last accepted position.
@@ -136,7 +154,7 @@ class Verify(engine.BlockStrategy):
     return verified_block(drafts, a, corr), a + 1, cache, (corr, drafts_of(heads))
 
 
-def make_verify(model, *, max_new_tokens: int, typical=None):
+def make_verify(model, *, max_new_tokens: int, typical=None, draft_vocab: int = 0):
   """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
@@ -144,10 +162,14 @@ def make_verify(model, *, max_new_tokens: int, typical=None):
       its `kernels.enabled` picks the fused verification kernel (see `Verify`).
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     typical: None, or (eps, alpha) for Medusa-style typical acceptance.
+    draft_vocab: N > 0: heads 2..K draft among the token ids < N only (latent heads;
+      N >= the vocabulary or 0: all). The output is unchanged; drafts are cheaper and
+      a draft of a rarer token is not made.
   """
   if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  return Verify(model, max_new_tokens=max_new_tokens, typical=typical)
+  return Verify(model, max_new_tokens=max_new_tokens, typical=typical,
+                draft_vocab=draft_vocab)
 
 
 def parse_typical(v):
@@ -168,5 +190,9 @@ registry.register(registry.StrategySpec(
     name="verify", build=make_verify, exact=True,
     options=(registry.Option("typical", None, "eps,alpha: Medusa typical acceptance in "
                              "--strategy=verify (changes the output); empty: exact",
-                             kind="string", parse=parse_typical),),
+                             kind="string", parse=parse_typical),
+             registry.Option("draft_vocab", 0, "N > 0: in --strategy=verify, heads 2..K "
+                             "draft among token ids < N only (BPE ids run from frequent "
+                             "to rare; latent heads; output unchanged); 0: all",
+                             kind="int", parse=registry.positive_int("draft_vocab", 0)),),
     help="blockwise-parallel verification of the heads' drafts (output = greedy)"))

@@ -49,7 +49,12 @@ class Unembed(nn.Module):
       self.proj = dense(c.vocab_size, ("embed", "vocab"), dtype=dtype_of(self.cfg.dtype),
                         param_dtype=dtype_of(self.cfg.param_dtype), name="proj")
 
-  def __call__(self, x):
+  def __call__(self, x, limit: int = 0):
+    """x [..., d] -> logits [..., V]; with `limit` (static) > 0, over the token ids
+    < limit only ([..., limit]: a shortlist, e.g. for drafting)."""
+    if limit:
+      x, w = promote_dtype(x, self.matrix()[:, :limit], dtype=dtype_of(self.cfg.dtype))
+      return jnp.dot(x, w)
     if not self.cfg.decoder.tie_embeddings:
       return self.proj(x)
     if self.has_variable(DECODE, "kernel"):
@@ -112,6 +117,21 @@ class MTPHeads(nn.Module):
       self.mix = [dense(c.d_model, ("embed", "mlp"), name=f"mix{i}", use_bias=True, **kw)
                   for i in range(2, k + 1)]
       self.norms = [RMSNorm(c.norm_eps, name=f"norm{i}", **kw) for i in range(2, k + 1)]
+
+  def draft_logits(self, hn, vocab: int):
+    """Heads 2..K's logits over the token ids < `vocab` only: [B, T, K-1, vocab].
+
+    A shortlist for drafting (`decode/verify.py`, option `draft_vocab`): BPE
+    vocabularies number their pieces from frequent to rare, so the first ids hold most
+    tokens of a transcript, and a draft outside them is only a draft not made. Latent
+    heads only (one matmul through the shared unembedding)."""
+    mc = self.cfg
+    if mc.mtp.head_type != "latent":
+      raise ValueError(f"draft_vocab needs model.mtp.head_type='latent' (heads drafting "
+                       f"through the shared unembedding), not {mc.mtp.head_type!r}")
+    z = jnp.stack([norm(m(hn)) for m, norm in zip(self.maps, self.norms)], axis=2)
+    return constrain(self.unembed(z, limit=vocab).astype(jnp.float32),
+                     ("activation_batch", "activation_length", None, "activation_vocab"))
 
   def __call__(self, hn, prev_tokens=None, num_heads: int | None = None):
     """Logits of the first `num_heads` heads (all K by default).

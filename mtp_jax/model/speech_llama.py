@@ -308,7 +308,7 @@ class SpeechLLaMA(nn.Module):
     return {"logits": self.heads(hn), "hidden": hn}, cache
 
   def decode_step(self, tokens, text_index, cache: KVCache, prev_tokens=None,
-                  num_heads: int | None = None, tree=None):
+                  num_heads: int | None = None, tree=None, draft_vocab: int = 0):
     """Feeds T new text tokens per row at per-row offsets and attends over the cache.
 
     Args:
@@ -322,8 +322,11 @@ class SpeechLLaMA(nn.Module):
       tree: None (the T tokens are a causal block), or (depth [T] int, ancestors
         [T, T] bool) for a tree of drafts: token q's rotary position is
         text_index + depth[q] and it sees its ancestors in the block (tree verification).
+      draft_vocab: > 0 (static): also heads 2..K over the token ids < draft_vocab,
+        out["draft_logits"] [B, T, K-1, draft_vocab] (`MTPHeads.draft_logits`).
     Returns:
-      (out, cache) with out "logits" [B, T, num_heads, V] and "hidden" [B, T, d].
+      (out, cache) with out "logits" [B, T, num_heads, V] (absent for num_heads=0) and
+      "hidden" [B, T, d].
       Slots past the last token fed are left stale and are never attended: row b's
       query at slot j only sees text slots <= j.
     """
@@ -338,6 +341,9 @@ class SpeechLLaMA(nn.Module):
                              num_audio=cache.num_audio)
     hn = self.final_norm(h)
     cache = cache.with_layers(layers)
-    if num_heads == 0:
-      return {"hidden": hn}, cache
-    return {"logits": self.heads(hn, prev_tokens, num_heads), "hidden": hn}, cache
+    out = {"hidden": hn}
+    if num_heads != 0:
+      out["logits"] = self.heads(hn, prev_tokens, num_heads)
+    if draft_vocab:
+      out["draft_logits"] = self.mtp.draft_logits(hn, draft_vocab)
+    return out, cache
