@@ -269,6 +269,11 @@ def test_verify_with_draft_shortlist_equals_greedy():
   v = model.cfg.decoder.vocab_size
   for n in (v // 2, 3):
     s = run(model, params, audio, alen, "verify", draft_vocab=n)
+    one = Verify(model, max_new_tokens=N, draft_vocab=n)
+    one.one_pass_max_rows = 10 ** 6  # the shortlist's logits from the call itself
+    o = jax.tree_util.tree_map(np.asarray, jax.jit(one)(params, audio, alen))
+    for key in ("tokens", "calls", "accepted"):
+      np.testing.assert_array_equal(o[key], getattr(s, key), err_msg=key)
     np.testing.assert_array_equal(s.tokens, g.tokens)
     np.testing.assert_array_equal(s.lengths, g.lengths)
     np.testing.assert_array_equal(s.accepted.sum(1), s.lengths)
@@ -277,7 +282,7 @@ def test_verify_with_draft_shortlist_equals_greedy():
       assert s.calls.sum() > full.calls.sum()
   assert Verify(model, max_new_tokens=N, draft_vocab=v).draft_vocab == 0
   h = jax.random.normal(jax.random.PRNGKey(0), (2, 3, model.cfg.decoder.d_model))
-  short = model.apply(params, h, 5, method=lambda m, h, n: m.mtp.draft_logits(h, n))
+  short = model.apply(params, h, 5, method=model.draft_logits)
   full_logits = model.apply(params, h, method=model.heads)
   np.testing.assert_allclose(short, full_logits[:, :, 1:, :5], rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="draft_vocab=.*must be an integer >= 0"):

@@ -20,6 +20,8 @@ class ModelFns(NamedTuple):
                          # "logits" [B,T,n,V], "hidden" [B,T,d] (+ "draft_logits")
   unembedding: Callable  # () -> [d, V]
   heads: Callable        # (hidden [B,T,d]) -> [B,T,K,V] logits of every head
+  draft_logits: Callable  # (hidden [B,T,d], vocab) -> [B,T,K-1,vocab] heads 2..K over
+                          # the token ids < vocab (latent heads)
 
 
 def model_fns(model, params) -> ModelFns:
@@ -37,7 +39,10 @@ def model_fns(model, params) -> ModelFns:
   def heads(hidden):
     return model.apply(params, hidden, method=model.heads)
 
-  return ModelFns(prefill, step, unembedding, heads)
+  def draft_logits(hidden, vocab):
+    return model.apply(params, hidden, vocab, method=model.draft_logits)
+
+  return ModelFns(prefill, step, unembedding, heads, draft_logits)
 
 
 # Where a multi-token call gets the next drafts: every head at every fed position in the

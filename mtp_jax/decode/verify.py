@@ -131,15 +131,19 @@ class Verify(engine.BlockStrategy):
     corr, drafts = carry
     fed = jnp.concatenate([corr[:, None], drafts], axis=1)               # [B, K]
     k = self.num_heads
+    one = common.one_pass(fed.shape[0], k, k, self.one_pass_max_rows)
     if self.draft_vocab:
       # Head 1 over the whole vocabulary at every fed position; heads 2..K over the
-      # shortlist at every position too (a small matmul), read at the accepted one.
+      # shortlist, in the same call at every position (small calls) or at the
+      # accepted one after it.
+      n = self.draft_vocab
       out, cache = f.step(fed, text_index, cache, num_heads=0 if self.use_kernels else 1,
-                          draft_vocab=self.draft_vocab)
+                          draft_vocab=n if one else 0)
       _, a, corr = self.accept(f, out, drafts, self.typical)
-      nxt = common.argmax(common.take_position(out["draft_logits"], a))   # [B, K-1]
-      return verified_block(drafts, a, corr), a + 1, cache, (corr, nxt)
-    if not self.use_kernels and common.one_pass(fed.shape[0], k, k, self.one_pass_max_rows):
+      short = (common.take_position(out["draft_logits"], a) if one else
+               f.draft_logits(common.take_position(out["hidden"], a)[:, None], n)[:, 0])
+      return verified_block(drafts, a, corr), a + 1, cache, (corr, common.argmax(short))
+    if not self.use_kernels and one:
       # Every head at every fed position in one vocabulary matmul; the drafts are
       # read at the last accepted position.
       out, cache = f.step(fed, text_index, cache, num_heads=k)          # [B, K, K, V]

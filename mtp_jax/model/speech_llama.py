@@ -150,6 +150,11 @@ class SpeechLLaMA(nn.Module):
     with `num_heads` = n only heads 1..n ([B, T, n, V])."""
     return self.mtp(hn, prev_tokens, num_heads)
 
+  def draft_logits(self, hn, vocab: int):
+    """[B, T, d] final-normed hidden -> heads 2..K's logits over the token ids < vocab,
+    [B, T, K-1, vocab] (see `MTPHeads.draft_logits`)."""
+    return self.mtp.draft_logits(hn, vocab)
+
   def unembedding_matrix(self):
     """Head 1's vocabulary projection as [d, V] (for the fused verification kernel)."""
     return self.unembed.matrix()
@@ -345,5 +350,5 @@ class SpeechLLaMA(nn.Module):
     if num_heads != 0:
       out["logits"] = self.heads(hn, prev_tokens, num_heads)
     if draft_vocab:
-      out["draft_logits"] = self.mtp.draft_logits(hn, draft_vocab)
+      out["draft_logits"] = self.draft_logits(hn, draft_vocab)
     return out, cache
