@@ -13,9 +13,7 @@ import jax.numpy as jnp
 
 from mtp_jax.config import DecoderConfig, ModelConfig
 from mtp_jax.model.kv_cache import causal_mask, write_rows
-from mtp_jax.model.layers import RMSNorm, apply_rope, constrain, dense, dot_product_attention, dtype_of
-
-ACT = ("activation_batch", "activation_length", "activation_embed")
+from mtp_jax.model.layers import ACT, RMSNorm, apply_rope, constrain, dense, dot_product_attention, dtype_of
 
 
 class Attention(nn.Module):

@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import EncoderConfig
-from mtp_jax.model.layers import apply_rope, constrain, dense, dot_product_attention, layer_norm
-
-ACT = ("activation_batch", "activation_length", "activation_embed")
+from mtp_jax.model.layers import ACT, apply_rope, constrain, dense, dot_product_attention, layer_norm
 
 
 def _dense(n_in: int, n_out: int, bias: bool = False) -> int:

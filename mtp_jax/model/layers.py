@@ -15,6 +15,8 @@ Dtype = jnp.dtype
 Array = jax.Array
 
 NEG_INF = -1e30  # large finite negative: softmax of an all-masked row stays finite
+# Logical axes of a [batch, length, d_model] activation (`constrain`).
+ACT = ("activation_batch", "activation_length", "activation_embed")
 
 
 def dtype_of(name: str) -> Dtype:

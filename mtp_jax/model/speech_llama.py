@@ -30,9 +30,7 @@ from mtp_jax.model import reduction_ops
 from mtp_jax.model import reduction_plan
 from mtp_jax.model.heads import MTPHeads, Unembed
 from mtp_jax.model.kv_cache import KVCache, causal_mask
-from mtp_jax.model.layers import constrain, dense, dtype_of
-
-ACT = ("activation_batch", "activation_length", "activation_embed")
+from mtp_jax.model.layers import ACT, constrain, dense, dtype_of
 
 
 def audio_token_count(num_samples, cfg: ModelConfig):

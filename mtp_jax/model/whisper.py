@@ -22,9 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtp_jax.config import EncoderConfig
-from mtp_jax.model.layers import TORCH_LN_EPS, constrain, dense, layer_norm
-
-ACT = ("activation_batch", "activation_length", "activation_embed")
+from mtp_jax.model.layers import ACT, TORCH_LN_EPS, constrain, dense, layer_norm
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:

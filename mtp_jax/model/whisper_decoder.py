@@ -27,9 +27,7 @@ import jax.numpy as jnp
 
 from mtp_jax.config import DecoderConfig, ModelConfig
 from mtp_jax.model.kv_cache import write_rows
-from mtp_jax.model.layers import constrain, dense, TORCH_LN_EPS, dot_product_attention, dtype_of, layer_norm
-
-ACT = ("activation_batch", "activation_length", "activation_embed")
+from mtp_jax.model.layers import ACT, constrain, dense, TORCH_LN_EPS, dot_product_attention, dtype_of, layer_norm
 
 
 def layer_params(cfg: ModelConfig) -> int:
