@@ -236,6 +236,13 @@ def test_readme_headline_is_the_race_table(tmp_path):
   assert "| kathleen_test | ours greedy | 3 | 0 | 60.0% |" in text
   assert "[docs/results.md](docs/results.md)" in text
   assert "No headline yet" in report.render_headline(tmp_path / "empty", tmp_path, "d.md")
+  # The best model's race, when there is one, comes before any other race.
+  _write(res / "peer_whisper_wdec.json", {
+      "machine": MACHINE, "date": "2030-01-03T10:00:00+00:00",
+      "rows": [{"test_set": "kathleen_test", "system": "ours:wdec:greedy", "utterances": 3,
+                "skipped": 0, "wer": 0.05, "rtfx": 40.0}]})
+  text = report.render_headline(res, tmp_path, "docs/results.md")
+  assert "ours:wdec:greedy" in text and "ours greedy" not in text
 
 
 def test_commands_lose_machine_paths():
