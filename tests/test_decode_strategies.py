@@ -261,8 +261,9 @@ def test_argmax_equals_jnp_argmax(seed, ties, nan):
 
 
 def test_verify_with_draft_shortlist_equals_greedy():
-  """Heads 2..K drafting among the first N token ids only: the output stays greedy's;
-  N = 0 or >= V is the full vocabulary; heads without the shared unembedding refuse."""
+  """Heads 2..K drafting among the first N token ids only (verify, tree): the output
+  stays greedy's; N = 0 or >= V is the full vocabulary; heads without the shared
+  unembedding refuse."""
   model, params, audio, alen = _drafting_latent_model()
   g = run(model, params, audio, alen, "greedy")
   full = run(model, params, audio, alen, "verify")
@@ -280,6 +281,9 @@ def test_verify_with_draft_shortlist_equals_greedy():
     assert np.all(s.calls <= g.calls)
     if n == 3:  # drafts can only be PAD/BOS/EOS: none is accepted but an EOS
       assert s.calls.sum() > full.calls.sum()
+  t = run(model, params, audio, alen, "tree", draft_vocab=v // 2)
+  np.testing.assert_array_equal(t.tokens, g.tokens)
+  np.testing.assert_array_equal(t.accepted.sum(1), t.lengths)
   assert Verify(model, max_new_tokens=N, draft_vocab=v).draft_vocab == 0
   h = jax.random.normal(jax.random.PRNGKey(0), (2, 3, model.cfg.decoder.d_model))
   short = model.apply(params, h, 5, method=model.draft_logits)

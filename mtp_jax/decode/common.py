@@ -61,6 +61,18 @@ def one_pass(batch: int, width: int, heads: int, max_rows: int = ONE_PASS_MAX_RO
   return batch * width * heads <= max_rows
 
 
+def draft_vocab_of(model, n) -> int:
+  """A strategy's `draft_vocab` option checked against the model: the shortlist size,
+  or 0 for the whole vocabulary (n = 0 or n >= V)."""
+  n = int(n)
+  if not 0 < n < model.cfg.decoder.vocab_size:
+    return 0
+  if model.cfg.mtp.head_type != "latent":
+    raise ValueError(f"draft_vocab={n}: drafting from a shortlist needs "
+                     f"model.mtp.head_type='latent', not {model.cfg.mtp.head_type!r}")
+  return n
+
+
 def heads_at(f: ModelFns, hidden: jax.Array, index: jax.Array) -> jax.Array:
   """Every head's logits at one position per row: hidden [B, T, d], index [B] -> [B, K, V].
 

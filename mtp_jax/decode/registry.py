@@ -162,3 +162,11 @@ def non_negative(name: str) -> Callable[[Any], float]:
       raise ValueError(f"{name}={v!r}: must be a number >= 0")
     return float(v)
   return parse
+
+
+# ------------------------------------------------------------------- shared options
+# verify's and tree's shortlist for drafting (`common.draft_vocab_of`).
+DRAFT_VOCAB = Option("draft_vocab", 0, "N > 0: in --strategy=verify/tree, heads 2..K draft "
+                     "among the token ids < N only (BPE ids run from frequent to rare; "
+                     "latent heads; output unchanged); 0: all", kind="int",
+                     parse=positive_int("draft_vocab", 0))

@@ -70,8 +70,10 @@ class Tree(engine.BlockStrategy):
   """Carry: (correction [B], candidates [B, K-1, top]): heads 2..K's top tokens at the
   correction's prediction position, from which the next call's tree is filled."""
 
-  def __init__(self, model, *, max_new_tokens: int, paths=None, top: int = 2):
+  def __init__(self, model, *, max_new_tokens: int, paths=None, top: int = 2,
+               draft_vocab: int = 0):
     super().__init__(model, max_new_tokens=max_new_tokens)
+    self.draft_vocab = common.draft_vocab_of(model, draft_vocab)
     k = self.num_heads
     paths = paths or default_tree(k, top)
     depth, parent, rank, anc = tree_arrays(paths)
@@ -85,19 +87,20 @@ class Tree(engine.BlockStrategy):
     self.feed_width, self.emit_width = self.size, k
 
   def _candidates(self, logits):
-    """Heads' logits [B, K, V] at the last accepted position -> heads 2..K's top-k
-    tokens [B, K-1, kmax]."""
-    return jax.lax.top_k(logits[:, 1:], self.kmax)[1].astype(jnp.int32)
+    """Heads 2..K's logits [B, K-1, V'] at the last accepted position (V' = V, or the
+    shortlist's N) -> their top-k tokens [B, K-1, kmax]."""
+    return jax.lax.top_k(logits, self.kmax)[1].astype(jnp.int32)
 
   def first(self, f, out0):
     corr = common.argmax(out0["logits"][:, 0, 0])
-    return engine.Block.single(corr), (corr, self._candidates(out0["logits"][:, 0]))
+    return engine.Block.single(corr), (corr, self._candidates(out0["logits"][:, 0, 1:]))
 
   def propose(self, f, cache, text_index, carry, live):
     corr, cand = carry
     k, depth, parent, anc = self.num_heads, self.depth, self.parent, self.anc
     tokens = cand[:, self.node_head, self.node_rank].at[:, 0].set(corr)   # [B, T]
-    one = common.one_pass(tokens.shape[0], self.size, k, self.one_pass_max_rows)
+    one = (not self.draft_vocab
+           and common.one_pass(tokens.shape[0], self.size, k, self.one_pass_max_rows))
     out, cache = f.step(tokens, text_index, cache, num_heads=k if one else 1,
                         tree=(depth, anc))
     g = common.argmax(out["logits"][:, :, 0])                            # [B, T]
@@ -113,14 +116,18 @@ class Tree(engine.BlockStrategy):
     path_tok = jnp.take_along_axis(tokens, path, axis=1)                 # [B, K]
     block = verified_block(path_tok[:, 1:], a, corr)
     cache = cache.compact(text_index, path, self.size)
-    heads = (common.take_position(out["logits"], q) if one
-             else common.heads_at(f, out["hidden"], q))                  # [B, K, V]
+    if self.draft_vocab:  # heads 2..K over the shortlist at the deepest accepted node
+      heads = f.draft_logits(common.take_position(out["hidden"], q)[:, None],
+                             self.draft_vocab)[:, 0]                     # [B, K-1, N]
+    else:
+      heads = (common.take_position(out["logits"], q) if one
+               else common.heads_at(f, out["hidden"], q))[:, 1:]         # [B, K-1, V]
     carry = (corr, self._candidates(heads))
     return block, a + 1, cache, carry
 
 
 def make_tree(model, *, max_new_tokens: int, paths: list[tuple[int, ...]] | None = None,
-              top: int = 2):
+              top: int = 2, draft_vocab: int = 0):
   """`fn(params, audio, audio_len) -> dict` (see `engine`).
 
   Args:
@@ -128,15 +135,19 @@ def make_tree(model, *, max_new_tokens: int, paths: list[tuple[int, ...]] | None
     max_new_tokens: static cap on emitted tokens (EOS excluded).
     paths: tree as rank tuples (default `default_tree(K, top)`); depth <= K-1.
     top: top-k per head used by the default tree.
+    draft_vocab: N > 0: heads 2..K's candidates among the token ids < N only (latent
+      heads; output unchanged, as in `verify`).
   """
   if model.cfg.mtp.num_heads == 1:
     return make_greedy(model, max_new_tokens=max_new_tokens)
-  return Tree(model, max_new_tokens=max_new_tokens, paths=paths, top=top)
+  return Tree(model, max_new_tokens=max_new_tokens, paths=paths, top=top,
+              draft_vocab=draft_vocab)
 
 
 registry.register(registry.StrategySpec(
     name="tree", build=make_tree, exact=True,
     options=(registry.Option("top", 2, "top-k tokens per head in the default draft tree "
                              "(--strategy=tree)", kind="int",
-                             parse=registry.positive_int("top")),),
+                             parse=registry.positive_int("top")),
+             registry.DRAFT_VOCAB),
     help="verification of a tree of drafts from the heads' top-k (output = greedy)"))

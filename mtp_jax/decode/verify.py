@@ -114,11 +114,7 @@ class Verify(engine.BlockStrategy):
   def __init__(self, model, *, max_new_tokens: int, typical=None, draft_vocab: int = 0):
     super().__init__(model, max_new_tokens=max_new_tokens)
     self.typical = typical
-    v = model.cfg.decoder.vocab_size
-    self.draft_vocab = int(draft_vocab) if 0 < int(draft_vocab) < v else 0
-    if self.draft_vocab and model.cfg.mtp.head_type != "latent":
-      raise ValueError(f"draft_vocab={draft_vocab}: drafting from a shortlist needs "
-                       f"model.mtp.head_type='latent', not {model.cfg.mtp.head_type!r}")
+    self.draft_vocab = common.draft_vocab_of(model, draft_vocab)
     self.use_kernels = model.kernels.enabled and typical is None
     self.accept = kernel_accept if self.use_kernels else reference_accept
     self.feed_width = self.emit_width = self.num_heads
@@ -195,8 +191,5 @@ registry.register(registry.StrategySpec(
     options=(registry.Option("typical", None, "eps,alpha: Medusa typical acceptance in "
                              "--strategy=verify (changes the output); empty: exact",
                              kind="string", parse=parse_typical),
-             registry.Option("draft_vocab", 0, "N > 0: in --strategy=verify, heads 2..K "
-                             "draft among token ids < N only (BPE ids run from frequent "
-                             "to rare; latent heads; output unchanged); 0: all",
-                             kind="int", parse=registry.positive_int("draft_vocab", 0)),),
+             registry.DRAFT_VOCAB),
     help="blockwise-parallel verification of the heads' drafts (output = greedy)"))
