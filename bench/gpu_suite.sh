@@ -2,8 +2,8 @@
 # The accelerator checks, in one run that fits a 10-minute device call (one GPU).
 #   bash bench/gpu_suite.sh [OUT_DIR]        (default: $OUT if set, else bench/results/gpu)
 # 1. Pallas kernels vs their XLA references (bench/kernels.py)                ~2 min
-# 2. decoder step cost, verify vs greedy, batch 1 and 16: the Whisper recipe
-#    model and configs/paper.py (bench/step_cost.py)                          ~3 min
+# 2. decoder step cost, verify vs greedy, batch 1 and 16: the Whisper-decoder and
+#    Whisper-encoder recipe models and configs/paper.py (bench/step_cost.py)  ~4 min
 # 3. train steps/s: 2-D bucketing vs random on synthetic audio
 #    (bench/train_throughput.py, configs/small.py)                            ~2 min
 # Each step writes JSON under OUT_DIR that bench/report.py reads; a failing step is
@@ -25,8 +25,9 @@ run() {  # name, timeout seconds, command...
   echo "== $name: rc=$rc in $((SECONDS - t0)) s"; [ $rc -eq 0 ] || status=1
 }
 run kernels 150 python3 bench/kernels.py --out "$OUT_DIR/kernels_gpu.json"
-run step_cost 200 python3 bench/step_cost.py \
-  --configs configs/recipes/whisper_tiny_cpu.py,configs/paper.py:K=4 --batch_sizes 1,16 \
+run step_cost 240 python3 bench/step_cost.py \
+  --configs configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,configs/recipes/whisper_tiny_cpu.py,configs/paper.py:K=4 \
+  --strategies greedy,verify,tree --widths 1,4 --batch_sizes 1,16 \
   --steps 32 --repeats 10 --out "$OUT_DIR/step_cost_gpu.json"
 run train_throughput 150 python3 bench/train_throughput.py --config configs/small.py:K=4 \
   --manifest "${MANIFEST:-../shared/data/kathleen/train.jsonl}" --num_utts 96 --steps 16 \
