@@ -185,7 +185,8 @@ def _finetune(config, tok, manifest, workdir_in, tmp):
   from mtp_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   c = config.copy_and_resolve_references()
   c.train = upgrade_train_section(c.train)  # runs saved before (or after) a field change
-  c.data.tokenizer.path = os.path.join(workdir_in, "tokenizer.model")
+  if os.path.exists(os.path.join(workdir_in, "tokenizer.model")):  # else e.g. whisper:tiny.en
+    c.data.tokenizer.path = os.path.join(workdir_in, "tokenizer.model")
   c.data.dev_manifest = manifest
   c.data.num_duration_bins = 1  # one padded batch shape: one (slow) MWER step compile
   if FLAGS.finetune_manifests:
