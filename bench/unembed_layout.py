@@ -6,7 +6,8 @@ A decoder call of Whisper tiny's decoder spends most of its time multiplying a f
 rows by the [51864, 384] tied embedding. This times that matmul as the model used to
 run it (x @ E^T, E stored [V, d], `flax.linen.Embed.attend`) and as decoding now runs
 it (x @ W, W = E^T stored [d, V]: `mtp_jax.model.heads.decode_layout`), with and
-without the argmax over the vocabulary (`jnp.argmax` vs `mtp_jax.decode.common.argmax`),
+without the argmax over the vocabulary (`jnp.argmax` vs two plain reductions,
+`mtp_jax.decode.common.first_max_index`),
 for M rows (M = batch x fed positions x heads). It also prints what the choice between
 one and two vocabulary passes per multi-token call rests on
 (`mtp_jax.decode.common.ONE_PASS_MAX_ROWS`): the time of M rows against M/4 rows twice.
@@ -41,7 +42,7 @@ def main(_):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from mtp_jax.decode.common import argmax  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.common import first_max_index  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   table = rng.normal(size=(FLAGS.vocab, FLAGS.d_model)).astype(np.float32) * 0.05
@@ -52,7 +53,7 @@ def main(_):
       "xW": (jax.jit(lambda x, w: x @ w), w),
       "xEt_argmax": (jax.jit(lambda x, e: jnp.argmax(x @ e.T, -1)), e),
       "xW_argmax": (jax.jit(lambda x, w: jnp.argmax(x @ w, -1)), w),
-      "xW_two_reductions_argmax": (jax.jit(lambda x, w: argmax(x @ w)), w),
+      "xW_two_reductions_argmax": (jax.jit(lambda x, w: first_max_index(x @ w)), w),
   }
   rows_out = []
   print(f"{'M':>4}" + "".join(f"{k + ' ms':>28}" for k in variants)

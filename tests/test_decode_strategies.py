@@ -258,6 +258,10 @@ def test_argmax_equals_jnp_argmax(seed, ties, nan):
     x[1, 2, rng.integers(37)] = np.nan
   np.testing.assert_array_equal(common.argmax(jnp.asarray(x)),
                                 np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
+  big = np.repeat(x, common.TWO_PASS_ARGMAX_MAX // x.size + 1, axis=0)  # jnp.argmax's path
+  np.testing.assert_array_equal(common.argmax(jnp.asarray(big)),
+                                np.repeat(np.asarray(jnp.argmax(jnp.asarray(x), -1)),
+                                          common.TWO_PASS_ARGMAX_MAX // x.size + 1, axis=0))
 
 
 def test_verify_with_draft_shortlist_equals_greedy():

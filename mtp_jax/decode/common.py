@@ -86,13 +86,27 @@ def take_position(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
 
 
-def argmax(logits: jax.Array) -> jax.Array:
-  """`jnp.argmax(logits, -1)` as int32, computed as a max then the first index reaching it.
+# Above this many logits `argmax` keeps XLA's one-pass (value, index) reduction.
+TWO_PASS_ARGMAX_MAX = 1 << 20
 
-  The same result as `jnp.argmax` (the first maximum; the first NaN if any), but two
-  plain reductions instead of XLA's (value, index) pair reduction, which XLA:CPU runs
-  unvectorized: over [16, 51864] logits it costs ~1.5 ms more
-  (bench/results/unembed_layout_cpu.json)."""
+
+def argmax(logits: jax.Array) -> jax.Array:
+  """`jnp.argmax(logits, -1)` as int32; small inputs as a max then the first index
+  reaching it.
+
+  The same result as `jnp.argmax` (the first maximum; the first NaN if any). XLA:CPU
+  runs the (value, index) pair reduction of `jnp.argmax` unvectorized: over [16, 51864]
+  logits two plain reductions are 1.1 ms faster; over [64, 51864] (13 MB, past the
+  cache, read twice) they are 10 ms slower, so inputs above TWO_PASS_ARGMAX_MAX
+  elements keep `jnp.argmax` (bench/results/unembed_layout_cpu.json)."""
+  if logits.size > TWO_PASS_ARGMAX_MAX:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return first_max_index(logits)
+
+
+def first_max_index(logits: jax.Array) -> jax.Array:
+  """The first index of the maximum over the last axis (of the first NaN if any), int32,
+  as two plain reductions (see `argmax`)."""
   m = jnp.max(logits, axis=-1, keepdims=True)
   hit = (logits == m) | jnp.isnan(logits)
   iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
