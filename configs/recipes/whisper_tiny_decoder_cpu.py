@@ -20,6 +20,14 @@ Heads on the fine-tuned decoder (decoder frozen, "K=4,head=latent,steps=600,head
   python bench/recipe_eval.py --workdir runs/wt/wdec_k4 \\
       --strategies greedy,verify,tree,threshold:threshold=0.8,beam:beam=4 \\
       --out bench/results/recipe_eval_whisper_tiny_wdec_k4.json
+Then decoder and heads jointly (the best heads; token embedding still frozen):
+  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400 \
+      --workdir runs/wt/wdec_k4j --config.data.feature_cache=runs/wt/features_all \
+      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \
+      --config.train.warmup_steps=50 --config.train.eval_every=400
+  python bench/recipe_eval.py --workdir runs/wt/wdec_k4j --batch_size 16 \
+      --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \
+      --out bench/results/recipe_eval_whisper_tiny_wdec_k4j.json
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>".
 Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
