@@ -19,12 +19,14 @@ N = 10
 def test_registry_lists_every_strategy_with_its_options():
   assert registry.names() == ["greedy", "threshold", "verify", "tree", "beam", "ctc"]
   opts = registry.all_options()
-  assert {"threshold", "typical", "top", "beam", "nbest"} <= set(opts)
+  assert {"threshold", "typical", "top", "beam", "nbest", "draft_vocab"} <= set(opts)
   assert "use_kernels" not in opts  # the model's kernel switch (config.kernels), no option
   assert registry.resolve_options("greedy", dict(threshold=0.9, beam=8)) == ()
   assert registry.resolve_options("beam", dict(beam=8)) == (("beam", 8), ("nbest", None))
   assert registry.resolve_options("verify", dict(typical="0.3,0.09")) == (
-      ("typical", (0.3, 0.09)),)
+      ("draft_vocab", 0), ("typical", (0.3, 0.09)))
+  assert registry.resolve_options("tree", dict(draft_vocab="8192")) == (
+      ("draft_vocab", 8192), ("top", 2))
 
 
 @pytest.mark.parametrize("strategy,options,match", [
@@ -137,7 +139,9 @@ def test_split_spec_and_string_options():
   assert name == "beam" and opts == {"beam": "8", "nbest": "2"}
   assert registry.resolve_options(name, opts) == (("beam", 8), ("nbest", 2))
   assert registry.resolve_options(*registry.split_spec("verify:typical=0.3,0.09")) == (
-      ("typical", (0.3, 0.09)),)
+      ("draft_vocab", 0), ("typical", (0.3, 0.09)))
+  assert registry.resolve_options(*registry.split_spec("verify:draft_vocab=8192")) == (
+      ("draft_vocab", 8192), ("typical", None))
   assert registry.resolve_options("beam", {"beam": "8"})[0] == ("beam", 8)
   with pytest.raises(ValueError, match="option=value"):
     registry.split_spec("verify:typical")

@@ -37,6 +37,11 @@ Kathleen test, all 703, batch 16: greedy 5.5% = verify = tree (identical output)
 make it loop (docs/whisper_recipe.md, "Whisper's own decoder").
 The recipe's heads are `latent` (one vocabulary matmul for all heads); the commands above
 with head=latent are what was measured.
+Rebuilt from these commands (session 11, 2026-12-02): heads only, Kathleen test all 703:
+greedy 5.4%, verify 1.29x / tree 1.41x fewer calls; after the joint phase (400 steps ~15
+min at 0.45 steps/s): greedy 6.2% = verify = tree, verify 1.58x / tree 1.71x fewer calls,
+prefix beam B=4 5.7%; at batch 1 verify is 1.09x greedy's speed (docs/whisper_recipe.md,
+"Session 11").
 """
 import pathlib
 
