@@ -118,6 +118,10 @@ class MTPHeads(nn.Module):
                   for i in range(2, k + 1)]
       self.norms = [RMSNorm(c.norm_eps, name=f"norm{i}", **kw) for i in range(2, k + 1)]
 
+  def _latent(self, hn, n: int) -> list:
+    """Latent heads 2..n's inputs to the shared unembedding: RMSNorm_k(hn @ M_k)."""
+    return [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
+
   def draft_logits(self, hn, vocab: int):
     """Heads 2..K's logits over the token ids < `vocab` only: [B, T, K-1, vocab].
 
@@ -129,7 +133,7 @@ class MTPHeads(nn.Module):
     if mc.mtp.head_type != "latent":
       raise ValueError(f"draft_vocab needs model.mtp.head_type='latent' (heads drafting "
                        f"through the shared unembedding), not {mc.mtp.head_type!r}")
-    z = jnp.stack([norm(m(hn)) for m, norm in zip(self.maps, self.norms)], axis=2)
+    z = jnp.stack(self._latent(hn, mc.mtp.num_heads), axis=2)
     return constrain(self.unembed(z, limit=vocab).astype(jnp.float32),
                      ("activation_batch", "activation_length", None, "activation_vocab"))
 
@@ -153,7 +157,7 @@ class MTPHeads(nn.Module):
       raise ValueError(f"num_heads={n}: expected 1..{mc.mtp.num_heads}")
     t = mc.mtp.head_type
     if t == "latent":  # one vocabulary projection for every head: [B, T, n, d] @ U
-      z = [hn] + [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
+      z = [hn] + self._latent(hn, n)
       return constrain(self.unembed(jnp.stack(z, axis=2)).astype(jnp.float32),
                        ("activation_batch", "activation_length", None, "activation_vocab"))
     logits = [self.unembed(hn)]
