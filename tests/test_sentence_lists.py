@@ -41,3 +41,22 @@ def test_exclude_manifests_drops_texts_a_training_corpus_used(tmp_path):
   # A misspelt path is an error, not a silently empty exclusion.
   with pytest.raises(FileNotFoundError, match="missing.jsonl"):
     sentence_lists.sentences(tmp_path, exclude_manifests=[tmp_path / "missing.jsonl"])
+
+
+def test_short_texts_are_word_runs_without_held_out_texts():
+  sents = ["Zero, said the man.", "Go west; stop here.", "One two three four five."]
+  held = {"zero", "go", "stop"}
+  got = sentence_lists.short_texts(sents, 400, seed=3, held_out=held)
+  assert len(got) == 400
+  assert not set(got) & held
+  runs = set()
+  for s in sents:  # every run of 1-3 consecutive normalized words
+    ws = s.lower().replace(",", "").replace(";", "").replace(".", "").split()
+    runs |= {" ".join(ws[i:i + n]) for n in (1, 2, 3) for i in range(len(ws) - n + 1)}
+  assert set(got) <= runs
+  counts = [sum(len(t.split()) == n for t in got) for n in (1, 2, 3)]
+  assert counts[0] > counts[1] > counts[2] > 0  # P = 0.5 / 0.3 / 0.2
+  assert sentence_lists.short_texts(sents, 400, seed=3, held_out=held) == got
+  assert sentence_lists.short_texts(sents, 400, seed=4, held_out=held) != got
+  with pytest.raises(ValueError, match="held-out"):
+    sentence_lists.short_texts(["Go."], 5, held_out={"go"})

@@ -29,7 +29,7 @@ Then decoder and heads jointly (the best heads; token embedding still frozen):
       --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \
       --out bench/results/recipe_eval_whisper_tiny_wdec_k4j.json
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
-prefix>,heads=<1: train only the heads>".
+prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>".
 Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
 steps/s (dev WER on 64 utterances 4.1-5.2%); heads 600 steps ~21 min at 0.48 steps/s.
 Kathleen test, all 703, batch 16: greedy 5.5% = verify = tree (identical output), verify
@@ -52,9 +52,16 @@ from mtp_jax.train.config import train_defaults
 _HERE = pathlib.Path(__file__).resolve().parent
 
 
+def _short_manifests(args) -> list[str]:
+  """Isolated words and short phrases: synthetic 1-3 word texts (16 kHz and 8 kHz) and
+  the real train splits of FSDD and AN4, so the decoder learns to stop after a word."""
+  return ([f"{args.synth}_short{s}/train.jsonl" for s in ("", "8k")]
+          + [f"{args.data}/{d}/train.jsonl" for d in ("fsdd", "an4")])
+
+
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=1, head="latent", steps=1500, data="../shared/data",
-                   synth="runs/wt/synth", heads=0)
+                   synth="runs/wt/synth", heads=0, short=0)
   # The LLaMA-decoder recipe's encoder, frontend and data; its decoder side replaced.
   c = load_config_file(_HERE / "whisper_tiny_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
@@ -67,7 +74,8 @@ def get_config(arg: str | None = None):
                    max_text_len=128, dropout=0.1)
   kathleen = f"{args.data}/kathleen/train.jsonl"
   c.data.train_manifests = ",".join(
-      [f"{args.synth}{s}/train.jsonl" for s in ("", "_unseen", "_rest")] + [kathleen] * 2)
+      [f"{args.synth}{s}/train.jsonl" for s in ("", "_unseen", "_rest")] + [kathleen] * 2
+      + (_short_manifests(args) if int(args.short) else []))
   c.data.tokenizer = data_defaults().tokenizer
   c.data.tokenizer.path = "whisper:tiny.en"
   t = train_defaults()
