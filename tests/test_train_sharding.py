@@ -49,7 +49,9 @@ def test_sharded_step_matches_single_device():
     config.train.eps = 1e-3
     ref_params, ref_m, _ = _run(config, jax.devices()[:1], {"data": 1})
     assert np.isfinite(ref_m["loss"])
-    for mesh_cfg in ({"data": 4, "tensor": 2}, {"data": 1, "fsdp": 8}):
+    # One mesh with all three axes (data, fsdp, tensor); test_mwer and test_decode_cli
+    # run other sharded steps.
+    for mesh_cfg in ({"data": 2, "fsdp": 2, "tensor": 2},):
       params, m, sharding = _run(config, jax.devices(), mesh_cfg)
       assert len(sharding.device_set) == 8
       np.testing.assert_allclose(m["loss"], ref_m["loss"], rtol=1e-5)
