@@ -28,6 +28,28 @@ Then decoder and heads jointly (the best heads; token embedding still frozen):
   python bench/recipe_eval.py --workdir runs/wt/wdec_k4j --batch_size 16 \
       --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \
       --out bench/results/recipe_eval_whisper_tiny_wdec_k4j.json
+Isolated words (session 12): the joint phase with short utterances added (arg short=1:
+synthetic 1-3 word texts at 16 and 8 kHz, FSDD's and AN4's real train splits), which
+stops the looping on FSDD:
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/short.txt --short 3000 --seed 0
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/short8k.txt --short 1000 --seed 1
+  python -m mtp_jax.synth --sentences runs/wt/short.txt --variants all --snr_db 10,40 \
+      --noise_fraction 0.3 --num 3000 --seed 3 --name train --out runs/wt/synth_short
+  python -m mtp_jax.synth --sentences runs/wt/short8k.txt --variants all --snr_db 10,40 \
+      --noise_fraction 0.3 --num 1000 --seed 4 --name train --sample_rate 8000 \
+      --out runs/wt/synth_short8k
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_decoder_cpu.py:short=1 \
+      --out runs/wt/features_all
+  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400,short=1 \
+      --workdir runs/wt/wdec_k4js --config.data.feature_cache=runs/wt/features_all \
+      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \
+      --config.train.warmup_steps=50 --config.train.eval_every=400
+  python bench/recipe_eval.py --workdir runs/wt/wdec_k4js --batch_size 16 \
+      --strategies greedy,verify,tree,threshold:threshold=0.9,beam:beam=4 \
+      --out bench/results/recipe_eval_whisper_tiny_wdec_k4js.json
+Expected (measured 2026-12-02, every utterance of each set, batch 16): Kathleen test
+greedy 6.3% = verify = tree, verify 1.56x / tree 1.69x fewer calls; FSDD test greedy
+5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words).
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>".
 Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
