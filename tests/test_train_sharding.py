@@ -37,10 +37,10 @@ def _run(config, devices, mesh_cfg):
   return jax.device_get(new.params), jax.device_get(metrics), leaf.sharding
 
 
-def _matches_single_device(mesh_cfgs, k=2):
+def _matches_single_device(mesh_cfgs):
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
-    config = micro_config(k=k)
+    config = micro_config(k=2)
     config.train.warmup_steps = 0
     config.train.learning_rate = 1e-2
     # A large Adam eps keeps the first update ~ lr * g / eps, i.e. linear in the

@@ -53,6 +53,12 @@ def held_out_texts(data: pathlib.Path) -> set[str]:
   return manifest_texts((data / rel for rel in TEST_MANIFESTS), missing_ok=True)
 
 
+def excluded_texts(data: pathlib.Path, exclude_manifests=()) -> set[str]:
+  """Normalized texts never to synthesize: the held-out test transcripts under `data`
+  and every text of `exclude_manifests`."""
+  return held_out_texts(data) | manifest_texts(exclude_manifests)
+
+
 def sentences(data: str | pathlib.Path, min_chars: int = 15, max_chars: int = 120,
               exclude_manifests=()) -> list[str]:
   data = pathlib.Path(data)
@@ -61,7 +67,7 @@ def sentences(data: str | pathlib.Path, min_chars: int = 15, max_chars: int = 12
          if min_chars <= len(s.strip()) <= max_chars]
   out += (text / "harvard_sentences.txt").read_text().splitlines()
   out += [line.split("\t")[-1] for line in (text / "arctic_prompts.tsv").read_text().splitlines()]
-  held = held_out_texts(data) | manifest_texts(exclude_manifests)
+  held = excluded_texts(data, exclude_manifests)
   return [s.strip() for s in out if s.strip() and text_lib.normalize(s) not in held]
 
 
@@ -106,8 +112,7 @@ def main() -> None:
   excluded = [p for p in a.exclude_manifests.split(",") if p]
   s = sentences(a.data, a.min_chars, a.max_chars, excluded)
   if a.short > 0:
-    s = short_texts(s, a.short, a.seed,
-                    held_out_texts(pathlib.Path(a.data)) | manifest_texts(excluded))
+    s = short_texts(s, a.short, a.seed, excluded_texts(pathlib.Path(a.data), excluded))
   pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   pathlib.Path(a.out).write_text("\n".join(s) + "\n")
   print(f"{len(s)} {'short texts' if a.short > 0 else 'sentences'} -> {a.out}")
