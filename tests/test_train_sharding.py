@@ -1,4 +1,5 @@
-"""One train step on (data=4, tensor=2) and (fsdp=8) equals the one-device step."""
+"""One train step on (data=4, tensor=2), (fsdp=8) and (data=2, fsdp=2, tensor=2) equals
+the one-device step, for every head type and for the Whisper recipe's model family."""
 import jax
 import numpy as np
 import pytest
@@ -37,10 +38,25 @@ def _run(config, devices, mesh_cfg):
   return jax.device_get(new.params), jax.device_get(metrics), leaf.sharding
 
 
-def _matches_single_device(mesh_cfgs):
+THREE_AXES = {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def _whisper_recipe_config(k=3, head="latent"):
+  """The Whisper recipe's family at micro size: Whisper encoder, no projector, the
+  Whisper decoder cross-attending to the frames."""
+  c = micro_config(k=k, head=head)
+  c.model.encoder.update(type="whisper", d_model=32, num_layers=1, num_heads=2, ff_mult=2,
+                         max_positions=64, dropout=0.0)
+  c.model.frontend.update(n_fft=400, num_mels=80, freq_masks=0, time_masks=0)
+  c.model.projector.update(type="none", stack=1)
+  c.model.decoder.update(type="whisper", max_positions=32)
+  return c
+
+
+def _matches_single_device(mesh_cfgs, config=None):
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
-    config = micro_config(k=2)
+    config = micro_config(k=2) if config is None else config
     config.train.warmup_steps = 0
     config.train.learning_rate = 1e-2
     # A large Adam eps keeps the first update ~ lr * g / eps, i.e. linear in the
@@ -66,13 +82,16 @@ def _matches_single_device(mesh_cfgs):
 
 
 def test_sharded_step_matches_single_device():
-  _matches_single_device(({"data": 4, "tensor": 2}, {"data": 1, "fsdp": 8}))
+  _matches_single_device(({"data": 4, "tensor": 2}, {"data": 1, "fsdp": 8}, THREE_AXES))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect (session 12): on a mesh with all three axes (data=2, fsdp=2, tensor=2) "
-    "and K >= 2 heads the loss matches one device but the gradients do not (grad norm "
-    "8.03 vs 8.29); K=1 and the (data, tensor), (data, fsdp), (fsdp, tensor) meshes match"))
-def test_sharded_step_on_a_three_axis_mesh_matches_single_device():
-  _matches_single_device(({"data": 2, "fsdp": 2, "tensor": 2},))
+# All three axes at once broke the gradients (not the loss) of every K >= 2 model until
+# each head's [d, d] matmul output got a sharding constraint (model/heads.py: an XLA SPMD
+# partitioner defect, docs/sharding.md).
+# (Independent heads above, latent heads in the Whisper recipe's model below.)
+def test_three_axis_mesh_matches_single_device_with_sequential_heads():
+  _matches_single_device((THREE_AXES,), micro_config(k=3, head="sequential"))
+
+
+def test_whisper_recipe_model_on_a_three_axis_mesh_matches_single_device():
+  _matches_single_device(({"data": 4, "tensor": 2}, THREE_AXES), _whisper_recipe_config())

@@ -22,9 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import ModelConfig
-from mtp_jax.model.layers import RMSNorm, constrain, dense, dtype_of
+from mtp_jax.model.layers import ACT, RMSNorm, constrain, dense, dtype_of
 
 LOGITS = ("activation_batch", "activation_length", "activation_vocab")
+# Each head's [d, d] matmul output is constrained to the residual-stream layout (ACT).
+# Left to propagation, an activation between two (fsdp, tensor)-sharded kernels can be
+# laid out so that XLA's SPMD partitioner (Shardy and GSPMD alike, jax 0.10.2) computes
+# wrong gradients upstream of it on a mesh using data, fsdp and tensor at once, while
+# the loss stays right (tests/test_train_sharding.py; docs/sharding.md has a repro).
 
 
 # Variable collection of decoding-only copies of parameters (see `decode_layout`).
@@ -120,7 +125,8 @@ class MTPHeads(nn.Module):
 
   def _latent(self, hn, n: int) -> list:
     """Latent heads 2..n's inputs to the shared unembedding: RMSNorm_k(hn @ M_k)."""
-    return [norm(m(hn)) for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
+    return [norm(constrain(m(hn), ACT))
+            for m, norm in list(zip(self.maps, self.norms))[:n - 1]]
 
   def draft_logits(self, hn, vocab: int):
     """Heads 2..K's logits over the token ids < `vocab` only: [B, T, K-1, vocab].
@@ -163,7 +169,7 @@ class MTPHeads(nn.Module):
     logits = [self.unembed(hn)]
     if t == "independent":
       for res, out in list(zip(self.res, self.out))[:n - 1]:
-        logits.append(out(hn + nn.silu(res(hn))))
+        logits.append(out(hn + nn.silu(constrain(res(hn), ACT))))
     else:
       s = hn
       for i, (mix, norm) in list(enumerate(zip(self.mix, self.norms)))[:n - 1]:
@@ -172,7 +178,7 @@ class MTPHeads(nn.Module):
         else:
           tok = jnp.argmax(logits[-1], axis=-1).astype(jnp.int32)
         e = self.embed(tok).astype(s.dtype)
-        s = s + nn.silu(mix(jnp.concatenate([s, e], axis=-1)))
+        s = s + nn.silu(constrain(mix(jnp.concatenate([s, e], axis=-1)), ACT))
         logits.append(self.unembed(norm(s)))
     logits = [constrain(l.astype(jnp.float32), LOGITS) for l in logits]
     return jnp.stack(logits, axis=2)
