@@ -184,3 +184,28 @@ def test_checkpoint_that_does_not_fit_is_named(tmp_path):
   with pytest.raises(whisper_io.WhisperConversionError, match=r"decoder\.num_layers=1"):
     wd.load_decoder_into(params, tmp_path, cfg)
   del model
+
+
+def test_thinner_decoder_keeps_the_chosen_pretrained_blocks(tmp_path):
+  """`layers=(1,)` of a 2-block checkpoint: a 1-block model whose block is the source's
+  block 1, embeddings and final norm as in the source; bad indices are named."""
+  _, params = model_for("independent", 3, seed=5)
+  dec = {k: params["params"][k] for k in ("embed", "decoder", "final_norm")}
+  specials = (61, 60, 59)
+  whisper_io.write_ct2_model(tmp_path / "model.bin", "WhisperSpec",
+                             wd.canonical_to_ct2(wd.params_to_canonical(dec, specials),
+                                                 num_heads=2))
+  _write_tokenizer_json(tmp_path / "tokenizer.json", specials)
+  thin_cfg = cfg_for(decoder=dict(num_layers=1))
+  thin = SpeechLLaMA(thin_cfg)
+  fresh = nn.unbox(thin.init(jax.random.PRNGKey(1), jnp.zeros((1, 4000)),
+                             jnp.full((1,), 4000, jnp.int32), jnp.ones((1, 4), jnp.int32)))
+  got = wd.load_decoder_into(fresh, tmp_path, thin_cfg, layers=(1,))["params"]
+  assert set(got["decoder"]) == {"layer0", "pos_embed"}
+  for a, b in ((got["decoder"]["layer0"], dec["decoder"]["layer1"]),
+               (got["final_norm"], dec["final_norm"]), (got["embed"], dec["embed"])):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a, b)
+  with pytest.raises(whisper_io.WhisperConversionError, match=r"decoder_init_layers=\(2,\)"):
+    wd.load_decoder_into(fresh, tmp_path, thin_cfg, layers=(2,))
+  with pytest.raises(whisper_io.WhisperConversionError, match=r"decoder\.num_layers=1"):
+    wd.load_decoder_into(fresh, tmp_path, thin_cfg, layers=(0, 1))

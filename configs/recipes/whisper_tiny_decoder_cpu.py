@@ -51,7 +51,8 @@ Expected (measured 2026-12-02, every utterance of each set, batch 16): Kathleen 
 greedy 6.3% = verify = tree, verify 1.56x / tree 1.69x fewer calls; FSDD test greedy
 5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words).
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
-prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>".
+prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>,
+blocks=<Whisper decoder blocks to keep, e.g. 0+3: a 2-block decoder; default all 4>".
 Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
 steps/s (dev WER on 64 utterances 4.1-5.2%); heads 600 steps ~21 min at 0.48 steps/s.
 Kathleen test, all 703, batch 16: greedy 5.5% = verify = tree (identical output), verify
@@ -67,7 +68,7 @@ prefix beam B=4 5.7%; at batch 1 verify is 1.09x greedy's speed (docs/whisper_re
 """
 import pathlib
 
-from mtp_jax.config import load_config_file, model_defaults, parse_arg
+from mtp_jax.config import ConfigError, load_config_file, model_defaults, parse_arg
 from mtp_jax.data.config import data_defaults
 from mtp_jax.train.config import train_defaults
 
@@ -83,7 +84,7 @@ def _short_manifests(args) -> list[str]:
 
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=1, head="latent", steps=1500, data="../shared/data",
-                   synth="runs/wt/synth", heads=0, short=0)
+                   synth="runs/wt/synth", heads=0, short=0, blocks="")
   # The LLaMA-decoder recipe's encoder, frontend and data; its decoder side replaced.
   c = load_config_file(_HERE / "whisper_tiny_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
@@ -94,6 +95,14 @@ def get_config(arg: str | None = None):
   m.decoder.update(type="whisper", vocab_size=51864, d_model=384, num_layers=4,
                    num_heads=6, num_kv_heads=6, ff_dim=1536, max_positions=448,
                    max_text_len=128, dropout=0.1)
+  if args.blocks:  # a thinner decoder from some of Whisper's blocks, e.g. "0+3"
+    try:
+      layers = tuple(int(b) for b in args.blocks.split("+"))
+    except ValueError as err:
+      raise ConfigError(f"config arg blocks={args.blocks!r}: expected block indices "
+                        "joined by '+', e.g. 0+3") from err
+    m.decoder.num_layers = len(layers)
+    c.train.decoder_init_layers = layers
   kathleen = f"{args.data}/kathleen/train.jsonl"
   c.data.train_manifests = ",".join(
       [f"{args.synth}{s}/train.jsonl" for s in ("", "_unseen", "_rest")] + [kathleen] * 2

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from flax import traverse_util
@@ -305,8 +305,28 @@ def load_decoder(source: PathLike) -> tuple[DecoderShape, dict, tuple[int, int, 
   return shp, canonical_to_params(t, shp, specials), specials
 
 
+def select_layers(shp: DecoderShape, dec: dict, layers: Sequence[int],
+                  src: str) -> tuple[DecoderShape, dict]:
+  """Keeps the checkpoint's decoder blocks `layers` (in that order) and drops the rest:
+  a thinner decoder that starts from pretrained blocks, as distil-Whisper keeps the
+  first and last (e.g. (0, 3) of tiny.en's four). Embeddings and final norm are kept.
+
+  Raises:
+    WhisperConversionError: an index out of range or repeated (`train.decoder_init_layers`).
+  """
+  layers = [int(i) for i in layers]
+  bad = [i for i in layers if not 0 <= i < shp.num_layers]
+  if not layers or bad or len(set(layers)) != len(layers):
+    raise WhisperConversionError(
+        f"{src}: train.decoder_init_layers={tuple(layers)}: expected distinct block "
+        f"indices in 0..{shp.num_layers - 1} (the checkpoint has {shp.num_layers} blocks)")
+  blocks = {f"layer{j}": dec["decoder"][f"layer{i}"] for j, i in enumerate(layers)}
+  blocks["pos_embed"] = dec["decoder"]["pos_embed"]
+  return dataclasses.replace(shp, num_layers=len(layers)), dict(dec, decoder=blocks)
+
+
 def load_decoder_into(params, source: PathLike, cfg: ModelConfig, *,
-                      copy_unembed_to_heads: bool = False):
+                      copy_unembed_to_heads: bool = False, layers: Sequence[int] = ()):
   """`params` (boxed or not) with the decoder (token embedding, blocks, final norm)
   from `source`; every other leaf keeps its value (see `hf_llama.replace_decoder`).
 
@@ -315,8 +335,11 @@ def load_decoder_into(params, source: PathLike, cfg: ModelConfig, *,
   sequential heads' RMSNorm gains at the RMS of the final LayerNorm's output,
   sqrt(mean(gain^2) + mean(bias^2)) (11.0 for tiny.en): with the default gain of 1
   their logits start ~11x too flat and 600 steps of Adam barely move them (measured:
-  head-2 accuracy 0.15 vs 0.4+ with this init)."""
+  head-2 accuracy 0.15 vs 0.4+ with this init).
+  `layers`: keep only these blocks of the checkpoint (`select_layers`); empty = all."""
   shp, dec, _ = load_decoder(source)
+  if layers:
+    shp, dec = select_layers(shp, dec, layers, str(source))
   shp.check(cfg, str(source))
   flat_new = {k: v for k, v in traverse_util.flatten_dict(dec).items()}
   if copy_unembed_to_heads and cfg.mtp.head_type == "independent":

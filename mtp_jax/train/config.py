@@ -58,6 +58,10 @@ class TrainConfig:
   # decoder.type=whisper a Whisper HF/CTranslate2 directory or "tiny.en"
   # (`interop.whisper_decoder`). The architecture must match model.decoder.
   decoder_init: str = ""
+  # With decoder.type=whisper: keep only these blocks of decoder_init, in this order (a
+  # thinner decoder from pretrained blocks, as distil-Whisper keeps the first and last:
+  # (0, 3) of tiny.en's 4); empty = all. model.decoder.num_layers must equal its length.
+  decoder_init_layers: tuple = ()
   init_from: str = ""            # checkpoint dir (a workdir or its checkpoints/) to load params from
   init_step: int = -1            # step of init_from to load; -1 = latest
   init_exclude: str = ""         # regex: init_from params whose path matches stay freshly
