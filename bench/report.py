@@ -641,7 +641,12 @@ def render_peer_whisper(path, data, plots_dir, root) -> Section:
   return Section(f"Race against faster-whisper ({pathlib.Path(path).name})", "\n".join(body))
 
 
-HXS_RE = re.compile(r"^hxs_(?P<label>.+?)_(?P<kind>b16|speed_b1|speed_b16)$")
+HXS_RE = re.compile(r"^(?P<family>w?hxs)_(?P<label>.+?)_(?P<kind>b16|speed_b1|speed_b16)$")
+# File prefix -> the trunk its heads × strategies table is about.
+HXS_FAMILIES = {
+    "hxs": "the Whisper-encoder recipe (from-scratch LLaMA decoder)",
+    "whxs": "Whisper's own decoder (configs/recipes/whisper_tiny_decoder_cpu.py)",
+}
 DEPTH_STRATEGIES = ("greedy", "verify", "tree")
 
 
@@ -654,10 +659,11 @@ def _hxs_label_key(label: str):
   return (int(m["layers"] or 4), t, int(m["k"]), label)
 
 
-def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
-  """bench/recipe_eval.py runs named hxs_<label>_{b16,speed_b1,speed_b16}.json: one
-  table of head type x strategy (the MTP paper's), one of decoder depth (labels
-  dec<L>_<type>_k<K>; the recipe's 4-layer decoder is the label without a prefix)."""
+def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs") -> Section:
+  """bench/recipe_eval.py runs named <family>_<label>_{b16,speed_b1,speed_b16}.json (family
+  `hxs` or `whxs`, see HXS_FAMILIES): one table of head type x strategy (the MTP paper's),
+  one of decoder depth (labels dec<L>_<type>_k<K>; the recipe's 4-layer decoder is the
+  label without a prefix)."""
   del plots_dir, root
   labels = sorted(items, key=_hxs_label_key)
 
@@ -694,10 +700,13 @@ def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
              "calls reduction", "tokens/call", "acceptance per head", "RTFx B=1",
              "speedup B=1", "speedup B=16"]
   first = items[labels[0]].get("b16") or next(iter(items[labels[0]].values()))
+  timed = any(k != "b16" for kinds in items.values() for k in kinds)
   body = [f"*Measured on {measured_on(first[1], first[0])}. WER, calls, tokens/call and "
           "acceptance: every utterance of each test set at batch 16 (calls and acceptance "
-          "on Kathleen); speed: Kathleen test's first 150 (batch 1) / 300 (batch 16) "
-          "utterances, every other process paused, compile time apart. Reproduce:*", ""]
+          "on Kathleen)"
+          + ("; speed: Kathleen test's first 150 (batch 1) / 300 (batch 16) utterances, "
+             "every other process paused, compile time apart" if timed else "")
+          + ". Reproduce:*", ""]
   for label in labels:
     for kind in ("b16", "speed_b1", "speed_b16"):
       if kind in items[label]:
@@ -719,7 +728,7 @@ def render_heads_x_strategies(items: dict, plots_dir, root) -> Section:
              "other depths; greedy = K=1, verify/tree = K=4 heads on that trunk; "
              "a label without `dec` is the recipe's 4-layer decoder)", "",
              md_table(headers, t)]
-  return Section("Heads × strategies and decoder depth on the Whisper-encoder recipe",
+  return Section(f"Heads × strategies and decoder depth on {HXS_FAMILIES[family]}",
                  "\n".join(body))
 
 
@@ -796,14 +805,15 @@ def build_sections(results_dir: str | os.PathLike, demo_json: str | os.PathLike 
         notes.append(f"{title}: `{_rel(p, root)}` is not valid JSON, skipped")
         continue
       sections.append(render(p, data, plots_dir, root))
-  groups: dict = {}
-  for p in sorted(results_dir.glob("hxs_*.json")):
-    m, data = HXS_RE.match(p.stem), load_json(p)
-    if m and data is not None:
-      groups.setdefault(m["label"], {})[m["kind"]] = (p, data)
-      used.add(p.resolve())
-  if groups:
-    sections.append(render_heads_x_strategies(groups, plots_dir, root))
+  for family in HXS_FAMILIES:
+    groups: dict = {}
+    for p in sorted(results_dir.glob(f"{family}_*.json")):
+      m, data = HXS_RE.match(p.stem), load_json(p)
+      if m and data is not None:
+        groups.setdefault(m["label"], {})[m["kind"]] = (p, data)
+        used.add(p.resolve())
+    if groups:
+      sections.append(render_heads_x_strategies(groups, plots_dir, root, family))
   for p in sorted(results_dir.glob("*.json")):
     if p.resolve() in used:
       continue

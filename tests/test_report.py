@@ -273,9 +273,15 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
   _write(res / "hxs_latent_k2_speed_b1.json", {
       "machine": MACHINE, "rows": [_hxs_row("kathleen_test", "verify", 0.5, 10.0,
                                             speedup=1.5)]})
+  # Whisper's-decoder runs (prefix whxs_) get a table of their own.
+  _write(res / "whxs_independent_k4_b16.json", {
+      "machine": MACHINE, "rows": [_hxs_row("kathleen_test", "greedy", 0.05, 12.0, 12.0),
+                                   _hxs_row("kathleen_test", "tree", 0.05, 8.0, 12.0)]})
   sections, _ = report.build_sections(res, None, tmp_path / "plots", root=tmp_path)
   sec = [s for s in sections if s.title.startswith("Heads × strategies")]
-  assert len(sec) == 1 and not any("hxs_" in s.title for s in sections)
+  assert len(sec) == 2 and not any("hxs_" in s.title for s in sections)
+  assert "Whisper's own decoder" in sec[1].title and "latent_k2" not in sec[1].body
+  assert "**1.50×** (independent_k4, tree)" in sec[1].body and "independent" not in sec[0].body
   body = sec[0].body
   assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 1 | 0.90/0.50 | 50 | "
           "1.50× | – |") in body
