@@ -664,7 +664,6 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
   `hxs` or `whxs`, see HXS_FAMILIES): one table of head type x strategy (the MTP paper's),
   one of decoder depth (labels dec<L>_<type>_k<K>; the recipe's 4-layer decoder is the
   label without a prefix)."""
-  del plots_dir, root
   labels = sorted(items, key=_hxs_label_key)
 
   def rows_of(label, kind, test_set):
@@ -713,10 +712,17 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
         body.append(f"* `{command_of(items[label][kind][1], 'python bench/recipe_eval.py')}`")
   heads = [l for l in labels if not l.startswith("dec")]
   depth = [l for l in labels if l.startswith("dec")]
+  plots = []
   if heads:
     t, best = table(heads)
     body += ["", "**Head type × strategy** (K heads trained alone on the frozen K=1 trunk, "
              "unless the label says `joint`; greedy is that trunk's output)", "", md_table(headers, t)]
+    plot = _plot_calls_vs_wer({l: rows_of(l, "b16", "kathleen_test") for l in heads},
+                              plots_dir, f"{family}_calls_vs_wer.png",
+                              measured_on(first[1], first[0]))
+    if plot is not None:
+      plots.append(plot)
+      body += ["", _img(plot, root, "Kathleen-test WER against decoder calls saved")]
     if best:
       r, label, strat = max(best)
       body.append(f"\nMost decoder calls saved at a Kathleen WER ≤ greedy's: **{r:.2f}×** "
@@ -729,7 +735,37 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
              "a label without `dec` is the recipe's 4-layer decoder)", "",
              md_table(headers, t)]
   return Section(f"Heads × strategies and decoder depth on {HXS_FAMILIES[family]}",
-                 "\n".join(body))
+                 "\n".join(body), plots)
+
+
+def _plot_calls_vs_wer(rows: dict, plots_dir, name: str, label: str) -> pathlib.Path | None:
+  """One point per (heads label, strategy): decoder calls saved vs greedy (x) against
+  Kathleen-test WER (y); a dashed line at each greedy WER. None when nothing to plot."""
+  points = [(lab, strat, r["calls_reduction"], r["wer"]) for lab, by in rows.items()
+            for strat, r in by.items()
+            if r.get("calls_reduction") is not None and r.get("wer") is not None]
+  if not points:
+    return None
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  strategies = sorted({p[1].split(":")[0] for p in points})
+  markers = dict(zip(strategies, "osD^v<>ph*"))
+  for i, lab in enumerate(rows):
+    color = f"C{i % 10}"
+    mine = [p for p in points if p[0] == lab]
+    for _, strat, x, y in mine:
+      ax.scatter(x, 100 * y, color=color, marker=markers[strat.split(":")[0]], s=36)
+    greedy = rows[lab].get("greedy", {}).get("wer")
+    if greedy is not None:
+      ax.axhline(100 * greedy, color=color, lw=0.6, ls="--")
+    ax.scatter([], [], color=color, marker="o", label=lab)
+  for strat in strategies:
+    ax.scatter([], [], color="0.4", marker=markers[strat], label=strat)
+  ax.set_xlabel("decoder calls saved vs greedy (×)")
+  ax.set_ylabel("Kathleen test WER (%)")
+  ax.legend(fontsize=7, ncol=2)
+  ax.grid(alpha=0.3)
+  return _save(fig, pathlib.Path(plots_dir), name, label)
 
 
 def _scalar(v) -> bool:

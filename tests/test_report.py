@@ -282,6 +282,8 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
   assert len(sec) == 2 and not any("hxs_" in s.title for s in sections)
   assert "Whisper's own decoder" in sec[1].title and "latent_k2" not in sec[1].body
   assert "**1.50×** (independent_k4, tree)" in sec[1].body and "independent" not in sec[0].body
+  assert [pathlib.Path(p).name for p in sec[1].plots] == ["whxs_calls_vs_wer.png"]
+  assert pathlib.Path(sec[1].plots[0]).stat().st_size > 0
   body = sec[0].body
   assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 1 | 0.90/0.50 | 50 | "
           "1.50× | – |") in body
