@@ -27,7 +27,7 @@ Then decoder and heads jointly (the best heads; token embedding still frozen):
       --config.train.warmup_steps=50 --config.train.eval_every=400
   python bench/recipe_eval.py --workdir runs/wt/wdec_k4j --batch_size 16 \
       --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \
-      --out bench/results/recipe_eval_whisper_tiny_wdec_k4j.json
+      --out bench/results/whxs_latent_joint_k4_b16.json
 Isolated words (session 12): the joint phase with short utterances added (arg short=1:
 synthetic 1-3 word texts at 16 and 8 kHz, FSDD's and AN4's real train splits), which
 stops the looping on FSDD:
@@ -46,7 +46,7 @@ stops the looping on FSDD:
       --config.train.warmup_steps=50 --config.train.eval_every=400
   python bench/recipe_eval.py --workdir runs/wt/wdec_k4js --batch_size 16 \
       --strategies greedy,verify,tree,threshold:threshold=0.9,beam:beam=4 \
-      --out bench/results/recipe_eval_whisper_tiny_wdec_k4js.json
+      --out bench/results/whxs_latent_joint_short_k4_b16.json
 Expected (measured 2026-12-02, every utterance of each set, batch 16): Kathleen test
 greedy 6.3% = verify = tree, verify 1.56x / tree 1.69x fewer calls; FSDD test greedy
 5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words).
