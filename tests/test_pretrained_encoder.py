@@ -18,17 +18,7 @@ from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import pretrained
 from mtp_jax.train import state as state_lib
 from mtp_jax.train.loop import train_and_evaluate
-from train_helpers import micro_config, write_synthetic_manifest
-
-
-def whisper_micro_config(k=2):
-  c = micro_config(k=k)
-  c.model.encoder.update(type="whisper", d_model=32, num_layers=1, num_heads=2, ff_mult=2,
-                         max_positions=64, dropout=0.0)
-  c.model.frontend.update(n_fft=400, num_mels=80, freq_masks=0, time_masks=0)
-  c.model.projector.stack = 2
-  c.data.max_duration = 1.2
-  return c
+from train_helpers import whisper_micro_config, write_synthetic_manifest
 
 
 def _params(c, seed=0):

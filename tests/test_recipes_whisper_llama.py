@@ -15,7 +15,8 @@ from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper as whisper_io
 from mtp_jax.model.speech_llama import SpeechLLaMA
 from mtp_jax.train.loop import train_and_evaluate
-from test_pretrained_encoder import _params, whisper_micro_config
+from test_pretrained_encoder import _params
+from train_helpers import whisper_micro_config
 from train_helpers import write_synthetic_manifest
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "recipes" / "whisper_llama_gpu.py"

@@ -7,7 +7,7 @@ import pytest
 from mtp_jax import sharding as sharding_lib
 from mtp_jax.train import step as step_lib
 from mtp_jax.train.setup import make_train_setup
-from train_helpers import micro_config
+from train_helpers import micro_config, whisper_micro_config
 
 
 def _batch(b=8, s=3200, l=8, seed=0):
@@ -44,10 +44,7 @@ THREE_AXES = {"data": 2, "fsdp": 2, "tensor": 2}
 def _whisper_recipe_config(k=3, head="latent"):
   """The Whisper recipe's family at micro size: Whisper encoder, no projector, the
   Whisper decoder cross-attending to the frames."""
-  c = micro_config(k=k, head=head)
-  c.model.encoder.update(type="whisper", d_model=32, num_layers=1, num_heads=2, ff_mult=2,
-                         max_positions=64, dropout=0.0)
-  c.model.frontend.update(n_fft=400, num_mels=80, freq_masks=0, time_masks=0)
+  c = whisper_micro_config(k=k, head=head)
   c.model.projector.update(type="none", stack=1)
   c.model.decoder.update(type="whisper", max_positions=32)
   return c

@@ -9,7 +9,7 @@ import soundfile as sf
 from mtp_jax.decode import api
 from mtp_jax.decode.transcribe import LongAudioError, Transcriber, split_at_silence
 from mtp_jax.train.loop import train_and_evaluate
-from test_pretrained_encoder import whisper_micro_config
+from train_helpers import whisper_micro_config
 from train_helpers import write_synthetic_manifest
 
 

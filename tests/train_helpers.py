@@ -26,6 +26,17 @@ def micro_config(k: int = 2, head: str = "independent"):
   return c
 
 
+def whisper_micro_config(k: int = 2, head: str = "independent"):
+  """`micro_config` with a 1-layer Whisper encoder of width 32 (80 mels)."""
+  c = micro_config(k=k, head=head)
+  c.model.encoder.update(type="whisper", d_model=32, num_layers=1, num_heads=2, ff_mult=2,
+                         max_positions=64, dropout=0.0)
+  c.model.frontend.update(n_fft=400, num_mels=80, freq_masks=0, time_masks=0)
+  c.model.projector.stack = 2
+  c.data.max_duration = 1.2
+  return c
+
+
 def recording_transform(order: list, nan_steps=()):
   """A `train_and_evaluate` batch_transform that appends (step, utt_ids) to `order`
   and makes the audio (or cached frames) of the batches at `nan_steps` NaN."""

@@ -88,14 +88,14 @@ def _init_state(config, setup: setup_lib.TrainSetup):
     params = pretrained_lib.with_encoder(params, enc, mcfg)
     _log(f"encoder_init {tcfg.encoder_init}: {len(jax.tree.leaves(enc))} encoder tensors")
   if tcfg.get("decoder_init", ""):
+    layers = tuple(tcfg.get("decoder_init_layers", ()))
     if mcfg.decoder.type == "whisper":
-      layers = tuple(tcfg.get("decoder_init_layers", ()))
       params = whisper_decoder_io.load_decoder_into(params, tcfg.decoder_init, mcfg,
                                                     copy_unembed_to_heads=True, layers=layers)
       _log(f"decoder_init {tcfg.decoder_init}: Whisper decoder loaded"
            + (f" (blocks {layers})" if layers else ""))
     else:
-      if tuple(tcfg.get("decoder_init_layers", ())):
+      if layers:
         raise ValueError("train.decoder_init_layers selects blocks of a Whisper decoder; "
                          f"model.decoder.type={mcfg.decoder.type!r}")
       params = hf_llama.load_decoder_into(params, tcfg.decoder_init, mcfg,
