@@ -10,9 +10,12 @@ ratio measured side by side on the same machine. Compile time is reported apart
 
   python bench/recipe_eval.py --workdir runs/realmix_cpu --max_utts 100
   python bench/recipe_eval.py --workdir runs/realmix_gpu --batch_size 32
+  python bench/recipe_eval.py --add_ceiling bench/results/whxs_latent_k4_b16.json
 
 Writes bench/results/recipe_eval.json: {"machine", "date", "command", "workdir", "step",
-"rows": [summary + test_set, calls_reduction, speedup, decode_py_command]}.
+"rows": [summary + test_set, calls_reduction, speedup, decode_py_command; exact
+multi-token strategies also calls_reduction_ceiling, the reduction with every draft
+accepted]}.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import pathlib
 import re
 import sys
 import tempfile
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,8 +48,13 @@ def subset_manifest(manifest: str, max_utts: int, tmp: str) -> str:
   return write_subset(manifest, out, max_utts)
 
 
-def add_ratios(rows: list[dict]) -> None:
-  """Sets calls_reduction and speedup of each row vs the greedy row of its test set."""
+def add_ratios(rows: list[dict], greedy_calls: dict | None = None, num_heads: int = 1) -> None:
+  """Sets calls_reduction and speedup of each row vs the greedy row of its test set, and
+  for an exact multi-token strategy (verify, tree) calls_reduction_ceiling: the
+  reduction if every draft were accepted (`summary.calls_ceiling` of greedy's calls per
+  utterance, `greedy_calls[test_set]`, with K = `num_heads` tokens per call)."""
+  from mtp_jax.decode import registry  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import calls_ceiling  # pylint: disable=g-import-not-at-top
   greedy = {r["test_set"]: r for r in rows if r["strategy"] == "greedy"}
   for r in rows:
     g = greedy.get(r["test_set"])
@@ -52,7 +62,15 @@ def add_ratios(rows: list[dict]) -> None:
       # Encoder-only rows (ctc) make no decoder call: no reduction to speak of.
       r["calls_reduction"] = (g["calls_per_utt"] / r["calls_per_utt"]
                               if r["calls_per_utt"] > 0 else None)
-      r["speedup"] = g["decode_s"] / max(r["decode_s"], 1e-9)
+      r["speedup"] = (g["decode_s"] / max(r["decode_s"], 1e-9)
+                      if g.get("decode_s") is not None and r.get("decode_s") is not None
+                      else None)  # --shared_cpu: not timed
+      calls = (greedy_calls or {}).get(r["test_set"])
+      sname = split_spec(r["strategy"])[0]
+      if (calls is not None and num_heads > 1 and sname != "greedy"
+          and registry.get(sname).exact):
+        best = float(np.mean(calls_ceiling(calls, num_heads)))
+        r["calls_reduction_ceiling"] = g["calls_per_utt"] / best if best else None
 
 
 def _latest_step(workdir: str) -> int | None:
@@ -62,9 +80,35 @@ def _latest_step(workdir: str) -> int | None:
   return max(steps) if steps else None
 
 
+def add_ceiling(path: str) -> list[str]:
+  """Adds calls_reduction_ceiling to an earlier result file in place, from the greedy
+  hypotheses its rows name (their per-utterance calls) and its workdir's K. Returns the
+  test sets it could not do (hypotheses gone, or not the row's utterances)."""
+  with open(path) as f:
+    result = json.load(f)
+  with open(pathlib.Path(result["workdir"]) / "config.json") as f:
+    num_heads = int(json.load(f)["model"]["mtp"]["num_heads"])
+  greedy_calls, missing = {}, []
+  for r in result["rows"]:
+    if r["strategy"] != "greedy":
+      continue
+    hyp = pathlib.Path(r.get("hypotheses") or "")
+    calls = ([json.loads(line)["calls"] for line in open(hyp)] if hyp.is_file() else [])
+    if len(calls) == r["utterances"]:
+      greedy_calls[r["test_set"]] = calls
+    else:
+      missing.append(r["test_set"])
+  add_ratios(result["rows"], greedy_calls, num_heads)
+  write_result(path, result)
+  return missing
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", required=True, help="training workdir")
+  p.add_argument("--add_ceiling", nargs="+", metavar="JSON",
+                 help="only add calls_reduction_ceiling to these earlier result files "
+                      "(from the greedy hypotheses they name) and exit")
+  p.add_argument("--workdir", help="training workdir")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
   p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
                  help="shared data folder (kathleen/, fsdd/, an4/)")
@@ -82,6 +126,14 @@ def main(argv=None) -> int:
   p.add_argument("--hyp_dir", default=None, help="hypotheses (default <workdir>/recipe_eval)")
   p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe_eval.json"))
   args = p.parse_args(argv)
+  if args.add_ceiling:
+    for path in args.add_ceiling:
+      missing = add_ceiling(path)
+      print(f"{path}: ceiling added" + (f"; no greedy hypotheses for {', '.join(missing)}"
+                                        if missing else ""))
+    return 0
+  if not args.workdir:
+    p.error("--workdir is required")
 
   import jax  # pylint: disable=g-import-not-at-top
   from mtp_jax.checkpoint import restore_for_inference  # pylint: disable=g-import-not-at-top
@@ -100,7 +152,7 @@ def main(argv=None) -> int:
   max_new = args.max_new_tokens or int(config.data.max_text_tokens)
   hyp_dir = pathlib.Path(args.hyp_dir or pathlib.Path(args.workdir) / "recipe_eval")
   hyp_dir.mkdir(parents=True, exist_ok=True)
-  rows = []
+  rows, greedy_calls = [], {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in sets:
       manifest = os.path.join(args.data, TEST_SETS[name])
@@ -134,15 +186,18 @@ def main(argv=None) -> int:
         with open(hyp.with_suffix(".summary.json"), "w") as f:
           json.dump(row, f, indent=2)
         rows.append(row)
+        if sname == "greedy" and not options:
+          greedy_calls[name] = [r["calls"] for r in out["records"]]
         print(format_table([row], ["test_set", "strategy", "utterances", "skipped", "wer",
                                    "calls_per_utt",
                                    "tokens_per_call", "rtfx", "compile_s"]), flush=True)
-  add_ratios(rows)
+  add_ratios(rows, greedy_calls, model.cfg.mtp.num_heads)
   if args.shared_cpu:
     for r in rows:
       for k in ("rtfx", "latency_p50_s", "latency_p90_s", "decode_s", "compile_s", "speedup"):
         r[k] = None
-  cols = ["test_set", "strategy", "wer", "calls_per_utt", "calls_reduction", "speedup"]
+  cols = ["test_set", "strategy", "wer", "calls_per_utt", "calls_reduction",
+          "calls_reduction_ceiling", "speedup"]
   print("\n" + format_table(rows, cols))
   result = dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

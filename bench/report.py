@@ -683,11 +683,12 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
           continue
         if (greedy_wer is not None and r.get("wer") is not None and r["wer"] <= greedy_wer
             and r.get("calls_reduction")):
-          best.append((r["calls_reduction"], label, strat))
+          best.append((r["calls_reduction"], label, strat, r.get("calls_reduction_ceiling")))
         out.append([label, strat, fmt(r.get("wer"), "pct"),
                     fmt((fsdd.get(strat) or {}).get("wer"), "pct"),
                     fmt((an4.get(strat) or {}).get("wer"), "pct"),
                     fmt(r.get("calls_per_utt")), fmt(r.get("calls_reduction"), "x"),
+                    fmt(r.get("calls_reduction_ceiling"), "x"),
                     fmt(r.get("tokens_per_call")),
                     "/".join(f"{a:.2f}" for a in r.get("acceptance_per_head") or []) or "–",
                     fmt((b1.get(strat) or {}).get("rtfx")),
@@ -696,7 +697,7 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
     return out, best
 
   headers = ["heads", "strategy", "Kathleen WER", "FSDD WER", "AN4 WER", "calls/utt",
-             "calls reduction", "tokens/call", "acceptance per head", "RTFx B=1",
+             "calls reduction", "ceiling", "tokens/call", "acceptance per head", "RTFx B=1",
              "speedup B=1", "speedup B=16"]
   first = items[labels[0]].get("b16") or next(iter(items[labels[0]].values()))
   timed = any(k != "b16" for kinds in items.values() for k in kinds)
@@ -724,9 +725,19 @@ def render_heads_x_strategies(items: dict, plots_dir, root, family: str = "hxs")
       plots.append(plot)
       body += ["", _img(plot, root, "Kathleen-test WER against decoder calls saved")]
     if best:
-      r, label, strat = max(best)
+      r, label, strat, ceiling = max(best, key=lambda b: b[:3])
       body.append(f"\nMost decoder calls saved at a Kathleen WER ≤ greedy's: **{r:.2f}×** "
-                  f"({label}, {strat}); the goal is ≥ 3.5×.")
+                  f"({label}, {strat}); the goal is ≥ 3.5×"
+                  + (f", and with every draft accepted this model's K and these "
+                     f"transcripts' lengths allow at most {ceiling:.2f}×" if ceiling else "")
+                  + ".")
+    if any(row[7] != "–" for row in t):  # some exact multi-token row has a ceiling
+      body.append("\n*ceiling*: the calls reduction of an exact strategy (verify, tree) if "
+                  "every draft were accepted: the prefill emits one token and each later "
+                  "call at most K, so an utterance greedy decodes in c calls needs at least "
+                  "1 + ⌈(c − 1)/K⌉ (`mtp_jax.decode.summary.calls_ceiling`; files written "
+                  "before it existed get it from their greedy hypotheses with "
+                  "`python bench/recipe_eval.py --add_ceiling FILE`).")
   if depth:
     base = [l for l in heads if _hxs_label_key(l)[1:3] == _hxs_label_key(depth[0])[1:3]]
     t, _ = table(sorted(depth + base[:1], key=_hxs_label_key), DEPTH_STRATEGIES)

@@ -11,6 +11,7 @@ import pytest
 from mtp_jax.config import HEAD_TYPES, KernelsConfig
 from mtp_jax.decode import common, registry
 from mtp_jax.decode.api import decode
+from mtp_jax.decode.summary import calls_ceiling
 from mtp_jax.decode.common import EOS, PAD
 from mtp_jax.decode.verify import Verify, kernel_accept, reference_accept
 from mtp_jax.model.heads import DECODE, decode_layout
@@ -71,6 +72,9 @@ def test_verify_equals_greedy_with_accepting_heads(head_type):
   np.testing.assert_array_equal(v.lengths, g.lengths)
   assert v.accepted[:, 1:].sum() > 0 and np.all(v.calls <= g.calls) and v.calls.sum() < g.calls.sum()
   assert np.any(v.accepted[:, 1:].sum(1) < (v.calls - 1) * 2), "some drafts must be rejected"
+  # Rejected drafts cost calls: above the every-draft-accepted bound, never below it.
+  ceiling = calls_ceiling(g.calls, model.cfg.mtp.num_heads)
+  assert np.all(v.calls >= ceiling) and v.calls.sum() > ceiling.sum(), (v.calls, ceiling)
 
 
 def _cycle_perm(first_tokens, rng):
@@ -98,15 +102,18 @@ def test_call_counters_exact_hand_built():
       ("beam", 10): (want, 3, [2, 2, 1]),
       ("threshold", 10): (want, 2, [2, 2, 1]),    # y1 y2 y3 | y4 y5 (EOS)
   }
+  got = {}
   for (strategy, n), (toks, calls, acc) in cases.items():
     kw = dict(beam=1) if strategy == "beam" else dict(threshold=0.0)
-    r = run(model, params, audio, alen, strategy, n=n, **kw)
+    r = got[strategy] = run(model, params, audio, alen, strategy, n=n, **kw)
     for row in (0, 2):
       np.testing.assert_array_equal(r.tokens[row], toks, err_msg=strategy)
       assert r.calls[row] == calls, (strategy, n, r.calls)
       np.testing.assert_array_equal(r.accepted[row], acc, err_msg=f"{strategy} {n}")
     assert r.calls[1] == 0 and r.lengths[1] == 0
     assert int(r.total_calls) == calls
+  # Every draft right: verify makes exactly the fewest calls an exact strategy can.
+  np.testing.assert_array_equal(calls_ceiling(got["greedy"].calls, 3), got["verify"].calls)
 
 
 @pytest.mark.parametrize("strategy", ["threshold", "verify", "beam"])
@@ -173,6 +180,7 @@ def test_tree_equals_greedy(head_type):
   np.testing.assert_array_equal(t.lengths, g.lengths)
   np.testing.assert_array_equal(t.accepted.sum(1), t.lengths)
   assert np.all(t.calls <= g.calls) and t.calls[1] == 0
+  assert np.all(t.calls >= calls_ceiling(g.calls, model.cfg.mtp.num_heads))
   if head_type == "independent":
     assert t.calls.sum() < v.calls.sum(), (t.calls, v.calls)
 

@@ -146,6 +146,14 @@ def test_recipe_eval_ratios_leave_encoder_only_rows_without_a_call_reduction():
   assert rows[1]["speedup"] == pytest.approx(2.0)
   assert rows[2]["calls_reduction"] is None
   assert rows[2]["speedup"] == pytest.approx(4.0)
+  assert not any("calls_reduction_ceiling" in r for r in rows)  # no per-utterance calls
+  # With greedy's calls per utterance (9 and 5) and K=4: exact strategies get the
+  # every-draft-accepted bound, 1 + ceil(8/4) = 3 and 1 + ceil(4/4) = 2 calls.
+  rows = [dict(test_set="a", strategy=s, calls_per_utt=c, decode_s=1.0)
+          for s, c in (("greedy", 7.0), ("verify:draft_vocab=8", 4.0), ("tree", 3.5),
+                       ("threshold", 2.0))]
+  recipe.add_ratios(rows, {"a": [9, 5]}, num_heads=4)
+  assert [r.get("calls_reduction_ceiling") for r in rows] == [None, 2.8, 2.8, None]
 
 
 def test_capacity_section_shows_arms_batch_sizes_and_ratios(tmp_path):
@@ -266,7 +274,8 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
         "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
         "command": f"python bench/recipe_eval.py --workdir runs/{label}",
         "rows": [_hxs_row("kathleen_test", "greedy", 0.5, 20.0),
-                 _hxs_row("kathleen_test", "verify", 0.5, verify_calls),
+                 dict(_hxs_row("kathleen_test", "verify", 0.5, verify_calls),
+                      calls_reduction_ceiling=2.5),
                  # fewer calls but a worse WER: not counted as the best exact reduction
                  _hxs_row("kathleen_test", "threshold:threshold=0.6", 0.6, 5.0),
                  _hxs_row("fsdd_test", "verify", 0.25, 3.0)]})
@@ -282,12 +291,15 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
   assert len(sec) == 2 and not any("hxs_" in s.title for s in sections)
   assert "Whisper's own decoder" in sec[1].title and "latent_k2" not in sec[1].body
   assert "**1.50×** (independent_k4, tree)" in sec[1].body and "independent" not in sec[0].body
+  # the ceiling is explained where a row has one
+  assert "*ceiling*" in sec[0].body and "*ceiling*" not in sec[1].body
   assert [pathlib.Path(p).name for p in sec[1].plots] == ["whxs_calls_vs_wer.png"]
   assert pathlib.Path(sec[1].plots[0]).stat().st_size > 0
   body = sec[0].body
-  assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 1 | 0.90/0.50 | 50 | "
+  assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 2.50× | 1 | 0.90/0.50 | 50 | "
           "1.50× | – |") in body
-  assert "**2.00×** (latent_k2, verify)" in body
+  assert ("**2.00×** (latent_k2, verify); the goal is ≥ 3.5×, and with every draft accepted "
+          "this model's K and these transcripts' lengths allow at most 2.50×.") in body
   # the depth table holds the dec2 model and the 4-layer base, greedy/verify/tree only
   depth = body.split("MTP vs a thinner decoder")[1]
   assert "| dec2_latent_k2 | verify | 50.0% |" in depth and "| latent_k2 | greedy |" in depth

@@ -85,6 +85,30 @@ def decode_batches(model, params, tokenizer, batches: Iterable[dict], *, strateg
   return dict(records=records, summary=summary)
 
 
+def calls_ceiling(greedy_calls, emit_width: int) -> np.ndarray:
+  """The fewest decoder calls an exact strategy can make, per utterance.
+
+  An exact strategy (output = greedy's, e.g. verify, tree) emits one token with the
+  prefill (nothing to verify yet) and at most `emit_width` (K, the number of heads)
+  with each later call. Greedy emits one per call, EOS included, so its call count c
+  is the number of emissions, and no exact K-token strategy can do better than
+  1 + ceil((c - 1) / K) calls: the count when every draft is accepted. Short
+  transcripts cap the achievable calls reduction well below K: on Kathleen test
+  (~11 BPE tokens per utterance) K=4 gives at most ~2.9x.
+
+  Args:
+    greedy_calls: [N] greedy's decoder calls per utterance (`decode_batches` records'
+      "calls"; 0 = a row that made no call).
+    emit_width: the most tokens one later call may emit (>= 1).
+  Returns:
+    [N] float64 calls.
+  """
+  if emit_width < 1:
+    raise ValueError(f"emit_width={emit_width}: expected >= 1")
+  c = np.asarray(greedy_calls, np.float64)
+  return np.where(c > 0, 1 + np.ceil(np.maximum(c - 1, 0) / emit_width), 0.0)
+
+
 def describe_skipped(rows: list[dict]) -> str:
   """Lines naming each skipped row ("<manifest>:<line>: <reason>")."""
   return "\n".join(f"  {r['manifest']}:{r['line']}: {r['reason']}" for r in rows)
