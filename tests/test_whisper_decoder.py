@@ -188,7 +188,8 @@ def test_checkpoint_that_does_not_fit_is_named(tmp_path):
 
 def test_thinner_decoder_keeps_the_chosen_pretrained_blocks(tmp_path):
   """`layers=(1,)` of a 2-block checkpoint: a 1-block model whose block is the source's
-  block 1, embeddings and final norm as in the source; bad indices are named."""
+  block 1, embeddings and final norm as in the source; bad indices are named; a repeated
+  index copies its block (a thicker decoder)."""
   _, params = model_for("independent", 3, seed=5)
   dec = {k: params["params"][k] for k in ("embed", "decoder", "final_norm")}
   specials = (61, 60, 59)
@@ -207,5 +208,14 @@ def test_thinner_decoder_keeps_the_chosen_pretrained_blocks(tmp_path):
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a, b)
   with pytest.raises(whisper_io.WhisperConversionError, match=r"decoder_init_layers=\(2,\)"):
     wd.load_decoder_into(fresh, tmp_path, thin_cfg, layers=(2,))
+  # Depth up-scaling: a repeated block is a copy of the source block in each slot.
+  thick_cfg = cfg_for(decoder=dict(num_layers=3))
+  thick = SpeechLLaMA(thick_cfg)
+  fresh3 = nn.unbox(thick.init(jax.random.PRNGKey(1), jnp.zeros((1, 4000)),
+                               jnp.full((1,), 4000, jnp.int32), jnp.ones((1, 4), jnp.int32)))
+  got = wd.load_decoder_into(fresh3, tmp_path, thick_cfg, layers=(0, 1, 1))["params"]
+  for j, i in enumerate((0, 1, 1)):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y),
+                 got["decoder"][f"layer{j}"], dec["decoder"][f"layer{i}"])
   with pytest.raises(whisper_io.WhisperConversionError, match=r"decoder\.num_layers=1"):
     wd.load_decoder_into(fresh, tmp_path, thin_cfg, layers=(0, 1))

@@ -52,7 +52,8 @@ greedy 6.3% = verify = tree, verify 1.56x / tree 1.69x fewer calls; FSDD test gr
 5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words).
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>,
-blocks=<Whisper decoder blocks to keep, e.g. 0+3: a 2-block decoder; default all 4>".
+blocks=<Whisper decoder blocks to keep, e.g. 0+3: a 2-block decoder; repeats make a
+thicker one, e.g. 0+1+2+1+2+3: 6 blocks (depth up-scaling); default all 4>".
 Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
 steps/s (dev WER on 64 utterances 4.1-5.2%); heads 600 steps ~21 min at 0.48 steps/s.
 Kathleen test, all 703, batch 16: greedy 5.5% = verify = tree (identical output), verify
@@ -95,7 +96,7 @@ def get_config(arg: str | None = None):
   m.decoder.update(type="whisper", vocab_size=51864, d_model=384, num_layers=4,
                    num_heads=6, num_kv_heads=6, ff_dim=1536, max_positions=448,
                    max_text_len=128, dropout=0.1)
-  if args.blocks:  # a thinner decoder from some of Whisper's blocks, e.g. "0+3"
+  if args.blocks:  # a thinner (e.g. "0+3") or thicker ("0+1+2+1+2+3") decoder
     try:
       layers = tuple(int(b) for b in args.blocks.split("+"))
     except ValueError as err:

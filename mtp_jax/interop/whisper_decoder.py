@@ -307,19 +307,21 @@ def load_decoder(source: PathLike) -> tuple[DecoderShape, dict, tuple[int, int, 
 
 def select_layers(shp: DecoderShape, dec: dict, layers: Sequence[int],
                   src: str) -> tuple[DecoderShape, dict]:
-  """Keeps the checkpoint's decoder blocks `layers` (in that order) and drops the rest:
-  a thinner decoder that starts from pretrained blocks, as distil-Whisper keeps the
-  first and last (e.g. (0, 3) of tiny.en's four). Embeddings and final norm are kept.
+  """The checkpoint's decoder blocks `layers`, in that order: a thinner decoder that
+  starts from pretrained blocks, as distil-Whisper keeps the first and last (e.g. (0, 3)
+  of tiny.en's four), or a thicker one with some blocks repeated, as depth up-scaling
+  does (SOLAR; e.g. (0, 1, 2, 1, 2, 3): six blocks, each repeat its own copy to train).
+  Embeddings and final norm are kept.
 
   Raises:
-    WhisperConversionError: an index out of range or repeated (`train.decoder_init_layers`).
+    WhisperConversionError: no index, or one out of range (`train.decoder_init_layers`).
   """
   layers = [int(i) for i in layers]
   bad = [i for i in layers if not 0 <= i < shp.num_layers]
-  if not layers or bad or len(set(layers)) != len(layers):
+  if not layers or bad:
     raise WhisperConversionError(
-        f"{src}: train.decoder_init_layers={tuple(layers)}: expected distinct block "
-        f"indices in 0..{shp.num_layers - 1} (the checkpoint has {shp.num_layers} blocks)")
+        f"{src}: train.decoder_init_layers={tuple(layers)}: expected block indices in "
+        f"0..{shp.num_layers - 1} (the checkpoint has {shp.num_layers} blocks)")
   blocks = {f"layer{j}": dec["decoder"][f"layer{i}"] for j, i in enumerate(layers)}
   blocks["pos_embed"] = dec["decoder"]["pos_embed"]
   return dataclasses.replace(shp, num_layers=len(layers)), dict(dec, decoder=blocks)
