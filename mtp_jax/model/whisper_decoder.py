@@ -141,6 +141,10 @@ class WhisperDecoderStack(nn.Module):
     table = self.param("pos_embed", nn.with_logical_partitioning(
         nn.initializers.normal(stddev=0.01), (None, "embed")),
         (c.max_positions, c.d_model), pdtype)
+    # The table is tiny (max_positions x d): read it whole (replicated), so the gather
+    # comes out batch-sharded like `text` instead of the table's embed-sharded layout,
+    # which XLA's partitioner could only convert by full rematerialization.
+    table = constrain(table, (None, None))
     h = text + jnp.take(table, text_pos, axis=0, mode="clip").astype(text.dtype)
     h = constrain(h, ACT)
     new_k, new_v = [], []
