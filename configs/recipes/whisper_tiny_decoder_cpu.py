@@ -66,6 +66,11 @@ greedy 5.4%, verify 1.29x / tree 1.41x fewer calls; after the joint phase (400 s
 min at 0.45 steps/s): greedy 6.2% = verify = tree, verify 1.58x / tree 1.71x fewer calls,
 prefix beam B=4 5.7%; at batch 1 verify is 1.09x greedy's speed (docs/whisper_recipe.md,
 "Session 11").
+Decoder depth (session 14, 2026-12-03; the K=1 and heads commands above with
+blocks=0+3 or blocks=0+1+2+1+2+3, workdirs runs/wt/wdec2_k1/_k4 and runs/wt/wdec6_k1/_k4):
+Kathleen test all 703 greedy 8.9% (2 blocks) / 5.4% (4) / 5.7% (6); K=4 latent heads
+verify 1.26x / 1.29x / 1.31x and tree 1.37x / 1.41x / 1.43x fewer calls; 6-block
+fine-tuning ~25 min at 1.05 steps/s, its heads ~21 min at 0.53 steps/s.
 """
 import pathlib
 
