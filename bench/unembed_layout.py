@@ -3,9 +3,9 @@
   python bench/unembed_layout.py --vocab 51864 --d_model 384 --rows 1,4,16,64
 
 A decoder call of Whisper tiny's decoder spends most of its time multiplying a few
-rows by the [51864, 384] tied embedding. This times that matmul as the model used to
-run it (x @ E^T, E stored [V, d], `flax.linen.Embed.attend`) and as decoding now runs
-it (x @ W, W = E^T stored [d, V]: `mtp_jax.model.heads.decode_layout`), with and
+rows by the [51864, 384] tied embedding. This times that matmul as the training
+forward runs it (x @ E^T, E stored [V, d], `flax.linen.Embed.attend`) and as decoding
+runs it (x @ W, W = E^T stored [d, V]: `mtp_jax.model.heads.decode_layout`), with and
 without the argmax over the vocabulary (`jnp.argmax` vs two plain reductions,
 `mtp_jax.decode.common.first_max_index`),
 for M rows (M = batch x fed positions x heads). It also prints what the choice between

@@ -7,8 +7,8 @@ By hand:
       --config.data.train_manifests=runs/demo/corpus/train.jsonl \
       --config.data.dev_manifest=runs/demo/corpus/test.jsonl
 Expected: stops after `train.max_minutes` (20 here; the old demo passed 24) on a 2-core CPU
-with greedy WER ~70% on the synthetic test set (encoder-only CTC ~55%); see the README
-results for the WER and decoder-call reduction of greedy / threshold / verify decoding.
+with greedy WER ~70% on the synthetic test set (encoder-only CTC ~55%); measured: 66.9%
+after 25 min, verify 1.84x fewer decoder calls than greedy (docs/multi_token.md).
 Arg: "K=<heads>,head=<independent|latent|sequential>,minutes=<train minutes>,ctc=<weight>".
 """
 from mtp_jax.config import default_config, parse_arg

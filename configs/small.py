@@ -5,7 +5,7 @@ Run:
       --config.data.train_manifests=runs/synth/train.jsonl
 Expected: `python -m mtp_jax.flops --config configs/small.py:K=4` reports ~10.7M parameters;
 on the synthetic demo corpus it reaches a low WER on held-out synthetic speech within
-the README demo's time budget (see README results).
+the demo's time budget.
 Arg: "K=<heads>,head=<independent|latent|sequential>".
 """
 from mtp_jax.config import default_config, parse_arg

@@ -1,4 +1,4 @@
-"""bench/report.py renders benchmark JSON into tables/plots and rewrites the README idempotently.
+"""bench/report.py: results JSON -> the tables of README.md and docs/*.md, idempotently.
 
 The JSON below is fabricated test input in the formats the bench scripts write; it is
 not a result.
@@ -6,13 +6,17 @@ not a result.
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "report.py"
-_spec = importlib.util.spec_from_file_location("bench_report", _PATH)
+_BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+_spec = importlib.util.spec_from_file_location("bench_report", _BENCH / "report.py")
 report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report)
+_spec.loader.exec_module(report)  # puts bench/ on sys.path for the reporting package
+assert str(_BENCH) in sys.path
+
+from reporting import common, models, multi_token, pages, registry, summary, training  # noqa: E402
 
 MACHINE = {"platform": "Linux-test", "cpu": "TestCPU", "cpu_count": 3, "jax": "9.9"}
 
@@ -23,6 +27,10 @@ def _write(path: pathlib.Path, obj) -> pathlib.Path:
   return path
 
 
+def _ctx(tmp_path, page_dir=None, draw=True):
+  return common.Context(tmp_path / "results", tmp_path, page_dir or tmp_path, draw=draw)
+
+
 def _decode_row(model, strategy, wer, calls, decode_s):
   return {"model": model, "batch_size": 4, "strategy": strategy, "wer": wer,
           "calls_per_utt": calls, "tokens_per_call": 20.0 / calls, "decode_s": decode_s,
@@ -30,7 +38,8 @@ def _decode_row(model, strategy, wer, calls, decode_s):
 
 
 @pytest.fixture
-def results(tmp_path):
+def repo(tmp_path):
+  """A repository root with results files, a README and a docs page asking for them."""
   res = tmp_path / "bench" / "results"
   _write(res / "decode_2030-01-02.json", {
       "machine": dict(MACHINE, date="2030-01-02T10:00:00+00:00",
@@ -58,84 +67,175 @@ def results(tmp_path):
            "token_padding": 0.23}]}}})
   # Missing machine/date fields: the file's date is used instead.
   _write(res / "train_throughput_cpu.json", {"arms": [{"batching": "2d", "steps_per_s": 0.625}]})
-  _write(res / "mwer.json", {"date": "2030-05-06", "rows": [{"objective": "mwer", "wer": 0.31}],
-                              "finetune": {"wer_before": 0.42, "wer_after": 0.4,
-                                           "last_train_metrics": {"x": 1}}})
-  (res / "broken.json").write_text("{not json")
-  demo = _write(tmp_path / "runs" / "demo" / "demo_results.json", {
-      "rows": [{"strategy": "greedy", "wer": 0.05, "calls_per_utt": 12.0, "calls_reduction": 1.0,
-                "speedup": 1.0}], "args": {"out": "runs/demo", "num": 3000}})
-  return tmp_path, res, demo
+  # A format no kind knows: rendered generically.
+  _write(res / "newbench.json", {"date": "2030-05-06", "rows": [{"objective": "x", "wer": 0.31}],
+                                 "finetune": {"wer_before": 0.42, "wer_after": 0.4,
+                                              "last_train_metrics": {"x": 1}}})
+  _write(res / "attempts" / "mwer_try.json", {
+      "machine": dict(MACHINE, date="2030-06-07T00:00:00", argv=["bench/mwer.py", "--x", "1"]),
+      "search": [{"block_size": 4, "beam": 4, "nbest": 4, "utterances": 30, "calls_per_utt": 5.0,
+                  "top1_wer": 0.3, "oracle_wer": 0.2, "model": "runs/m"}],
+      "finetune": {"wer_before": 0.5, "wer_after": 0.45, "objective": "mwer",
+                   "finetune_steps": 10, "finetune_lr": 1e-5, "lambda_ce": 0.1}})
+  (res / "decode_broken.json").write_text("{not json")
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "speed.md").write_text(
+      "# Speed\n\nIntro text.\n\n<!-- report: decode_*.json -->\nstale\n<!-- /report -->\n\n"
+      "Between.\n\n<!-- report: fastadasp.json, data_padding.json, attempts/mwer_*.json -->\n"
+      "<!-- /report -->\n\nOutro.\n")
+  (tmp_path / "README.md").write_text("# Project\n\n<!-- report: train_throughput*.json -->\n"
+                                      "<!-- /report -->\n\nThe end.\n")
+  return tmp_path, res
 
 
-def test_renders_tables_plots_labels_and_notes(results):
-  root, res, demo = results
-  sections, notes = report.build_sections(res, demo, res / "plots", root)
-  md = report.render_markdown(sections, notes)
+def test_pages_fill_their_blocks_with_labelled_tables_and_plots(repo):
+  root, res = repo
+  out = pages.build(res, root)
+  page = out[root / "docs" / "speed.md"]
+  # Only the blocks change.
+  assert page.startswith("# Speed\n\nIntro text.\n\n<!-- report: decode_*.json -->\n")
+  assert "\n<!-- /report -->\n\nBetween.\n\n" in page and page.endswith("<!-- /report -->\n\nOutro.\n")
+  assert "stale" not in page
   # Decode: head type x strategy with WER, calls, reduction, speedup; machine/date/command.
-  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% | 8 | 2.5 | 2.50× | 2.00× | 7 |" in md
-  assert "| latent | random-latent-K4 | 4 | verify | 20.0% | 10 | 2 | 2.00× | 1.60× | 7 |" in md
-  assert "TestCPU, 3 CPU cores, jax 9.9; 2030-01-02" in md
-  assert "`python bench/decode.py --workdirs runs/a,runs/b`" in md
+  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% | 8 | 2.5 | 2.50× | 2.00× | 7 |" in page
+  assert "| latent | random-latent-K4 | 4 | verify | 20.0% | 10 | 2 | 2.00× | 1.60× | 7 |" in page
+  assert "TestCPU, 3 CPU cores, jax 9.9; 2030-01-02" in page
+  assert "`python bench/decode.py --workdirs runs/a,runs/b`" in page
+  # A broken file matching the glob is named, not fatal.
+  assert "`decode_broken.json` is not valid JSON" in page
   # FastAdaSP from a random-init model: WER labelled, speedups in method x target cells.
-  assert "random init (latency only)" in md
-  assert "| fastadasp_dense | decay | – / 1.10× | – / 1.30× |" in md
-  assert "−10% FLOPs" in md and "2030-02-03" in md
-  assert "--config configs/small.py:K=4 --max_utts 8" in md and "x.json" not in md
-  # Padding and the command taken from the JSON's `command`.
-  assert "| 2d 8x4 | 17 | – | 9.3% | 23.0% |" in md
-  assert "`python bench/data_padding.py --grid 8x4`" in md
-  # Missing machine/date: still rendered, labelled from the file.
-  assert "| 2d | – | – | 0.625 |" in md and "machine unknown" in md and "(file date)" in md
-  # Demo, an unknown benchmark as a generic table, skipped files as notes.
-  assert "| greedy | – | 5.0% | 12 |" in md and "--num 3000" in md
-  assert "| mwer | 0.31 |" in md
-  assert "**finetune**" in md and "| wer_after | 0.4 |" in md
-  assert any("kernels.json" in n for n in notes)
-  assert any("broken.json" in n for n in notes)
+  assert "random init (latency only)" in page
+  assert "| fastadasp_dense | decay | – / 1.10× | – / 1.30× |" in page
+  assert "−10% FLOPs" in page and "2030-02-03" in page
+  assert "--config configs/small.py:K=4 --max_utts 8" in page and "x.json" not in page
+  # Padding, the command from the JSON's `command`; a results subfolder's file.
+  assert "| 2d 8x4 | 17 | – | 9.3% | 23.0% |" in page
+  assert "`python bench/data_padding.py --grid 8x4`" in page
+  assert "MWER (attempts/mwer_try.json)" in page and "| mwer | 10 | 1e-05 | 0.1 |" in page
+  assert "| 50.00% | 45.00% | -10.0% |" in page
+  # Plots are written, and linked relative to the page.
   for name in ("decode_2030-01-02.png", "fastadasp.png", "data_padding.png"):
     png = res / "plots" / name
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"](bench/results/plots/{name})" in md
+    assert f"](../bench/results/plots/{name})" in page
+  # README: missing machine/date still rendered, labelled from the file.
+  readme = out[root / "README.md"]
+  assert "| 2d | – | – | 0.625 |" in readme and "machine unknown" in readme
+  assert "(file date)" in readme and readme.endswith("<!-- /report -->\n\nThe end.\n")
 
 
-def test_readme_rewrite_is_idempotent_and_touches_only_the_markers(results):
-  root, res, demo = results
-  readme = root / "README.md"
-  before = "# Project\n\nSome text.\n\n## Other\n\n| a | b |\n"
-  readme.write_text(before)
-  argv = ["--results_dir", str(res), "--demo_json", str(demo), "--readme", str(readme),
-          "--write_readme"]
+def test_index_lists_every_file_and_renders_the_unplaced_ones(repo):
+  root, res = repo
+  index = pages.build(res, root)[root / "docs" / "results.md"]
+  assert index.startswith("# Every result")
+  assert ("| [decode_2030-01-02.json](../bench/results/decode_2030-01-02.json) | decoding "
+          "strategies | [docs/speed.md](speed.md) |") in index
+  assert "| [train_throughput_cpu.json](../bench/results/train_throughput_cpu.json) | training " \
+         "throughput | [README.md](../README.md) |" in index
+  # No page names newbench.json: it is rendered below, generically.
+  assert "| [newbench.json](../bench/results/newbench.json) | other | below |" in index
+  rest = index.split("## Not shown on any page")[1]
+  assert "### newbench (newbench.json)" in rest
+  assert "| objective | wer |" in rest and "| x | 0.31 |" in rest
+  assert "**finetune**" in rest and "| wer_after | 0.4 |" in rest
+  # Kinds with no file at all are listed as not measured yet.
+  assert "* Pallas kernels: no `kernels*.json`" in index
+
+
+def test_write_then_check_is_idempotent(repo):
+  root, res = repo
+  argv = ["--results_dir", str(res), "--root", str(root)]
+  assert report.main(argv + ["--check"]) == 1  # blocks not filled yet
   assert report.main(argv) == 0
-  first = readme.read_text()
-  assert first.startswith(before)
-  assert first.count(report.START) == 1 and first.count(report.END) == 1
-  # The README keeps the headline and a link; every table goes to docs/results.md.
-  assert "[docs/results.md](docs/results.md)" in first
-  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" not in first
-  docs = (root / "docs" / "results.md").read_text()
-  assert docs.startswith("# Results")
-  assert "| independent (K=4) | runs/a | 4 | verify | 12.5% |" in docs
-  assert "](../bench/results/plots/" in docs and "](bench/results/plots/" not in docs
+  texts = {p: p.read_text() for p in (root / "README.md", root / "docs" / "speed.md",
+                                       root / "docs" / "results.md")}
+  assert report.main(argv + ["--check"]) == 0
   assert report.main(argv) == 0
-  assert readme.read_text() == first and (root / "docs" / "results.md").read_text() == docs
-  # Text around existing markers is kept byte for byte; the old section is replaced.
-  head, tail = "Intro\n", "\n## After\ntrailing text\n"
-  readme.write_text(f"{head}{report.START}\nstale table\n{report.END}{tail}")
+  assert all(p.read_text() == t for p, t in texts.items())
+  # A new results file of a known kind needs no code: the index picks it up (stale
+  # until the report runs again), and a page's glob that matches it shows it.
+  _write(res / "decode_2030-09-09.json", {"machine": MACHINE, "rows": [
+      _decode_row("runs/b", "greedy", 0.3, 20.0, 2.0)]})
+  assert report.main(argv + ["--check"]) == 1
   assert report.main(argv) == 0
-  text = readme.read_text()
-  assert text.startswith(head + report.START) and text.endswith(report.END + tail)
-  assert "stale table" not in text and "docs/results.md" in text
+  assert "| runs/b | runs/b | 4 | greedy | 30.0% |" in (root / "docs" / "speed.md").read_text()
 
 
-def test_replace_rejects_a_lone_marker():
-  with pytest.raises(ValueError, match="only one"):
-    report.replace_between_markers(f"x\n{report.START}\n", "body")
+def test_unbalanced_markers_are_refused(tmp_path):
+  ctx = _ctx(tmp_path)
+  with pytest.raises(ValueError, match="unbalanced"):
+    pages.update_page("x\n<!-- report: a.json -->\nno end\n", ctx)
+  # Quoted in prose (not at a line start) a marker is text, not a block.
+  text = "Write `<!-- report: GLOB -->` ... `<!-- /report -->` in a page.\n"
+  assert pages.update_page(text, ctx) == (text, [])
+
+
+def test_empty_selector_and_unknown_summary(tmp_path):
+  ctx = _ctx(tmp_path)
+  md, used = pages.render_block("nothing_*.json", ctx)
+  assert "Not measured yet: no results file matches `nothing_*.json`" in md and used == []
+  with pytest.raises(ValueError, match="unknown summary"):
+    pages.render_block("summary:nope", ctx)
+
+
+def test_kinds_by_file_name():
+  assert registry.kind_of("x/attempts/peer_whisper_new.json").render is models.render_race
+  assert registry.kind_of("whxs_latent_k4_b16.json").group
+  assert registry.kind_of("mwer_abc.json").render is models.render_mwer
+  assert registry.kind_of("zzz.json") is registry.GENERIC
+
+
+def test_summary_picks_rows_across_files_and_holds_places(tmp_path):
+  res = tmp_path / "results"
+  _write(res / "a.json", {"machine": MACHINE, "date": "2030-01-02", "command": "python bench/a.py",
+                          "rows": [{"test_set": "k", "strategy": "greedy", "wer": 0.25},
+                                   {"test_set": "k", "strategy": "verify", "wer": 0.25,
+                                    "calls_reduction": 1.5}]})
+  _write(res / "b.json", {"machine": MACHINE, "date": "2030-01-05", "command": "python bench/b.py",
+                          "finetune": {"wer_before": 0.5, "wer_after": 0.4}})
+  spec = summary.Summary(
+      columns=(summary.Col("WER", "wer", "pct", (("test_set", "k"),)),
+               summary.Col("verify", "calls_reduction", "x", (("strategy", "verify"),)),
+               summary.Col("after", "finetune.wer_after", "pct"),
+               summary.Col("relative", "finetune.wer_after / finetune.wer_before", "rel")),
+      rows=(summary.Row("model A", "a.json", (("strategy", "greedy"),)),
+            summary.Row("model B", "b.json"),
+            summary.Row("model C", note="see elsewhere"),
+            summary.Row("model D", "missing.json")),
+      intro="Intro.")
+  sec = summary.render_summary("t", spec, _ctx(tmp_path))
+  assert sec.body.startswith("Intro.\n\n|  | WER | verify | after | relative | results file |")
+  assert "| model A | 25.0% | 1.50× | – | – | [a.json](results/a.json) |" in sec.body
+  assert "| model B | – | – | 40.0% | -20.0% | [b.json](results/b.json) |" in sec.body
+  assert "| model C | see elsewhere |" in sec.body and "| model D | not measured yet |" in sec.body
+  assert "TestCPU, 3 CPU cores, jax 9.9; 2030-01-02 to 2030-01-05" in sec.body
+  assert "* `python bench/a.py`" in sec.body and "* `python bench/b.py`" in sec.body
+  # One file: named in the caption instead of a column.
+  one = summary.Summary(columns=spec.columns[:1], rows=spec.rows[:1])
+  body = summary.render_summary("one", one, _ctx(tmp_path)).body
+  assert "results file" not in body and "From [a.json](results/a.json)." in body
+
+
+def test_the_repository_summaries_name_existing_files():
+  from reporting.summaries import SUMMARIES
+  results = _BENCH / "results"
+  for name, spec in SUMMARIES.items():
+    for row in spec.rows:
+      assert row.file is None or (results / row.file).exists(), (name, row.file)
+
+
+def test_the_repository_docs_are_up_to_date():
+  """README.md and docs/ show what bench/results/ holds: after adding or changing a results
+  file (or a page's report block), run `python bench/report.py`."""
+  root = _BENCH.parent
+  stale = [str(p.relative_to(root)) for p, text in pages.build(_BENCH / "results", root,
+                                                                 draw=False).items()
+           if not p.exists() or p.read_text() != text]
+  assert not stale, f"out of date, run python bench/report.py: {stale}"
 
 
 def test_recipe_eval_ratios_leave_encoder_only_rows_without_a_call_reduction():
-  path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "recipe_eval.py"
-  spec = importlib.util.spec_from_file_location("bench_recipe_eval", path)
+  spec = importlib.util.spec_from_file_location("bench_recipe_eval", _BENCH / "recipe_eval.py")
   recipe = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(recipe)
   rows = [dict(test_set="a", strategy="greedy", calls_per_utt=20.0, decode_s=2.0),
@@ -164,19 +264,30 @@ def test_capacity_section_shows_arms_batch_sizes_and_ratios(tmp_path):
                    {"arm": "fixed/2d", "mean_batch_size": 3.0, "audio_s_per_s": 100.0}],
           "audio_s_per_s_ratios": {"searched_over_fixed_2d": 3.0},
           "machine": dict(MACHINE, date="2030-01-02T00:00:00")}
-  sec = report.render_capacity(_write(tmp_path / "capacity.json", data), data, tmp_path,
-                               tmp_path)
+  sec = training.render_capacity(_write(tmp_path / "results" / "capacity.json", data), data,
+                                 _ctx(tmp_path))
   assert "16000x16: 40" in sec.body and "| searched/2d |" in sec.body
   assert "searched / fixed/2d **3.00×**" in sec.body
   assert "--config configs/demo.py" in sec.body
+
+
+def test_feature_cache_throughput_shows_the_ratio(tmp_path):
+  data = {"compare": "feature_cache", "cache_build_s": 11.0,
+          "arms": [{"batching": "feature_cache", "audio_s_per_s": 200.0},
+                   {"batching": "encoder_in_step", "audio_s_per_s": 100.0}]}
+  sec = training.render_train_throughput(tmp_path / "t.json", data, _ctx(tmp_path))
+  assert "Feature cache / encoder in every step" in sec.body and "**2.00×**" in sec.body
 
 
 def test_decode_section_shows_loop_speedup_when_measured(tmp_path):
   rows = [dict(_decode_row("runs/a", "greedy", 0.1, 20.0, 2.0), loop_speedup=1.0),
           dict(_decode_row("runs/a", "verify", 0.1, 8.0, 1.5), loop_speedup=1.6)]
   data = {"machine": dict(MACHINE, date="2030-01-02T00:00:00"), "rows": rows}
-  sec = report.render_decode(_write(tmp_path / "decode_x.json", data), data, tmp_path, tmp_path)
+  sec = multi_token.render_decode(_write(tmp_path / "results" / "decode_x.json", data), data,
+                                  _ctx(tmp_path, draw=False))
   assert "| loop speedup |" in sec.body and "| 1.60× |" in sec.body
+  assert "](results/plots/decode_x.png)" in sec.body
+  assert not (tmp_path / "results" / "plots").exists()  # draw=False: only the link
 
 
 def test_step_cost_section_shows_break_even(tmp_path):
@@ -184,8 +295,7 @@ def test_step_cost_section_shows_break_even(tmp_path):
           "rows": [{"config": "configs/demo.py", "batch": 1, "decoder_params": 10,
                     "greedy_step_ms": 0.5, "verify_step_ms": 1.0,
                     "break_even_reduction": 2.0}]}
-  sec = report.render_step_cost(_write(tmp_path / "step_cost_cpu.json", data), data, tmp_path,
-                                tmp_path)
+  sec = multi_token.render_step_cost(tmp_path / "step_cost_cpu.json", data, _ctx(tmp_path))
   assert "| configs/demo.py | 1 |" in sec.body and "| 2.00× |" in sec.body
 
 
@@ -194,10 +304,11 @@ def test_step_cost_section_has_a_column_per_strategy(tmp_path):
           "strategies": ["greedy", "verify", "tree"],
           "rows": [{"config": "configs/demo.py", "batch": 16, "decoder_params": 10,
                     "greedy_step_ms": 0.5, "verify_step_ms": 0.6, "tree_step_ms": 0.9,
-                    "verify_ratio": 1.2, "tree_ratio": 1.8}]}
-  sec = report.render_step_cost(_write(tmp_path / "step_cost_cpu.json", data), data, tmp_path,
-                                tmp_path)
+                    "verify_ratio": 1.2, "tree_ratio": 1.8,
+                    "call_ms_by_width": {"1": 1.0, "4": 2.5}}]}
+  sec = multi_token.render_step_cost(tmp_path / "step_cost_cpu.json", data, _ctx(tmp_path))
   assert "| tree / greedy |" in sec.body and "| 1.20× | 1.80× |" in sec.body
+  assert "| configs/demo.py | 16 | 1.000 (1.00×) | 2.500 (2.50×) |" in sec.body
 
 
 def test_unembed_layout_section_shows_speedup_and_passes(tmp_path):
@@ -206,16 +317,15 @@ def test_unembed_layout_section_shows_speedup_and_passes(tmp_path):
                     "xW_argmax_ms": 4.5, "xW_two_reductions_argmax_ms": 4.1},
                    {"rows": 16, "xEt_ms": 8.0, "xW_ms": 5.0, "layout_speedup": 1.6}],
           "passes": [{"rows": 16, "one_pass_ms": 5.0, "two_passes_ms": 8.0}]}
-  sec = report.render_unembed_layout(_write(tmp_path / "unembed_layout_cpu.json", data), data,
-                                     tmp_path, tmp_path)
+  sec = multi_token.render_unembed_layout(tmp_path / "unembed_layout_cpu.json", data,
+                                          _ctx(tmp_path))
   assert "| 4 | 6 | 4 | 1.50× | 4.5 | 4.1 |" in sec.body
   assert "| 16 | 8 | 5 | 1.60× | – | – |" in sec.body
   assert "M=16: 5 vs 8 ms" in sec.body
 
 
-def test_peer_whisper_section(tmp_path):
-  res = tmp_path / "results"
-  _write(res / "peer_whisper.json", {
+def test_race_section(tmp_path):
+  _write(tmp_path / "results" / "peer_whisper.json", {
       "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
       "command": "python bench/peer_whisper.py --workdirs runs/wt/k4",
       "rows": [{"test_set": "kathleen_test", "system": "faster-whisper tiny.en float32 beam 1",
@@ -225,36 +335,14 @@ def test_peer_whisper_section(tmp_path):
                 "skipped": 0, "wer": 0.5, "calls_per_utt": 6.0, "rtfx": 45.0,
                 "latency_p50_s": 0.06, "latency_p90_s": 0.09,
                 "rtfx_vs_peer_fastest_greedy": 10.0}]})
-  sections, _ = report.build_sections(res, None, tmp_path / "plots", root=tmp_path)
-  sec = [s for s in sections if s.title.startswith("Race against faster-whisper")][0]
-  assert "| kathleen_test | ours:k4:verify | 3 | 0 | 50.0% | 6 | 45 |" in sec.body
-  assert "10.00×" in sec.body and "--workdirs runs/wt/k4" in sec.body
-
-
-def test_readme_headline_is_the_race_table(tmp_path):
-  res = tmp_path / "results"
-  _write(res / "peer_whisper.json", {
-      "machine": MACHINE, "date": "2030-01-02T10:00:00+00:00",
-      "rows": [{"test_set": "kathleen_test", "system": "faster-whisper tiny.en float32 beam 1",
-                "utterances": 3, "skipped": 0, "wer": 0.031, "rtfx": 4.5},
-               {"test_set": "kathleen_test", "system": "ours greedy", "utterances": 3,
-                "skipped": 0, "wer": 0.6, "rtfx": 45.0, "rtfx_vs_peer_fastest_greedy": 10.0}]})
-  text = report.render_headline(res, tmp_path, "docs/results.md")
-  assert text.startswith("## Results") and "Headline: Race against faster-whisper" in text
-  assert "| kathleen_test | ours greedy | 3 | 0 | 60.0% |" in text
-  assert "[docs/results.md](docs/results.md)" in text
-  assert "No headline yet" in report.render_headline(tmp_path / "empty", tmp_path, "d.md")
-  # The best model's race, when there is one, comes before any other race.
-  _write(res / "peer_whisper_wdec.json", {
-      "machine": MACHINE, "date": "2030-01-03T10:00:00+00:00",
-      "rows": [{"test_set": "kathleen_test", "system": "ours:wdec:greedy", "utterances": 3,
-                "skipped": 0, "wer": 0.05, "rtfx": 40.0}]})
-  text = report.render_headline(res, tmp_path, "docs/results.md")
-  assert "ours:wdec:greedy" in text and "ours greedy" not in text
+  md, used = pages.render_block("peer_whisper*.json", _ctx(tmp_path))
+  assert md.startswith("### Race against faster-whisper (peer_whisper.json)")
+  assert "| kathleen_test | ours:k4:verify | 3 | 0 | 50.0% | 6 | 45 |" in md
+  assert "10.00×" in md and "--workdirs runs/wt/k4" in md and len(used) == 1
 
 
 def test_commands_lose_machine_paths():
-  cmd = report.portable(f"python bench/x.py --c {report.ROOT}/configs/small.py "
+  cmd = common.portable(f"python bench/x.py --c {common.ROOT}/configs/small.py "
                         "--m /mnt/disk/shared/data/kathleen/test.jsonl --n ../shared/data/a "
                         "--s /tmp/synth/train.jsonl")
   assert cmd == ("python bench/x.py --c configs/small.py --m ../shared/data/kathleen/test.jsonl "
@@ -282,39 +370,39 @@ def test_heads_x_strategies_groups_files_and_finds_the_best_exact_reduction(tmp_
   _write(res / "hxs_latent_k2_speed_b1.json", {
       "machine": MACHINE, "rows": [_hxs_row("kathleen_test", "verify", 0.5, 10.0,
                                             speedup=1.5)]})
-  # Whisper's-decoder runs (prefix whxs_) get a table of their own.
+  # Whisper's-decoder runs (prefix whxs_) get a table of their own; a run timed alone on
+  # the machine gives the batch-16 speed when there is no speed_b16 file.
   _write(res / "whxs_independent_k4_b16.json", {
-      "machine": MACHINE, "rows": [_hxs_row("kathleen_test", "greedy", 0.05, 12.0, 12.0),
-                                   _hxs_row("kathleen_test", "tree", 0.05, 8.0, 12.0)]})
-  sections, _ = report.build_sections(res, None, tmp_path / "plots", root=tmp_path)
-  sec = [s for s in sections if s.title.startswith("Heads × strategies")]
-  assert len(sec) == 2 and not any("hxs_" in s.title for s in sections)
-  assert "Whisper's own decoder" in sec[1].title and "latent_k2" not in sec[1].body
-  assert "**1.50×** (independent_k4, tree)" in sec[1].body and "independent" not in sec[0].body
+      "machine": MACHINE, "timing": "alone",
+      "rows": [_hxs_row("kathleen_test", "greedy", 0.05, 12.0, 12.0, speedup=1.0),
+               _hxs_row("kathleen_test", "tree", 0.05, 8.0, 12.0, speedup=0.8)]})
+  md, used = pages.render_block("hxs_*.json,whxs_*.json", _ctx(tmp_path))
+  assert len(used) == 4
+  hxs, whxs = md.split("### Heads × strategies")[1:]
+  assert "Whisper's own decoder" in whxs and "latent_k2" not in whxs
+  assert "**1.50×** (independent_k4, tree)" in whxs and "independent" not in hxs
+  assert "| independent_k4 | tree | 5.0% |" in whxs and "| 0.80× † |" in whxs
   # the ceiling is explained where a row has one
-  assert "*ceiling*" in sec[0].body and "*ceiling*" not in sec[1].body
-  assert [pathlib.Path(p).name for p in sec[1].plots] == ["whxs_calls_vs_wer.png"]
-  assert pathlib.Path(sec[1].plots[0]).stat().st_size > 0
-  body = sec[0].body
+  assert "*ceiling*" in hxs and "*ceiling*" not in whxs
+  assert (res / "plots" / "whxs_calls_vs_wer.png").stat().st_size > 0
   assert ("| latent_k2 | verify | 50.0% | 25.0% | – | 10 | 2.00× | 2.50× | 1 | 0.90/0.50 | 50 | "
-          "1.50× | – |") in body
-  assert ("**2.00×** (latent_k2, verify); the goal is ≥ 3.5×, and with every draft accepted "
-          "this model's K and these transcripts' lengths allow at most 2.50×.") in body
-  # the depth table holds the dec2 model and the 4-layer base, greedy/verify/tree only
-  depth = body.split("MTP vs a thinner decoder")[1]
+          "1.50× | – |") in hxs
+  assert ("**2.00×** (latent_k2, verify); with every draft accepted, this model's K and "
+          "these transcripts' lengths allow at most 2.50×.") in hxs
+  # the depth table holds the dec2 model and the recipe's own decoder, greedy/verify/tree
+  depth = hxs.split("MTP vs a thinner decoder")[1]
   assert "| dec2_latent_k2 | verify | 50.0% |" in depth and "| latent_k2 | greedy |" in depth
   assert "threshold" not in depth
-  assert "--workdir runs/dec2_latent_k2" in body
+  assert "--workdir runs/dec2_latent_k2" in hxs
 
 
-def test_fastadasp_trained_reports_goals_sparse_ranking_and_decode_speedup(tmp_path):
-  res = tmp_path / "bench" / "results"
+def test_fastadasp_trained_shows_relative_wer_sparse_ranking_and_decode_speedup(tmp_path):
   rows = [{"method": "fastadasp_dense", "schedule": "decay", "target": t, "flops_reduction": t,
            "prefill_speedup": 1.5, "wer": w, "decode_speedup_vs_full": 1.2}
           for t, w in ((0.3, 0.41), (0.4, 0.48))]
   rows.append({"method": "fastadasp_sparse", "schedule": "-", "target": 0.3,
                "flops_reduction": 0.3, "prefill_speedup": 1.4, "wer": 0.45})
-  _write(res / "fastadasp_x.json", {
+  _write(tmp_path / "results" / "fastadasp_x.json", {
       "machine": dict(MACHINE, date="2030-02-03T00:00:00"), "trained": True,
       "args": {"workdir": "runs/x"},
       "sets": {"kathleen_test": {
@@ -322,11 +410,8 @@ def test_fastadasp_trained_reports_goals_sparse_ranking_and_decode_speedup(tmp_p
           "sparse_calibration": {"layer": 2, "calib_target": 0.3, "ranking": [2, 0, 1],
                                  "te_losses": {"0": -3.0, "1": -2.0, "2": -4.0},
                                  "layer_wer": {"2": 0.45, "0": 0.46, "1": 0.5}}}}})
-  sections, _ = report.build_sections(res, None, res / "plots", tmp_path)
-  md = report.render_markdown(sections, [])
-  assert "| fastadasp_dense | decay | 41.0% / 1.50× / 1.20× | 48.0% / 1.50× / 1.20× |" in md
-  # 0.41/0.40 = +2.5% (goal +3%: met); 0.48/0.40 = +20% (goal +15%: not met).
-  assert "−30% FLOPs +2.5% relative WER (goal ≤ +3%: met)" in md
-  assert "−40% FLOPs +20.0% relative WER (goal ≤ +15%: not met)" in md
+  md, _ = pages.render_block("fastadasp_*.json", _ctx(tmp_path))
+  # 0.41/0.40 = +2.5%; 0.48/0.40 = +20%.
+  assert "| fastadasp_dense | decay | 41.0% (+2.5%) / 1.50× / 1.20× | 48.0% (+20.0%) / 1.50× / 1.20× |" in md
   assert "layer 2 < layer 0 < layer 1; selected: layer 2." in md
   assert "layer 2 (selected) 45.0%, layer 0 46.0%, layer 1 50.0%" in md

@@ -1,4 +1,4 @@
-"""Real-speech recipe that fits one CPU session: the demo model warm-started on real speech.
+"""Real-speech recipe in about an hour on 2 CPU cores: the demo model warm-started on real speech.
 
 Starts from a finished demo run (`python -m mtp_jax.demo`, whose encoder already reads
 espeak-ng speech thanks to its CTC head) and fine-tunes all of it, with the demo run's
@@ -22,7 +22,7 @@ K=4 heads of another type on a frozen trunk (`init=` a K=1 run, here for latent 
       --config.model.mtp.head_type=latent --config.train.mode=heads_only \
       --config.train.ctc_weight=0 --config.train.steps=1500 --config.train.learning_rate=2e-3 \
       --workdir runs/realmix_demo_k1_heads_latent
-Expected (2-core CPU, 55 min; measured 2026-11-23, README "Real-speech" tables): far from
+Expected (2-core CPU, 55 min; measured 2026-11-23, docs/negative_results.md): far from
 usable on real speech. Kathleen-test greedy WER is 98% for K=4 and 93% for K=1, while the
 encoder-only CTC head alone scores 83% and 76%. The decoder learns the Kathleen train
 prompts by heart. Verify needs 1.3-1.5x fewer decoder calls than greedy.

