@@ -174,6 +174,12 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat_policy: str = "none"
+  # A text prompt between the audio and the transcript, as token ids of the run's
+  # tokenizer (SLAM-ASR's "Transcribe speech to text."; a recipe computes them with
+  # `tokenizer.encode_prompt`). The model appends their embeddings to each row's audio
+  # tokens, so they are part of the decoder prefix: never in the loss, fed once in the
+  # prefill. Decoder-only (llama) decoders only.
+  prompt_ids: tuple = ()
 
   @property
   def ctc_head(self) -> str:
@@ -302,6 +308,13 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(cfg.remat_policy in REMAT_POLICIES,
            f"{p}.remat_policy={cfg.remat_policy!r}: expected one of {REMAT_POLICIES}")
   validate_reduction(cfg.reduction, dec.num_layers, f"{p}.reduction")
+  _require(all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < dec.vocab_size
+               for i in cfg.prompt_ids),
+           f"{p}.prompt_ids={cfg.prompt_ids}: expected token ids in [0, "
+           f"{p}.decoder.vocab_size={dec.vocab_size})")
+  _require(not cfg.prompt_ids or dec.type == "llama",
+           f"{p}.prompt_ids: a prompt between audio and transcript needs a decoder-only "
+           f"decoder ({p}.decoder.type='llama', got {dec.type!r})")
   from mtp_jax.model import decoders  # pylint: disable=g-import-not-at-top
   decoders.get(dec.type).validate(cfg, p)
 

@@ -22,7 +22,9 @@ import sentencepiece as spm
 
 from mtp_jax import text as text_lib
 from mtp_jax.config import ConfigError
+from mtp_jax.data import lm_tokenizer
 from mtp_jax.data import manifest as manifest_lib
+from mtp_jax.data import whisper_tokenizer
 from mtp_jax.data.errors import NoDataError
 
 PAD_ID = 0
@@ -44,7 +46,9 @@ class Tokenizer:
   Attributes:
     path: the .model file.
     numbers_to_words: the `normalize` option used for training and `encode`.
+    pad_id, bos_id, eos_id: the special ids (every tokenizer family has them).
   """
+  pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
 
   def __init__(self, path: str | os.PathLike, numbers_to_words: bool = False):
     self.path = os.fspath(path)
@@ -64,9 +68,12 @@ class Tokenizer:
     The normalization option is read from the sidecar tokenizer.json written by
     `train_tokenizer` when present. A Whisper tokenizer ("whisper:tiny.en", a Whisper
     tokenizer.json, or a workdir holding one) loads as a
-    `whisper_tokenizer.WhisperTokenizer`, which has the same interface and special ids.
+    `whisper_tokenizer.WhisperTokenizer`; a pretrained LM's (a GGUF source, a Hugging
+    Face tokenizer.json or its directory, a workdir's lm_tokenizer.json) as a
+    `lm_tokenizer.LMTokenizer`. All have the same interface and special ids.
     """
-    from mtp_jax.data import whisper_tokenizer  # pylint: disable=g-import-not-at-top
+    if lm_tokenizer.is_lm(path):
+      return lm_tokenizer.LMTokenizer.load(path)
     if whisper_tokenizer.is_whisper(path):
       return whisper_tokenizer.WhisperTokenizer.load(path)
     path = os.fspath(path)

@@ -50,14 +50,18 @@ def resolve_json(source: str | os.PathLike) -> pathlib.Path:
 def is_whisper(source: str | os.PathLike) -> bool:
   """Whether a `data.tokenizer.path` (or a workdir) names a Whisper tokenizer."""
   s = os.fspath(source)
-  if s.startswith(PREFIX) or s.endswith(".json"):
+  if s.startswith(PREFIX):
     return True
+  if s.endswith(".json") and os.path.isfile(s):  # Whisper's names its transcript start
+    with open(s, encoding="utf-8") as f:
+      return "<|startoftranscript|>" in f.read()
   return os.path.isfile(os.path.join(s, FILE_NAME))
 
 
 class WhisperTokenizer:
-  """The `Tokenizer` interface (encode, decode, normalize, vocab_size, id_to_piece)
-  over a Whisper tokenizer.json."""
+  """The `Tokenizer` interface (encode, decode, normalize, vocab_size, id_to_piece,
+  pad_id/bos_id/eos_id) over a Whisper tokenizer.json."""
+  pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
 
   def __init__(self, path: str | os.PathLike, text: str | None = None):
     from tokenizers import Tokenizer as HFTokenizer  # pylint: disable=g-import-not-at-top

@@ -62,8 +62,8 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
 # Fields that must agree between a HF config and our DecoderConfig when loading.
-_SHAPE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ff_dim")
-_VALUE_FIELDS = ("rope_theta", "norm_eps")
+SHAPE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ff_dim")
+VALUE_FIELDS = ("rope_theta", "norm_eps")
 
 
 class HFConversionError(ValueError):
@@ -148,7 +148,7 @@ def decoder_overrides(hf_dir: PathLike) -> dict[str, Any]:
   the ModelConfig (keeps max_text_len and dropout).
   """
   dc = decoder_config_from_hf(hf_dir)
-  return {k: getattr(dc, k) for k in _SHAPE_FIELDS + _VALUE_FIELDS + ("tie_embeddings",)}
+  return {k: getattr(dc, k) for k in SHAPE_FIELDS + VALUE_FIELDS + ("tie_embeddings",)}
 
 
 def hf_config_from_decoder(dc: DecoderConfig, *, dtype: str = "float32",
@@ -440,7 +440,7 @@ def _place(old: Any, value: np.ndarray, where: str) -> Any:
 
 
 def _check_compatible(dc: DecoderConfig, hf_dc: DecoderConfig, src: str) -> None:
-  for field in _SHAPE_FIELDS + _VALUE_FIELDS:
+  for field in SHAPE_FIELDS + VALUE_FIELDS:
     ours, theirs = getattr(dc, field), getattr(hf_dc, field)
     if ours != theirs:
       raise HFConversionError(
@@ -472,11 +472,18 @@ def load_decoder_into(params: Params, hf_dir: PathLike, cfg: ModelConfig, *,
   Returns:
     A new tree of the same structure with the checkpoint's decoder.
   """
-  src = str(pathlib.Path(hf_dir) / CONFIG_NAME)
-  hf_dc = decoder_config_from_hf(hf_dir)
-  _check_compatible(cfg.decoder, hf_dc, src)
-  new = hf_to_decoder_params(load_hf_tensors(hf_dir), hf_dc, scan_layers=cfg.scan_layers,
-                             source=str(hf_dir))
+  return load_tensors_into(params, read_hf_config(hf_dir), load_hf_tensors(hf_dir), cfg,
+                           str(hf_dir), copy_unembed_to_heads=copy_unembed_to_heads)
+
+
+def load_tensors_into(params: Params, hf_config: Mapping[str, Any],
+                      tensors: Mapping[str, np.ndarray], cfg: ModelConfig, source: str, *,
+                      copy_unembed_to_heads: bool = False) -> Params:
+  """`load_decoder_into` from an already read HF config dict and HF-named tensors (the
+  GGUF importer's entry point)."""
+  hf_dc = decoder_config_from_hf(hf_config)
+  _check_compatible(cfg.decoder, hf_dc, source)
+  new = hf_to_decoder_params(tensors, hf_dc, scan_layers=cfg.scan_layers, source=source)
   if not cfg.decoder.tie_embeddings and "unembed" not in new:
     new["unembed"] = {"proj": {"kernel": new["embed"]["embedding"].T}}
   flat_new = _flatten(new)
@@ -485,8 +492,8 @@ def load_decoder_into(params: Params, hf_dir: PathLike, cfg: ModelConfig, *,
     for k in range(2, cfg.mtp.num_heads + 1):
       flat_new[("mtp", f"out{k}", "kernel")] = u
 
-  return replace_decoder(params, flat_new, f"{hf_dir} (scan_layers={cfg.scan_layers})",
-                         "a HF LLaMA checkpoint")
+  return replace_decoder(params, flat_new, f"{source} (scan_layers={cfg.scan_layers})",
+                         "a LLaMA checkpoint")
 
 
 def replace_decoder(params: Params, flat_new: Mapping[tuple[str, ...], Any], source: str,
@@ -503,7 +510,9 @@ def replace_decoder(params: Params, flat_new: Mapping[tuple[str, ...], Any], sou
   if missing:
     raise HFConversionError(f"params: no leaf params/{'/'.join(missing[0])} to load "
                             f"{source} into")
-  untouched = [p for p in flat_old if p[0] in owned and p not in flat_new]
+  # LoRA adapters (lora_a / lora_b beside a kernel) are not the checkpoint's: kept.
+  untouched = [p for p in flat_old if p[0] in owned and p not in flat_new
+               and p[-1] not in ("lora_a", "lora_b")]
   if untouched:
     raise HFConversionError(f"params/{'/'.join(untouched[0])}: no counterpart in {what} "
                             "(has the decoder gained a parameter?)")

