@@ -11,7 +11,8 @@ with greedy WER ~70% on the synthetic test set (encoder-only CTC ~55%); measured
 after 25 min, verify 1.84x fewer decoder calls than greedy (docs/multi_token.md).
 Arg: "K=<heads>,head=<independent|latent|sequential>,minutes=<train minutes>,ctc=<weight>".
 """
-from mtp_jax.config import default_config, parse_arg
+from mtp_jax.config import parse_arg
+from mtp_jax.train.config import default_config
 
 
 def get_config(arg: str | None = None):

@@ -9,7 +9,8 @@ Run:
 Expected: `python -m mtp_jax.flops --config configs/paper.py` reports a 124.7M decoder.
 Arg: "K=<heads>,head=<independent|latent|sequential>".
 """
-from mtp_jax.config import default_config, parse_arg
+from mtp_jax.config import parse_arg
+from mtp_jax.train.config import default_config
 
 
 def get_config(arg: str | None = None):

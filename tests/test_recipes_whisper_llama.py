@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mtp_jax import checkpoint as ckpt_lib
-from mtp_jax.config import ModelConfig, load_config_file
+from mtp_jax.config import ConfigError, ModelConfig, load_config_file
+from mtp_jax.data.tokenizer import train_tokenizer
 from mtp_jax.decode import api
 from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper as whisper_io
@@ -37,7 +38,12 @@ def test_whisper_llama_recipe_end_to_end(tmp_path, fmt):
   ldir = hf_llama.save_hf_checkpoint(src["params"], ModelConfig.from_config(c.model).decoder,
                                      tmp_path / "llama")
   manifest = write_synthetic_manifest(tmp_path / "data", n=8)
+  with pytest.raises(ConfigError, match="tokenizer.model nor .*tokenizer.json"):
+    load_config_file(RECIPE, f"whisper={wdir},llama={ldir},K=2,steps=2")
+  # The LLaMA's own tokenizer (here one trained for the random checkpoint) comes with it.
+  train_tokenizer(manifest, ldir, vocab_size=48)
   cfg = load_config_file(RECIPE, f"whisper={wdir},llama={ldir},K=2,steps=2")
+  assert cfg.data.tokenizer.path == str(ldir / "tokenizer.model")
   m = ModelConfig.from_config(cfg.model)
   assert (m.encoder.type, m.encoder.d_model, m.encoder.max_positions) == ("whisper", 32, 64)
   assert (m.decoder.d_model, m.decoder.vocab_size) == (32, 48)

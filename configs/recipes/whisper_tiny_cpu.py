@@ -65,7 +65,8 @@ The tables: docs/models.md, docs/multi_token.md, docs/negative_results.md.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth corpus>,
       dec_layers=<decoder layers>".
 """
-from mtp_jax.config import default_config, parse_arg
+from mtp_jax.config import parse_arg
+from mtp_jax.train.config import default_config
 
 
 def get_config(arg: str | None = None):

@@ -135,7 +135,7 @@ def specials_from_hf(tokenizer_json: str, config: Mapping[str, Any], src: str):
 def is_lm(source: str | os.PathLike) -> bool:
   """Whether a tokenizer path (or workdir) names a pretrained LM's tokenizer: a GGUF
   source, a workdir holding lm_tokenizer.json, or a non-Whisper tokenizer.json (file or
-  directory)."""
+  directory) that is not a SentencePiece model's sidecar."""
   s = os.fspath(source)
   if gguf_file.is_gguf_source(s) or s.startswith("gguf:"):
     return True
@@ -144,7 +144,10 @@ def is_lm(source: str | os.PathLike) -> bool:
     return True
   if whisper_tokenizer.is_whisper(s):
     return False
-  return (p.is_file() and p.suffix == ".json") or (p / "tokenizer.json").is_file()
+  # A SentencePiece model's sidecar (tokenizer.model + tokenizer.json) is not one.
+  if p.is_file() and p.suffix == ".json":
+    return not p.with_suffix(".model").is_file()
+  return (p / "tokenizer.json").is_file() and not (p / "tokenizer.model").is_file()
 
 
 class LMTokenizer:

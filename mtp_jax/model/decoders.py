@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from mtp_jax.config import ConfigError, ModelConfig
+from mtp_jax.config import ConfigError, ModelConfig, register_family_check
 from mtp_jax.model import decoder as llama
 from mtp_jax.model import whisper_decoder
 from mtp_jax.model.layers import TORCH_LN_EPS, RMSNorm, layer_norm
@@ -102,3 +102,11 @@ register("whisper", DecoderSpec(
     final_norm_params=lambda cfg: 2 * cfg.decoder.d_model,
     extra_params=lambda cfg: cfg.decoder.max_positions * cfg.decoder.d_model,
     supports_reduction=False, validate=_validate_whisper))
+
+
+def _check_family(cfg: ModelConfig, p: str) -> None:
+  """`model.decoder` by its family's own rules."""
+  get(cfg.decoder.type).validate(cfg, p)
+
+
+register_family_check(_check_family)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Callable
 
-from mtp_jax.config import ConfigError, ModelConfig
+from mtp_jax.config import ConfigError, ModelConfig, register_family_check
 from mtp_jax.model import frontend
 from mtp_jax.model import encoder as conformer
 from mtp_jax.model import whisper
@@ -114,3 +114,11 @@ register("whisper", EncoderSpec(
     num_frames=frontend.whisper_num_frames, output_length=whisper.output_length,
     num_params=whisper.num_params, flops_per_second=whisper.flops_per_second,
     validate=_validate_whisper, max_seconds=_whisper_max_seconds))
+
+
+def _check_family(cfg: ModelConfig, p: str) -> None:
+  """`model.encoder` by its family's own rules (and the frontend it needs)."""
+  get(cfg.encoder.type).validate(cfg, p)
+
+
+register_family_check(_check_family)

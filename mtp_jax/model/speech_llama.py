@@ -20,6 +20,7 @@ Entry points (all via `model.apply(params, ..., method=...)`):
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import KernelsConfig, ModelConfig
@@ -60,6 +61,13 @@ class Projector(nn.Module):
     x = dense(hidden, ("conv_in", "mlp"), name="fc1", **kw)(x)
     x = nn.gelu(x)
     x = dense(mc.decoder.d_model, ("mlp", "embed"), name="fc2", **kw)(x)
+    if mc.projector.out_rms > 0:  # to the size of the decoder's token embeddings
+      scale = self.param("out_scale", nn.with_logical_partitioning(
+          nn.initializers.constant(mc.projector.out_rms), ("norm",)),
+          (mc.decoder.d_model,), dtype_of(mc.param_dtype))
+      xf = x.astype(jnp.float32)
+      xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-6)
+      x = (xf * scale.astype(jnp.float32)).astype(x.dtype)
     valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
     return jnp.where(valid[..., None], x, 0.0), length
 

@@ -14,9 +14,11 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from mtp_jax.config import (ConfigError, KernelsConfig, ModelConfig, build, require_at_least,
-                            require_fraction, require_one_of, require_positive)
-from mtp_jax.data.config import DataConfig
+from mtp_jax.config import (ConfigError, KernelsConfig, ModelConfig, build, model_defaults,
+                            require_at_least, require_fraction, require_one_of,
+                            require_positive)
+from mtp_jax.data.config import DataConfig, data_defaults
+from mtp_jax.sharding import DEFAULT_RULES
 from mtp_jax.train.lora import LoRAConfig
 
 OBJECTIVES = ("ce", "mwer")
@@ -240,6 +242,27 @@ def _check_mesh(mesh) -> None:
   for axis, size in dict(mesh).items():
     if not isinstance(size, int) or isinstance(size, bool) or not (size == -1 or size >= 1):
       raise ConfigError(f"mesh.{axis}={size!r}: must be -1 (fill) or >= 1")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The full default config; files under `configs/` start from this (the one assembly
+  point of every section: model, data, mesh, sharding rules, kernels, seed, train).
+
+  It is locked (`ConfigDict.lock()`): fields can be changed but not added, so a
+  misspelt field raises where it is set (`load_config_file` names file and line).
+  """
+  c = ml_collections.ConfigDict()
+  c.model = model_defaults()
+  c.data = data_defaults()
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # Logical-axis -> mesh-axis rules (see mtp_jax/sharding.py), declared in the config
+  # so a run can change its parallelism without touching code.
+  c.sharding_rules = [list(r) for r in DEFAULT_RULES]
+  c.kernels = ml_collections.ConfigDict(dataclasses.asdict(KernelsConfig()))
+  c.seed = 0
+  c.train = train_defaults()
+  c.lock()  # a misspelt field (c.train.learning_rte = ...) fails where it is set
+  return c
 
 
 def train_defaults() -> ml_collections.ConfigDict:
