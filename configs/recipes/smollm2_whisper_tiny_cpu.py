@@ -14,7 +14,9 @@ Data and feature cache: those of `whisper_tiny_decoder_cpu.py:short=1` (its docs
   python bench/recipe_eval.py --workdir runs/sl/k4 --batch_size 16 \\
       --strategies greedy,verify,tree --out bench/results/smollm2_k4_b16.json
 
-Expected (2-core AMD EPYC, measured 2026-12-06): see docs/models.md ("SmolLM2-135M").
+Expected (2-core AMD EPYC, measured 2026-12-06): 300 steps at 5.7 s/step (~30 min + 6
+min of compilation); it does not read speech yet: Kathleen test (first 96) greedy WER
+145%, teacher-forced CE the same with shuffled audio (docs/models.md, "SmolLM2-135M").
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,prompt=<0|1>,
 stack=<encoder frames per audio token>".
