@@ -15,12 +15,20 @@ MWER fine-tuning of a CE model (N-best from the prefix beam search inside the st
 Multi-host (TPU pod / multi-node GPU): add `--multihost` (or MTP_JAX_MULTIHOST=1).
 
 An invalid config, a workdir holding another run and unusable data end in one line
-("train.py: error: ...") before anything is written.
+("train.py: error: ...") before anything is written; so do a workdir another run is
+using (its host and pid named) and a checkpoint that cannot be written (disk full,
+read-only directory: the earlier checkpoints are intact).
+
+SIGTERM (preemption) or SIGINT (Ctrl-C): the step in flight finishes, a checkpoint of
+it is written, and train.py exits with status 75 (EX_TEMPFAIL, "re-run me"); on
+several hosts every process stops at the same step. Sending the signal again stops at
+once, without a checkpoint. Re-running the same command resumes as if never stopped.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -56,6 +64,9 @@ def main(argv) -> None:
   logging.getLogger().setLevel(logging.INFO)
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except loop.Preempted as e:
+    print(f"train.py: {e}", file=sys.stderr, flush=True)
+    sys.exit(loop.PREEMPTED_EXIT_CODE)
   except loop.USER_ERRORS as e:
     raise SystemExit(f"train.py: error: {e}") from e
 

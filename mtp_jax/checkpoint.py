@@ -9,6 +9,11 @@ orbax writes a step into a temporary directory and renames it when complete, so
 a run killed mid-write leaves no half checkpoint: `latest_step` ignores the
 temporary directory and training resumes from the last complete step.
 
+A checkpoint that cannot be written (disk full, read-only or unwritable directory)
+raises `CheckpointSaveError` naming the step, the cause and the steps still intact;
+the failed step's temporary directory is removed (it is never read), so the earlier
+checkpoints stay what a resume reads.
+
 A step that cannot be read (damaged files) is skipped with one log line naming
 the step and the error, and the newest readable one is used
 (`Checkpointer.restore_newest`, `load_params` without a step); a resumed run moves
@@ -41,6 +46,22 @@ _LOG = logging.getLogger(__name__)
 class CheckpointError(RuntimeError):
   """No readable checkpoint where one was asked for; the message names each step
   tried and why it could not be read."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint step could not be written (e.g. no space left on device, a read-only
+  or unwritable directory). Nothing of that step is kept; the earlier checkpoints are
+  intact and a re-run resumes from the newest of them.
+
+  Attributes:
+    step: the step that could not be written.
+    intact_steps: the complete steps left in the directory.
+  """
+
+  def __init__(self, message: str, step: int | None, intact_steps: list[int]):
+    super().__init__(message)
+    self.step = step
+    self.intact_steps = intact_steps
 
 
 # ----------------------------------------------------------------- damaged steps
@@ -174,6 +195,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), CHECKPOINT_DIR)
+    self._saving: int | None = None  # the step of the save in flight
+    self._failed: CheckpointSaveError | None = None
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -188,13 +211,59 @@ class Checkpointer:
     return list(self._mngr.all_steps())
 
   def save(self, state, data_state: dict | None = None, *, force: bool = True) -> bool:
-    """Saves the state at `int(state.step)` (asynchronously when enabled)."""
+    """Saves the state at `int(state.step)` (asynchronously when enabled).
+
+    Raises:
+      CheckpointSaveError: this step, or the asynchronous save before it, could not
+        be written (see `_save_failed`).
+    """
     step = int(jax.device_get(state.step))
     items = {"params": ocp.args.StandardSave(state.params),
              "train": ocp.args.StandardSave(_train_part(state))}
     if data_state is not None:
       items["data"] = DataStateSave(data_state)
-    return self._mngr.save(step, args=ocp.args.Composite(**items), force=force)
+    self.wait()  # an error of the previous asynchronous save names that step
+    try:
+      self._saving = step
+      out = self._mngr.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore, OSError, ...
+      raise self._save_failed(step, e) from e
+    return out
+
+  def _save_failed(self, step: int | None, err: BaseException) -> CheckpointSaveError:
+    """The error for a failed save, after removing what the save wrote.
+
+    orbax writes a step into `<step>.orbax-checkpoint-tmp*` and renames it when
+    complete; a failed save leaves that directory behind (never read, but it holds
+    the disk space of the partial write): it is removed once no write is in flight.
+    """
+    self._saving = None
+    try:
+      self._mngr.wait_until_finished()  # the other items' writes may still run
+    except Exception:  # pylint: disable=broad-except  # the same failure, reported below
+      pass
+    left = []
+    if step is not None and jax.process_index() == 0 and os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          if os.path.exists(os.path.join(self.directory, name)):
+            left.append(name)
+    try:
+      self._mngr.reload()
+      intact = sorted(self.all_steps())
+    except Exception:  # pylint: disable=broad-except
+      intact = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+    kept = (f"Its partial write {left} is never read by a resume (delete it to free the "
+            "space)" if left else f"Nothing of step {step} is kept")
+    earlier = (f"the earlier checkpoints are intact (steps {intact}); a re-run of the same "
+               f"command resumes from step {intact[-1]}" if intact else
+               "there is no earlier checkpoint; a re-run of the same command starts afresh")
+    self._failed = CheckpointSaveError(
+        f"checkpoint step {step} could not be written to {self.directory}: {_reason(err)}. "
+        f"{kept}; {earlier} once disk space is freed or the directory is writable "
+        "again", step, intact)
+    return self._failed
 
   def restore(self, abstract_state, shardings, step: int | None = None):
     """Restores a full state into `shardings`.
@@ -257,12 +326,36 @@ class Checkpointer:
     self._mngr.reload()
 
   def wait(self) -> None:
-    """Blocks until an async save has finished (and been finalized)."""
-    self._mngr.wait_until_finished()
+    """Blocks until an async save has finished (and been finalized).
+
+    Raises:
+      CheckpointSaveError: that save failed.
+    """
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(self._saving, e) from e
+    self._saving = None
 
   def close(self) -> None:
-    self._mngr.wait_until_finished()
-    self._mngr.close()
+    """Waits for a save in flight and closes the manager.
+
+    Raises:
+      CheckpointSaveError: the save in flight failed (not raised again when a failed
+        save was already reported).
+    """
+    reported = self._failed is not None
+    try:
+      self.wait()
+    except CheckpointSaveError:
+      if not reported:
+        raise
+    finally:
+      try:
+        self._mngr.close()
+      except Exception:  # pylint: disable=broad-except
+        if not reported:
+          raise
 
 
 def load_params(path: str | os.PathLike, step: int | None = None, target: Any = None) -> Any:
@@ -349,10 +442,17 @@ def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) ->
   dst = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")
   if os.path.abspath(model_path) == os.path.abspath(dst) or jax.process_index() != 0:
     return
-  shutil.copyfile(model_path, dst)
   side = os.path.splitext(model_path)[0] + ".json"
   if os.path.isfile(side):
-    shutil.copyfile(side, os.path.join(os.fspath(workdir), MODEL_PREFIX + ".json"))
+    _copy_whole(side, os.path.join(os.fspath(workdir), MODEL_PREFIX + ".json"))
+  _copy_whole(model_path, dst)
+
+
+def _copy_whole(src: str, dst: str) -> None:
+  """Copies `src` to `dst` whole or not at all (a kill mid-copy leaves `dst` as it was)."""
+  tmp = f"{dst}.tmp{os.getpid()}"
+  shutil.copyfile(src, tmp)
+  os.replace(tmp, dst)
 
 
 def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *,

@@ -4,7 +4,8 @@ With a frozen speech encoder (a pretrained Whisper encoder, `train.frozen`), eve
 training step would recompute the same encoder frames. `build` runs the encoder once
 per utterance and writes its frames in half precision to a cache directory:
 
-  meta.json      the encoder + frontend config and a fingerprint of the encoder weights
+  meta.json      the encoder + frontend config, a fingerprint of the encoder weights and
+                 "complete" (false while a build has not finished)
   index.jsonl    one line per utterance: {"key", "shard", "offset", "frames", "num_samples"}
   shard_00000.npy ...  [N, d] float16 frames of many utterances, back to back
 
@@ -15,8 +16,16 @@ then delivers `frames` [B, T, d] instead of `audio` [B, S], with the same bucket
 audio file's real path; the fingerprint in meta.json is checked against the model
 before training, so a cache of other weights or another frontend is refused.
 
-  python -m mtp_jax.data.feature_cache --config configs/recipes/whisper_tiny_cpu.py \
+  python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
       --out runs/whisper_tiny/features
+
+A build resumes where it stopped: a shard is written to a temporary file and renamed,
+then its index lines appended, so a killed build leaves whole shards, whole index
+lines (a line cut short by the kill is dropped on resume) and frames it never
+indexed (written again); the utterances already indexed are not encoded again. On a
+stop request (`should_stop`, e.g. SIGTERM through `mtp_jax.train.preemption`) it
+writes what it has encoded and returns; `FeatureCache` refuses a cache whose build
+has not finished.
 """
 from __future__ import annotations
 
@@ -56,16 +65,30 @@ def fingerprint(model_cfg, encoder_params: Any) -> str:
   return h.hexdigest()[:24]
 
 
+class IncompleteCacheError(ValueError):
+  """A feature cache whose build stopped before it finished (re-run it to finish)."""
+
+
 class FeatureCache:
-  """Read side: `frames(audio_filepath)` -> [T, d] float16 (memory-mapped)."""
+  """Read side: `frames(audio_filepath)` -> [T, d] float16 (memory-mapped).
+
+  Raises (constructor):
+    FileNotFoundError: no cache in `directory`.
+    IncompleteCacheError: its build has not finished.
+  """
 
   def __init__(self, directory: str | os.PathLike):
     self.directory = pathlib.Path(directory)
     meta_path = self.directory / META
     if not meta_path.exists():
       raise FileNotFoundError(f"{meta_path}: no feature cache here (build one with "
-                              "python -m mtp_jax.data.feature_cache)")
+                              "python -m mtp_jax.train.pretrained)")
     self.meta = json.loads(meta_path.read_text())
+    if self.meta.get("complete") is False:
+      raise IncompleteCacheError(
+          f"{self.directory}: the feature cache build stopped before it finished "
+          f"({self.meta.get('utterances', '?')} utterances so far): re-run "
+          "python -m mtp_jax.train.pretrained with the same --out to finish it")
     self._index = {}
     with open(self.directory / INDEX) as f:
       for n, line in enumerate(f, 1):
@@ -107,10 +130,49 @@ class FeatureCache:
     return dict(self.__dict__, _shards={})
 
 
+def _write_json(path: pathlib.Path, obj: dict) -> None:
+  """Writes `path` whole or not at all (temporary file + rename)."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2))
+  os.replace(tmp, path)
+
+
+def _read_index(out: pathlib.Path, log: Callable[[str], None]) -> tuple[set, int]:
+  """(keys indexed, next shard number) of a cache being resumed. A last line a killed
+  build did not finish is cut off (with a log line); its utterances are encoded again."""
+  path = out / INDEX
+  done, shard = set(), 0
+  if not path.exists():
+    return done, shard
+  raw = path.read_bytes()
+  good = 0
+  for line in raw.splitlines(keepends=True):
+    try:
+      if not line.endswith(b"\n"):
+        raise ValueError("no end of line")
+      rec = json.loads(line)
+      key, rec_shard = rec["key"], int(rec["shard"])
+    except (ValueError, KeyError, TypeError) as err:
+      if good + len(line) < len(raw):
+        lineno = raw[:good].count(b"\n") + 1
+        raise ValueError(f"{path}: damaged line {lineno}: {err}; delete the cache "
+                         "directory and build it again") from err
+      log(f"feature cache {path}: dropped its last line, cut short by a stopped build")
+      with open(path, "r+b") as f:
+        f.truncate(good)
+      break
+    done.add(key)
+    shard = max(shard, rec_shard + 1)
+    good += len(line)
+  return done, shard
+
+
 def build(encode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
           entries: Iterable[manifest_lib.ManifestEntry], out_dir: str | os.PathLike, *,
           meta: dict, sample_rate: int = 16000, batch_seconds: float = 64.0,
-          pad_seconds: float = 1.0, log: Callable[[str], None] = print) -> dict:
+          pad_seconds: float = 1.0, log: Callable[[str], None] = print,
+          should_stop: Callable[[], bool] | None = None,
+          flush_seconds: float = 300.0) -> dict:
   """Encodes every entry once and writes the cache (resumable: cached keys are skipped).
 
   Args:
@@ -118,25 +180,33 @@ def build(encode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarra
       e.g. a jitted `SpeechLLaMA.encode_frames`.
     entries: manifest entries (unreadable audio is reported and left out).
     out_dir: cache directory.
-    meta: written to meta.json (must hold "fingerprint"); "dim" is added.
+    meta: written to meta.json (must hold "fingerprint"); "dim", "complete" and
+      "utterances" are added.
     batch_seconds: padded audio per encoder call; S is rounded up to `pad_seconds`.
+    log: progress lines.
+    should_stop: asked after each encoder call; True writes what was encoded and
+      returns (the cache then resumes from there).
+    flush_seconds: a shard is written at least this often (what a kill can lose).
   Returns:
-    {"utterances", "frames", "seconds", "skipped": [[manifest, line, reason], ...]}.
+    {"utterances", "frames", "seconds", "encode_seconds", "skipped": [[manifest, line,
+    reason], ...], "stopped": bool, "cached": utterances in the cache}.
+  Raises:
+    ValueError: `out_dir` holds a cache of another encoder, or a damaged index.
   """
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  done = set()
-  shard = 0
-  if (out / INDEX).exists() and (out / META).exists():
-    old = json.loads((out / META).read_text())
-    if old.get("fingerprint") != meta.get("fingerprint"):
-      raise ValueError(f"{out}: holds a cache of another encoder ({old.get('fingerprint')}); "
-                       "use a new directory")
-    with open(out / INDEX) as f:
-      for line in f:
-        rec = json.loads(line)
-        done.add(rec["key"])
-        shard = max(shard, int(rec["shard"]) + 1)
+  old = json.loads((out / META).read_text()) if (out / META).exists() else None
+  if old is None and (out / INDEX).exists():
+    raise ValueError(f"{out}: has {INDEX} but no {META} (a build of older code that did "
+                     "not finish?): delete the directory or use a new one")
+  if old is not None and old.get("fingerprint") != meta.get("fingerprint"):
+    raise ValueError(f"{out}: holds a cache of another encoder ({old.get('fingerprint')}); "
+                     "use a new directory")
+  done, shard = _read_index(out, log)
+  dim = old.get("dim") if old else meta.get("dim")
+  # meta.json first, marked incomplete: a resume checks the fingerprint, and a reader
+  # refuses the cache until the build has finished.
+  _write_json(out / META, dict(meta, dim=dim, complete=False, utterances=len(done)))
   todo = {}
   for e in entries:  # each audio file once (a manifest may be listed twice to upweight it)
     key = cache_key(e.audio_filepath)
@@ -154,15 +224,21 @@ def build(encode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarra
   items.sort(key=lambda it: len(it[1]))
   pad = int(pad_seconds * sample_rate)
   buf, buf_bytes, index_lines = [], 0, []
-  t0, total_frames, dim = time.perf_counter(), 0, None
+  t0, total_frames = time.perf_counter(), 0
+  last_flush, stopped = time.monotonic(), False
 
   def flush():
-    nonlocal shard, buf, buf_bytes
+    nonlocal shard, buf, buf_bytes, last_flush
+    last_flush = time.monotonic()
     if not buf:
       return
-    np.save(out / f"shard_{shard:05d}.npy", np.concatenate([b for _, b in buf]))
-    with open(out / INDEX, "a") as f:
+    path = out / f"shard_{shard:05d}.npy"
+    with open(path.with_name(path.name + ".tmp"), "wb") as f:
+      np.save(f, np.concatenate([b for _, b in buf]))
+    os.replace(path.with_name(path.name + ".tmp"), path)
+    with open(out / INDEX, "a") as f:  # after the shard: an indexed key has its frames
       f.writelines(index_lines)
+    done.update(json.loads(l)["key"] for l in index_lines)
     index_lines.clear()
     shard, buf, buf_bytes = shard + 1, [], 0
 
@@ -190,16 +266,21 @@ def build(encode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarra
       buf_bytes += x.nbytes
       total_frames += len(x)
     i += len(group)
-    if buf_bytes >= SHARD_BYTES:
+    if buf_bytes >= SHARD_BYTES or time.monotonic() - last_flush >= flush_seconds:
       flush()
     if (i // b) % 20 == 0 or i == len(items):
       el = time.perf_counter() - t0
       log(f"feature cache: {i}/{len(items)} utterances, {el:.0f} s, "
           f"ETA {el / i * (len(items) - i):.0f} s")
+    if should_stop is not None and i < len(items) and should_stop():
+      stopped = True
+      break
   flush()
-  if dim is not None or not (out / META).exists():
-    (out / META).write_text(json.dumps(dict(meta, dim=dim if dim is not None else
-                                            meta.get("dim")), indent=2))
-  seconds = sum(len(w) for _, w in items) / sample_rate
-  return {"utterances": len(items), "frames": total_frames, "seconds": seconds,
-          "encode_seconds": time.perf_counter() - t0, "skipped": skipped}
+  _write_json(out / META, dict(meta, dim=dim, complete=not stopped, utterances=len(done)))
+  if stopped:
+    log(f"feature cache: stopped after {i}/{len(items)} utterances, written to {out}; "
+        "re-run the build to finish it")
+  seconds = sum(len(w) for _, w in items[:i]) / sample_rate
+  return {"utterances": i, "frames": total_frames, "seconds": seconds,
+          "encode_seconds": time.perf_counter() - t0, "skipped": skipped,
+          "stopped": stopped, "cached": len(done)}

@@ -5,14 +5,25 @@ train.py is its command-line entry point; tests and benchmarks call it directly.
 The workdir receives config.json, the tokenizer (trained from the train manifests
 unless config.data.tokenizer.path is set), checkpoints/ (orbax), tb/ (TensorBoard)
 and metrics.jsonl. Calling again on the same workdir resumes from the latest complete
-checkpoint, with the data iterator where it was. Nothing is written into the workdir
-until the config is valid, an existing run's model and tokenizer are unchanged and
-its checkpoint (and data iterator position) restored.
+checkpoint, with the data iterator where it was. Nothing but the workdir's lock is
+written into the workdir until the config is valid, an existing run's model and
+tokenizer are unchanged and its checkpoint (and data iterator position) restored.
+
+What pods and people do to a run:
+* one run per workdir: the workdir's lock (`workdir.WorkdirLock`, `train.lock`) refuses
+  a second run naming the holder's host and pid; a killed run's lock is taken over;
+* SIGTERM / SIGINT (preemption, Ctrl-C): the current step finishes, a checkpoint of
+  exactly that step is written, and `Preempted` is raised (train.py exits with
+  `PREEMPTED_EXIT_CODE`); every host stops at the same step (`preemption.StopSignals`);
+* a checkpoint that cannot be written (disk full, read-only directory):
+  `checkpoint.CheckpointSaveError`, the earlier checkpoints intact and resumable.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable
 
@@ -32,6 +43,7 @@ from mtp_jax.interop import whisper_decoder as whisper_decoder_io
 from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
 from mtp_jax.train import metrics as metrics_lib
+from mtp_jax.train import preemption
 from mtp_jax.train import pretrained as pretrained_lib
 from mtp_jax.train import setup as setup_lib
 from mtp_jax.train import state as state_lib
@@ -47,10 +59,16 @@ class NonFiniteError(RuntimeError):
   """Too many consecutive non-finite steps; the last good checkpoint is kept."""
 
 
+Preempted = preemption.Preempted
+PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
+
 # Errors of the user's making (config, workdir, data), raised before anything is
-# written; an entry point prints them as one line instead of a traceback.
+# written, and of the machine's (a workdir in use, a checkpoint that cannot be
+# written, earlier ones intact); an entry point prints them as one line instead of a
+# traceback.
 USER_ERRORS = (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError, NoDataError,
-               BadInputError)
+               BadInputError, workdir_lib.WorkdirInUseError, workdir_lib.WorkdirWriteError,
+               ckpt_lib.CheckpointSaveError)
 
 
 def _log(msg: str) -> None:
@@ -59,13 +77,34 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _train_tokenizer_whole(config, workdir: str) -> None:
+  """Trains the run's tokenizer into a temporary directory of the workdir and moves it
+  in, the .model last: a run killed while training it leaves no partial tokenizer
+  that the next run would load (and the temporary directories of killed runs go)."""
+  model = os.path.join(workdir, tok_lib.MODEL_PREFIX + ".model")
+  for name in os.listdir(workdir):
+    if name.startswith(".tokenizer-"):
+      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+  if os.path.isfile(model):
+    return
+  tmp = tempfile.mkdtemp(prefix=".tokenizer-", dir=workdir)
+  try:
+    tok_lib.get_tokenizer(config.data, tmp)  # trains into tmp
+    for name in sorted(os.listdir(tmp), key=lambda n: n.endswith(".model")):
+      os.replace(os.path.join(tmp, name), os.path.join(workdir, name))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
   """Loads config.data.tokenizer.path (copied into the workdir) or trains one there."""
   path = config.data.tokenizer.path
   if jax.process_index() == 0:
     if path:
       ckpt_lib.copy_tokenizer(path, workdir)
-    tok_lib.get_tokenizer(config.data, workdir)  # trains into workdir if absent
+    else:
+      _train_tokenizer_whole(config, workdir)
+    tok_lib.get_tokenizer(config.data, workdir)
   multihost_utils.sync_global_devices("tokenizer")
   tok = tok_lib.Tokenizer.load(workdir)
   tok_lib.check_tokenizer_fits(tok, config.model.decoder.vocab_size)
@@ -140,6 +179,58 @@ def _open_data(config, workdir: str, params, mcfg):
   return tokenizer, data, cache, frames_for
 
 
+def _check_grad_accum(config, data) -> None:
+  """Refuses a `train.grad_accum` that does not divide every global batch size the
+  data iterator yields (before anything is compiled)."""
+  accum = int(config.train.grad_accum)
+  if accum <= 1:
+    return
+  pc = jax.process_count()
+  sizes = sorted({b * pc for b, _, _ in data.batch_shapes})
+  if all(b % accum == 0 for b in sizes):
+    return
+  d = config.data
+  multiple = pipeline.batch_multiple(d, pc)
+  if d.text_corpus or d.batching == "random":
+    made = (f"data.batch_size={d.batch_size} rounded down to a multiple of {multiple} "
+            f"(data.batch_size_multiple={d.batch_size_multiple}"
+            + (", 0 = the device count" if not d.batch_size_multiple else "")
+            + (f", and the {pc} processes" if pc > 1 else "") + f") gives {sizes[0]} rows")
+  else:
+    made = (f"data.batching={d.batching!r} gives bucket batch sizes {sizes} (multiples of "
+            f"{multiple}: data.batch_size_multiple={d.batch_size_multiple}"
+            + (", 0 = the device count" if not d.batch_size_multiple else "") + ")")
+  raise ConfigError(
+      f"train.grad_accum={accum}: must divide every batch size, but {made}; set "
+      f"data.batch_size_multiple={np.lcm(multiple, accum)} (a multiple of both) or another "
+      "train.grad_accum")
+
+
+def _lock_workdir(workdir: str) -> workdir_lib.WorkdirLock:
+  """Takes the workdir's lock (process 0 of a multi-host run; all raise if it fails).
+
+  Raises:
+    WorkdirInUseError: another run holds it (its host and pid named).
+    WorkdirWriteError: the lock cannot be written (read-only or full workdir).
+  """
+  lock = workdir_lib.WorkdirLock(workdir, log=_log)
+  err = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (workdir_lib.WorkdirInUseError, workdir_lib.WorkdirWriteError) as e:
+      err = e
+  if jax.process_count() > 1:
+    ok = bool(multihost_utils.broadcast_one_to_all(np.int32(err is None)))
+    if not ok and err is None:
+      err = workdir_lib.WorkdirInUseError(
+          f"{workdir}: process 0 could not take the workdir lock (its log says why)", {})
+  if err is not None:
+    lock.release()
+    raise err
+  return lock
+
+
 def _eval_batches(config, mesh, tokenizer):
   """The dev manifest's batches (None without one), `train.eval_batch_size` rounded up
   to a multiple of the data-parallel devices and the process count."""
@@ -212,13 +303,33 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     CheckpointError: no checkpoint of `workdir` can be read; nothing is written.
     NoDataError, BadInputError: no usable training utterance; nothing is written.
     NonFiniteError: `train.max_consecutive_nonfinite` skipped steps in a row.
+    WorkdirInUseError: another run holds the workdir (its host and pid named).
+    WorkdirWriteError: the workdir cannot be written (its lock cannot be created).
+    CheckpointSaveError: a checkpoint could not be written (disk full, read-only
+      directory); the earlier ones are intact and a re-run resumes from them.
+    Preempted: SIGTERM or SIGINT: the step in flight was finished and checkpointed
+      (every host at the same step); a re-run resumes as if never stopped.
   """
   t_start = time.time()
-  # Nothing is written into the workdir until the config is valid, an existing run's
-  # model is unchanged and its checkpoint (and data iterator position) restored.
+  # Nothing but the lock (removed on exit) is written into the workdir until the config
+  # is valid, an existing run's model is unchanged and its checkpoint (and data
+  # iterator position) restored.
   mcfg = RunConfig.from_config(config).model  # ConfigError naming the field
-  tcfg = config.train
   workdir = os.path.abspath(workdir)
+  lock = _lock_workdir(workdir)
+  try:
+    with preemption.StopSignals(log=_log) as signals:
+      return _train(config, workdir, mcfg, t_start, signals, stop_after=stop_after,
+                    batch_transform=batch_transform, devices=devices)
+  finally:
+    lock.release()
+
+
+def _train(config, workdir: str, mcfg, t_start: float, signals: preemption.StopSignals, *,
+           stop_after: int | None, batch_transform: BatchTransform | None,
+           devices) -> dict:
+  """`train_and_evaluate` once the workdir is locked and the signals caught."""
+  tcfg = config.train
   if ckpt_lib.has_checkpoints(workdir):
     workdir_lib.check_model_unchanged(workdir, mcfg)
     workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path)
@@ -248,6 +359,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
     if data_state is not None:
       _restore_data_state(data, data_state, restored,
                           bool(tcfg.get("reset_data_iterator", False)))
+    _check_grad_accum(config, data)
   except BaseException:
     if data is not None:
       data.close()
@@ -303,6 +415,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
 
   end = total if stop_after is None else min(total, int(stop_after))
   try:
+    sig = signals.agreed(start)
+    if sig is not None:  # before the first step: the checkpoint on disk is the state
+      raise preemption.Preempted(
+          f"{sig}: stopped before training step {start + 1}; nothing new to save "
+          + (f"(checkpoint step {restored} in {ckpt.directory})" if restored is not None
+             else "(no checkpoint yet)") + "; re-run the same command to resume",
+          signal_name=sig, step=None)
     for step in range(start, end):
       batch = next(data)
       if batch_transform is not None:
@@ -315,6 +434,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         last = check(pending)
       pending = (step + 1, metrics)
       done = step + 1
+      sig = signals.agreed(done)  # every host, every step: they stop at the same one
       out_of_time = done % tcfg.log_every == 0 and time.time() > deadline
       if out_of_time and jax.process_count() > 1:  # every host must stop at the same step
         out_of_time = bool(multihost_utils.broadcast_one_to_all(np.bool_(out_of_time)))
@@ -322,8 +442,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
         _log(f"train.max_minutes={tcfg.max_minutes} reached at step {done}/{total}: "
              "checkpointing and stopping")
       log_now = done % tcfg.log_every == 0 or done == total or out_of_time
-      save_now = done % tcfg.checkpoint_every == 0 or done in (total, end) or out_of_time
-      eval_now = eval_batches is not None and (
+      save_now = (done % tcfg.checkpoint_every == 0 or done in (total, end) or out_of_time
+                  or sig is not None)
+      eval_now = eval_batches is not None and sig is None and (
           (tcfg.eval_every and done % tcfg.eval_every == 0) or done == total or out_of_time)
       if log_now or save_now or eval_now:
         last = check(pending)
@@ -340,6 +461,14 @@ def train_and_evaluate(config, workdir: str, *, stop_after: int | None = None,
           seen_bad = bad["num_skipped"]
       if save_now:
         ckpt.save(state, data.get_state())
+      if sig is not None:
+        ckpt.wait()
+        seconds = signals.seconds_since_signal()
+        msg = (f"{sig}: checkpoint step {done} written to {ckpt.directory}"
+               + (f" {seconds:.1f} s after the signal" if seconds else "")
+               + "; stopping (re-run the same command to resume)")
+        _log(msg)
+        raise preemption.Preempted(msg, signal_name=sig, step=done, seconds=seconds)
       if eval_now:
         last.update(run_eval(done, state.params))
       if out_of_time:

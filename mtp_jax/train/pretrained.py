@@ -6,6 +6,9 @@ Build a cache for a config's train manifests (then train with
 
   python -m mtp_jax.train.pretrained --config configs/recipes/whisper_tiny_cpu.py \
       --out runs/whisper_tiny/features
+
+On SIGTERM or SIGINT the build writes what it has encoded and exits with status 75
+(`preemption.PREEMPTED_EXIT_CODE`); re-running the command resumes it.
 """
 from __future__ import annotations
 
@@ -86,9 +89,12 @@ def encode_fn(model, params):
   return f
 
 
-def build_cache(config, out_dir: str, manifests: str | None = None, log=print) -> dict:
+def build_cache(config, out_dir: str, manifests: str | None = None, log=print,
+                **build_kw) -> dict:
   """Builds the feature cache of `config`'s encoder (random init + train.encoder_init)
-  over `manifests` (default: data.train_manifests)."""
+  over `manifests` (default: data.train_manifests); `build_kw` go to
+  `feature_cache.build`. SIGTERM / SIGINT stop it after the encoder batch in flight,
+  with what was encoded written (the result's "stopped" is then True)."""
   from mtp_jax.model.speech_llama import SpeechLLaMA  # pylint: disable=g-import-not-at-top
   from mtp_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   mcfg = ModelConfig.from_config(config.model)
@@ -103,8 +109,11 @@ def build_cache(config, out_dir: str, manifests: str | None = None, log=print) -
   meta = {"fingerprint": cache_lib.fingerprint(mcfg, params["params"]["encoder"]),
           "encoder_init": str(config.train.encoder_init),
           "encoder_type": mcfg.encoder.type}
-  return cache_lib.build(encode_fn(model, params), entries, out_dir, meta=meta,
-                         sample_rate=int(config.data.sample_rate), log=log)
+  from mtp_jax.train import preemption  # pylint: disable=g-import-not-at-top
+  with preemption.StopSignals(log=log, process_count=1) as signals:
+    return cache_lib.build(encode_fn(model, params), entries, out_dir, meta=meta,
+                           sample_rate=int(config.data.sample_rate), log=log,
+                           should_stop=lambda: signals.received is not None, **build_kw)
 
 
 def main(argv) -> None:
@@ -112,6 +121,9 @@ def main(argv) -> None:
   res = build_cache(_FLAGS.config, _FLAGS.out, _FLAGS.manifests or None)
   res["skipped_count"] = len(res["skipped"])
   print(json.dumps(res))
+  if res["stopped"]:
+    from mtp_jax.train import preemption  # pylint: disable=g-import-not-at-top
+    raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":
