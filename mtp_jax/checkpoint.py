@@ -428,15 +428,17 @@ def upgrade_stored_config(config: dict) -> dict:
 
 
 def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) -> None:
-  """Copies a tokenizer .model (and its .json sidecar), or a Whisper tokenizer.json
-  (`mtp_jax.data.whisper_tokenizer`), into the workdir."""
+  """Copies a tokenizer .model (and its .json sidecar) into the workdir, or saves a
+  Whisper or pretrained-LM tokenizer there (`WhisperTokenizer.save`, `LMTokenizer.save`)."""
+  from mtp_jax.data import lm_tokenizer as lt  # pylint: disable=g-import-not-at-top
   from mtp_jax.data import whisper_tokenizer as wt  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.tokenizer import MODEL_PREFIX  # pylint: disable=g-import-not-at-top
   model_path = os.fspath(model_path)
-  if wt.is_whisper(model_path):
-    if jax.process_index() == 0:
-      wt.WhisperTokenizer.load(model_path).save(workdir)
-    return
+  for family, cls in ((lt.is_lm, lt.LMTokenizer), (wt.is_whisper, wt.WhisperTokenizer)):
+    if family(model_path):
+      if jax.process_index() == 0:
+        cls.load(model_path).save(workdir)
+      return
   if os.path.isdir(model_path):
     model_path = os.path.join(model_path, MODEL_PREFIX + ".model")
   dst = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")
@@ -491,10 +493,12 @@ def restore_for_inference(workdir: str | os.PathLike, step: int | None = None, *
     mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   rules = sharding_lib.rules_from_config(config.get("sharding_rules") if rules is None
                                          else rules)
-  boxed = abstract_params(model, mesh, rules)
+  from mtp_jax.train import lora as lora_lib  # pylint: disable=g-import-not-at-top
+  lora = lora_lib.of(config.get("train"))
+  boxed = abstract_params(model, mesh, rules, lora)
   shardings = sharding_lib.param_shardings(boxed, mesh, rules)
   target = _abstract(nn.unbox(boxed), shardings)
-  params = load_params(workdir, step, target)
+  params = lora_lib.merge(load_params(workdir, step, target), lora)  # adapters folded in
   if decode_layout:
     from mtp_jax.model.heads import decode_layout as add_layout  # pylint: disable=g-import-not-at-top
     params = add_layout(params, model.cfg.decoder.tie_embeddings)

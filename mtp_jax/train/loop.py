@@ -38,10 +38,13 @@ from mtp_jax.data import pipeline
 from mtp_jax.data import text_corpus
 from mtp_jax.data import tokenizer as tok_lib
 from mtp_jax.data.errors import BadInputError, NoDataError
+from mtp_jax import gguf_file
+from mtp_jax.interop import gguf as gguf_io
 from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper_decoder as whisper_decoder_io
 from mtp_jax.mwer import word_errors
 from mtp_jax.train import eval as eval_lib
+from mtp_jax.train import lora as lora_lib
 from mtp_jax.train import metrics as metrics_lib
 from mtp_jax.train import preemption
 from mtp_jax.train import pretrained as pretrained_lib
@@ -137,9 +140,14 @@ def _init_state(config, setup: setup_lib.TrainSetup):
       if layers:
         raise ValueError("train.decoder_init_layers selects blocks of a Whisper decoder; "
                          f"model.decoder.type={mcfg.decoder.type!r}")
-      params = hf_llama.load_decoder_into(params, tcfg.decoder_init, mcfg,
-                                          copy_unembed_to_heads=True)
-      _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
+      if gguf_file.is_gguf_source(tcfg.decoder_init):
+        params = gguf_io.load_decoder_into(params, tcfg.decoder_init, mcfg,
+                                           copy_unembed_to_heads=True)
+        _log(f"decoder_init {tcfg.decoder_init}: GGUF LLaMA decoder loaded")
+      else:
+        params = hf_llama.load_decoder_into(params, tcfg.decoder_init, mcfg,
+                                            copy_unembed_to_heads=True)
+        _log(f"decoder_init {tcfg.decoder_init}: Hugging Face LLaMA decoder loaded")
   if tcfg.init_from:
     loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
     params, copied, new = state_lib.merge_params(params, loaded, tcfg.init_exclude)
@@ -252,9 +260,9 @@ def _make_eval(config, setup: setup_lib.TrainSetup, eval_batches, tokenizer, wri
   kw = dict(max_new_tokens=max_new, max_utterances=int(tcfg.eval_max_utterances),
             numbers_to_words=bool(config.data.numbers_to_words))
 
-  def evaluate(params, **extra):
-    return eval_lib.evaluate(setup.model, params, eval_batches, tokenizer, setup.mesh,
-                             setup.rules, **kw, **extra)
+  def evaluate(params, **extra):  # LoRA adapters folded in: decoding runs the plain model
+    return eval_lib.evaluate(setup.model, lora_lib.merge(params, setup.lora), eval_batches,
+                             tokenizer, setup.mesh, setup.rules, **kw, **extra)
 
   def run_eval(step: int, params) -> dict:
     t = time.perf_counter()
