@@ -5,8 +5,15 @@ or transcribes audio files.
       [--batch_size 16] [--out hyps.jsonl] [strategy options: --threshold 0.8, --beam 4,
       --nbest, --typical eps,alpha, --top 2, ... (`--help`; mtp_jax/decode/registry.py)]
   python decode.py --workdir runs/x --audio a.wav b.flac [--strategy verify]
-      (one "path<TAB>transcript" line per file; any format and sample rate soundfile
-      reads; see mtp_jax/decode/transcribe.py for long audio)
+      [--format txt,jsonl,srt,vtt --output_dir out] [--segmenter silence|overlap]
+      (one "path<TAB>transcript" line per file on stdout; any format, channel count,
+      bit depth and sample rate soundfile reads, of any length: read and decoded in
+      chunks, see mtp_jax/decode/transcribe.py and docs/longform.md)
+
+--audio never stops at a bad file: each file gets its transcript (and, with --format,
+<output_dir>/<stem>.<format> files of timed segments) or one "decode.py: error: <file>:
+<reason>" line on stderr; the exit status is 1 when any file failed. Files of a minute
+or more print progress lines on stderr (--progress: for every file, --noprogress: none).
 
 Writes hypotheses JSONL (utt_id, ref, hyp, calls, tokens), a summary JSON next to
 it (`<out>.summary.json`) and prints a table. Loads config, params and tokenizer
@@ -36,7 +43,26 @@ flags.DEFINE_string("manifest", None, "JSONL manifest to decode")
 flags.DEFINE_multi_string("audio", None, "audio file(s) to transcribe instead of a manifest "
                           "(repeat the flag, or list the files after it)")
 flags.DEFINE_enum("long_audio", "split", ["split", "error"],
-                  "--audio longer than the model takes: split at silences, or refuse")
+                  "--audio longer than the model takes: split (see --segmenter), or refuse")
+flags.DEFINE_list("format", [], "--audio: also write <output_dir>/<stem>.<format> for each "
+                  "of txt, jsonl, srt, vtt (timed segments)")
+flags.DEFINE_string("output_dir", None, "--audio: folder of the --format files (default: .)")
+flags.DEFINE_enum("segmenter", "silence", ["silence", "overlap"],
+                  "--audio chunk boundaries: cut at the quietest stretch before the limit "
+                  "(silence), or fixed windows overlapping by --overlap_seconds, their "
+                  "overlapped words merged (overlap)")
+flags.DEFINE_float("chunk_seconds", None, "--audio: longest chunk / overlap window "
+                   "(default and at most: the model's limit)")
+flags.DEFINE_float("overlap_seconds", None, "--segmenter=overlap: seconds shared by "
+                   "consecutive windows (default: a sixth of the window)")
+flags.DEFINE_float("tokens_per_second", 15.0, "--audio: token cap per second of chunk audio "
+                   "(0: only --max_new_tokens)")
+flags.DEFINE_integer("repeat_ngram", 8, "--audio: cut a chunk's words where an n-gram of up "
+                     "to this many words repeats more than --max_repeats times in a row (0: "
+                     "off)", lower_bound=0)
+flags.DEFINE_integer("max_repeats", 4, "see --repeat_ngram", lower_bound=1)
+flags.DEFINE_bool("progress", None, "--audio progress lines on stderr (default: for files "
+                  "of a minute or more)")
 flags.DEFINE_enum("strategy", "greedy", registry.names(), "decoding strategy: " + "; ".join(
     f"{n}: {registry.get(n).help}" for n in registry.names()))
 flags.DEFINE_integer("batch_size", 16, "utterances per batch", lower_bound=1)
@@ -76,27 +102,75 @@ def strategy_options() -> dict:
   return opts
 
 
+def _output_stems(paths, output_dir: str) -> list[str]:
+  """<output_dir>/<file stem> per input, "-2", "-3", ... added to repeated stems."""
+  stems, seen = [], {}
+  for p in paths:
+    stem = os.path.splitext(os.path.basename(p))[0] or "audio"
+    seen[stem] = seen.get(stem, 0) + 1
+    stems.append(os.path.join(output_dir, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+  return stems
+
+
 def transcribe_main(paths) -> None:
-  from mtp_jax.data.errors import BadInputError  # pylint: disable=g-import-not-at-top
-  from mtp_jax.decode.transcribe import LongAudioError, Transcriber  # pylint: disable=g-import-not-at-top
-  missing = [p for p in paths if not os.path.isfile(p)]
-  if missing:
-    raise app.UsageError(f"--audio: no such file: {', '.join(missing)}")
-  tr = Transcriber(FLAGS.workdir, step=FLAGS.step, strategy=FLAGS.strategy,
-                   batch_size=FLAGS.batch_size, long_audio=FLAGS.long_audio,
-                   max_new_tokens=FLAGS.max_new_tokens, use_kernels=FLAGS.use_kernels,
-                   **strategy_options())
+  """Transcribes each file; a file that fails is named on stderr, the others go on."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.guards import Guards  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.segments import check_formats, write_transcript  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.transcribe import ProgressPrinter, Transcriber, TranscribeError  # pylint: disable=g-import-not-at-top
   try:
-    texts = tr(paths)
-  except (LongAudioError, BadInputError) as e:
+    formats = check_formats(FLAGS.format)
+    guards = Guards(tokens_per_second=FLAGS.tokens_per_second, max_ngram=FLAGS.repeat_ngram,
+                    max_repeats=FLAGS.max_repeats)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  output_dir = FLAGS.output_dir or "."
+  if formats:
+    try:
+      os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+      raise app.UsageError(f"--output_dir={output_dir}: cannot create it: {e}") from e
+  try:
+    tr = Transcriber(FLAGS.workdir, step=FLAGS.step, strategy=FLAGS.strategy,
+                     batch_size=FLAGS.batch_size, long_audio=FLAGS.long_audio,
+                     max_new_tokens=FLAGS.max_new_tokens, use_kernels=FLAGS.use_kernels,
+                     segmenter=FLAGS.segmenter, max_seconds=FLAGS.chunk_seconds,
+                     overlap_seconds=FLAGS.overlap_seconds, guards=guards,
+                     **strategy_options())
+  except (TranscribeError, ValueError) as e:  # a strategy the model cannot run, a bad setting
     raise DecodeError(str(e)) from e
-  for path, text in zip(paths, texts):
-    print(f"{path}\t{text}", flush=True)
+  stems = iter(_output_stems(paths, output_dir))  # on_done comes in input order
+  failed = []
+
+  def done(t) -> None:
+    stem = next(stems)
+    for w in t.warnings:
+      print(f"decode.py: warning: {w}", file=sys.stderr, flush=True)
+    if t.error is not None:
+      failed.append(t.name)
+      print(f"decode.py: error: {t.error}", file=sys.stderr, flush=True)
+      return
+    print(f"{t.name}\t{t.text}", flush=True)
+    try:
+      write_transcript(stem, t.segments, formats)
+    except OSError as e:
+      failed.append(t.name)
+      print(f"decode.py: error: {t.name}: cannot write its transcript: {e}",
+            file=sys.stderr, flush=True)
+
+  progress = None
+  if FLAGS.progress is not False:
+    progress = ProgressPrinter(min_seconds=0.0 if FLAGS.progress else 60.0)
+  tr.transcribe_many(paths, on_progress=progress, on_done=done)
+  if failed:
+    raise DecodeError(f"{len(failed)} of {len(paths)} file(s) could not be transcribed: "
+                      + ", ".join(failed))
 
 
 class DecodeError(Exception):
   """A manifest that cannot be scored as asked (empty, rows skipped with
-  --fail_on_skip); decode.py prints the message and exits with status 1."""
+  --fail_on_skip), a strategy the model cannot run, --audio files that failed;
+  decode.py prints the message and exits with status 1."""
 
 
 def main(argv):
@@ -172,6 +246,11 @@ def decode_main() -> None:
   kernels = KernelsConfig.from_config(config.get("kernels", {}), enabled=FLAGS.use_kernels)
   model = SpeechLLaMA(ModelConfig.from_config(config.model), kernels=kernels)
   max_new = FLAGS.max_new_tokens or int(config.data.max_text_tokens)
+  from mtp_jax.decode.api import make_decode_fn  # pylint: disable=g-import-not-at-top
+  try:  # a strategy this model cannot run (e.g. ctc without a CTC head), before decoding
+    make_decode_fn(model, strategy=FLAGS.strategy, max_new_tokens=max_new, **options)
+  except ValueError as e:
+    raise DecodeError(f"--strategy={FLAGS.strategy}: {e}") from e
   out = decode_batches(model, params, tokenizer, batches, strategy=FLAGS.strategy,
                        max_new_tokens=max_new, sample_rate=int(config.data.sample_rate),
                        numbers_to_words=bool(config.data.numbers_to_words), **options)

@@ -125,3 +125,17 @@ def test_tokenizer_with_more_ids_than_the_model_is_refused_at_load(env, tmp_path
   with pytest.raises(ConfigError, match=rf"model.decoder.vocab_size=8: the tokenizer .* has "
                                         rf"{tok.vocab_size} ids"):
     ckpt_lib.restore_for_inference(bad)
+
+
+@pytest.mark.parametrize("mode", ["manifest", "audio"])
+def test_ctc_on_a_model_without_a_ctc_head_is_a_clear_error(env, mode):
+  root, workdir, test, _ = env
+  out = root / f"ctc_{mode}.jsonl"
+  target = (["--manifest", test, "--out", out] if mode == "manifest"
+            else ["--audio", root / "data" / "audio" / "u00.flac"])
+  res = _decode_py("--workdir", workdir, "--strategy", "ctc", *target)
+  assert res.returncode == 1
+  assert ("decode.py: error: --strategy=ctc: strategy 'ctc' needs a model trained with a CTC "
+          "head (model.encoder.ctc_head or model.projector.ctc_head)") in res.stderr, res.stderr
+  assert "Traceback" not in res.stderr, res.stderr
+  assert not res.stdout.strip() and not out.exists()

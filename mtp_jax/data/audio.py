@@ -156,3 +156,114 @@ def load_audio(path: str, *, manifest: str = "", line: int = 0,
   mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
   mono = resample(np.ascontiguousarray(mono), rate, target_rate)
   return np.clip(mono, -1.0, 1.0, out=mono)
+
+
+class AudioStream:
+  """An audio file read block by block: mono float32 at `target_rate`, in bounded memory.
+
+  For recordings of any length (`decode.py --audio`): the file is decoded
+  `block_seconds` at a time with `soundfile.SoundFile.blocks`, channels averaged,
+  resampled with a streaming soxr resampler and clipped to [-1, 1], so a 2-hour file
+  never sits in memory whole.
+
+    stream = AudioStream("talk.flac", target_rate=16000)
+    stream.duration                # seconds, from the header
+    for block in stream.blocks():  # float32 [n] pieces, in time order
+      ...
+    stream.warnings                # e.g. a truncated file (see `blocks`)
+
+  Attributes:
+    path: the file.
+    info: its header (`AudioInfo`).
+    target_rate: output sample rate in Hz.
+    warnings: messages about audio that was read only in part (filled by `blocks`).
+  """
+
+  def __init__(self, path: str, *, target_rate: int = SAMPLE_RATE, block_seconds: float = 10.0,
+               manifest: str = "", line: int = 0):
+    """Reads the header.
+
+    Raises:
+      BadInputError: missing file, unreadable or corrupt header, zero length.
+    """
+    self.path, self.target_rate = str(path), int(target_rate)
+    self.manifest, self.line = manifest, line
+    self.info = read_info(self.path, manifest, line)
+    if self.info.frames <= 0:
+      raise BadInputError(manifest, line, f"zero-length audio: {self.path}")
+    self.block_frames = max(1, int(block_seconds * self.info.sample_rate))
+    self.warnings: list[str] = []
+    self.frames_read = 0
+
+  @property
+  def duration(self) -> float:
+    """Duration in seconds as the header states it (the progress denominator)."""
+    return self.info.duration
+
+  def blocks(self):
+    """Yields float32 [n] mono blocks at `target_rate`, in time order.
+
+    A read that fails after some audio was decoded (a truncated or partly corrupt
+    file: libsndfile loses sync) ends the stream there with a line in `warnings`
+    naming the file and how much of it was read; the audio before it is kept.
+
+    Raises:
+      BadInputError: nothing decodable (corrupt payload, no frames) or NaN/inf
+        samples (the message names the file and the time).
+    """
+    rate = self.info.sample_rate
+    resampler = None
+    if rate != self.target_rate:
+      resampler = soxr.ResampleStream(rate, self.target_rate, 1, dtype="float32",
+                                      quality="HQ")
+    self.frames_read = 0
+    try:
+      f = soundfile.SoundFile(self.path)
+    except Exception as e:  # pylint: disable=broad-except
+      raise BadInputError(self.manifest, self.line,
+                          f"cannot decode audio file {self.path}: {e}") from e
+    block, salvaging, salvage_end = self.block_frames, False, 0
+    with f:
+      while True:
+        try:  # f.read, not f.blocks: some formats (e.g. XI) are not seekable
+          data = f.read(block, dtype="float32", always_2d=True)
+        except Exception as e:  # pylint: disable=broad-except
+          # A failed read returns nothing of its block: go back and read up to the
+          # damage in small steps (when the file can seek), then stop there.
+          if not salvaging and f.seekable():
+            try:
+              f.seek(self.frames_read)
+              block, salvaging = max(1, rate // 50), True
+              salvage_end = self.frames_read + self.block_frames
+              continue
+            except Exception:  # pylint: disable=broad-except
+              pass
+          if not self.frames_read:
+            raise BadInputError(self.manifest, self.line,
+                                f"cannot decode audio file {self.path}: {e}") from e
+          self.warnings.append(
+              f"{self.path}: unreadable after {self.frames_read / rate:.2f} s of "
+              f"{self.duration:.2f} s (truncated or corrupt: {e}); transcribed the audio "
+              "before it")
+          break
+        if not len(data):
+          break
+        if not np.isfinite(data).all():
+          t = (self.frames_read + int(np.argmin(np.isfinite(data).all(axis=1)))) / rate
+          raise BadInputError(self.manifest, self.line,
+                              f"audio has NaN/inf samples (first at {t:.2f} s): {self.path}")
+        self.frames_read += len(data)
+        if salvaging and self.frames_read >= salvage_end:  # read past it after all
+          block = self.block_frames
+        mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+        mono = np.ascontiguousarray(mono)
+        if resampler is not None:
+          mono = resampler.resample_chunk(mono)
+        if len(mono):
+          yield np.clip(mono, -1.0, 1.0)
+    if not self.frames_read:
+      raise BadInputError(self.manifest, self.line, f"zero-length audio: {self.path}")
+    if resampler is not None:
+      tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+      if len(tail):
+        yield np.clip(tail, -1.0, 1.0)

@@ -1,0 +1,245 @@
+"""Long recordings, end to end: our models vs faster-whisper's own long-form transcribe().
+
+Every system transcribes the same long-form recordings (`python -m mtp_jax.data.longform`:
+Kathleen test joined into ~1- and ~5-minute recordings, FSDD digit strings) from their
+files, in one run, and is scored over whole recordings (`longform.score_recordings`):
+
+* `ours:<workdir>:<strategy>:<segmenter>`: `mtp_jax.decode.transcribe.Transcriber`
+  (chunked at silences or in overlapping windows, chunks of a recording batched,
+  runaway guards on) for each --workdirs x --strategies x --segmenters.
+* `faster-whisper <model> beam <b> vad <on|off>`: `WhisperModel.transcribe(path,
+  language="en", beam_size=b, vad_filter=...)` with its other defaults: its own 30-s
+  sliding window with timestamps, conditioning on the previous text, temperature
+  fallback, and (vad on) Silero VAD, for --peer beams x --peer_vad.
+* `faster-whisper <model> chunks:<segmenter>`: our boundaries and guards
+  (`LongFormTranscriber`) with Whisper decoding each chunk greedily without timestamps:
+  the boundary strategies measured with a trained recognizer (--peer_chunked).
+
+Columns: WER over whole recordings, RTFx (audio seconds / wall seconds, file reading
+included, after a warm-up on the first 10 s that compiles / loads everything), RTFx per
+CPU second (`rtfx_cpu`: audio seconds / CPU seconds of the process, all its threads: the
+figure to compare on a machine shared with other jobs), decoder
+calls per recording (ours: counted; faster-whisper: tokens + 1 per decoded window, from
+its segments, temperature-fallback retries invisible, so a lower bound), peak RSS of the
+process (each system runs in its own child process: `peak_rss_mib`; `rss_loaded_mib` is
+its RSS once the model is loaded and warmed up).
+
+  python bench/longform.py --sets runs/longform/kathleen_60s.jsonl \
+      --workdirs runs/wt/k4 --strategies greedy,verify --segmenters silence,overlap
+  python bench/longform.py --sets runs/longform/kathleen_60s.jsonl   # faster-whisper only
+Writes bench/results/longform.json (--out) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import multiprocessing
+import os
+import pathlib
+import resource
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+from mtp_jax.data import longform  # noqa: E402
+
+
+def rss_mib() -> float:
+  """The process's resident memory now, in MiB."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  return 0.0
+
+
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process, all threads (robust to other load)."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def peak_rss_mib() -> float:
+  """The process's peak resident memory so far, in MiB (Linux: ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class WhisperChunks:
+  """faster-whisper's model as a `Recognizer` of our chunks: greedy, no timestamps, no
+  conditioning on earlier text, one chunk at a time."""
+
+  sample_rate, max_seconds, batch_size = 16000, 30.0, 1
+
+  def __init__(self, model, beam: int = 1):
+    self.model, self.beam = model, beam
+
+  def recognize(self, chunks, caps):
+    from mtp_jax.decode.transcribe import ChunkText  # pylint: disable=g-import-not-at-top
+    out = []
+    for wav, cap in zip(chunks, caps):
+      segs, _ = self.model.transcribe(
+          wav, language="en", beam_size=self.beam, without_timestamps=True,
+          condition_on_previous_text=False, vad_filter=False, temperature=0.0,
+          max_new_tokens=min(cap or 400, 400))
+      segs = list(segs)
+      tokens = sum(len(s.tokens) for s in segs)
+      out.append(ChunkText("".join(s.text for s in segs).strip(), tokens, tokens + 1,
+                           bool(cap) and tokens >= min(cap, 400)))
+    return out
+
+
+def _whisper_model(name: str, compute_type: str, threads: int):
+  from faster_whisper import WhisperModel  # pylint: disable=g-import-not-at-top
+  from mtp_jax.interop.whisper import resolve  # pylint: disable=g-import-not-at-top
+  return WhisperModel(str(resolve(name)), device="cpu", compute_type=compute_type,
+                      cpu_threads=threads)
+
+
+def _warmup_audio(rows) -> np.ndarray:
+  from mtp_jax.data import audio as audio_lib  # pylint: disable=g-import-not-at-top
+  return audio_lib.load_audio(rows[0]["audio_filepath"])[:10 * 16000]
+
+
+def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
+  """Runs one system on every set; returns one row per set (hypotheses included).
+
+  Args:
+    spec: {"kind": "ours" | "peer" | "peer_chunks", "name", ...settings}.
+    sets: set name -> long-form manifest rows (absolute audio paths).
+  """
+  kind = spec["kind"]
+  t0 = time.perf_counter()
+  if kind == "ours":
+    from mtp_jax.decode.transcribe import Transcriber  # pylint: disable=g-import-not-at-top
+    tr = Transcriber(spec["workdir"], strategy=spec["strategy"], segmenter=spec["segmenter"],
+                     batch_size=spec["batch_size"])
+    warm = lambda wav: tr.transcribe_many([wav], 16000)  # noqa: E731
+  elif kind == "peer_chunks":
+    from mtp_jax.decode.transcribe import LongFormTranscriber  # pylint: disable=g-import-not-at-top
+    model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
+    tr = LongFormTranscriber(WhisperChunks(model), segmenter=spec["segmenter"])
+    warm = lambda wav: tr.transcribe_many([wav], 16000)  # noqa: E731
+  else:
+    model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
+
+    def fw(source):
+      segs, _ = model.transcribe(source, language="en", beam_size=spec["beam"],
+                                 vad_filter=spec["vad"])
+      return list(segs)
+    warm = fw
+  first = next(iter(sets.values()))
+  warm(_warmup_audio(first))
+  load_s = time.perf_counter() - t0
+  loaded = rss_mib()
+  rows = []
+  for set_name, recs in sets.items():
+    hyps, calls, audio_s, errors = [], [], 0.0, []
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    for k, r in enumerate(recs):
+      audio_s += float(r["duration"])
+      if kind == "peer":
+        segs = fw(r["audio_filepath"])
+        hyps.append("".join(s.text for s in segs).strip())
+        calls.append(sum(len(s.tokens) for s in segs) + len({s.seek for s in segs}))
+      else:
+        t = tr.transcribe_many([r["audio_filepath"]])[0]
+        if t.error:
+          errors.append(t.error)
+        hyps.append(t.text)
+        calls.append(t.stats.get("decoder_calls", 0))
+      print(f"  {spec['name']}: {set_name} {k + 1}/{len(recs)}, "
+            f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    rows.append(dict(set=set_name, system=spec["name"], recordings=len(recs),
+                     audio_s=round(audio_s, 2), wall_s=round(wall, 2), cpu_s=round(cpu, 2),
+                     rtfx=audio_s / wall if wall else 0.0,
+                     rtfx_cpu=audio_s / cpu if cpu else 0.0,
+                     calls_per_rec=float(np.mean(calls)) if calls else 0.0,
+                     load_s=round(load_s, 2), rss_loaded_mib=round(loaded, 1),
+                     peak_rss_mib=round(peak_rss_mib(), 1), errors=errors, hyps=hyps,
+                     **{k: v for k, v in spec.items() if k not in ("name",)}))
+  return rows
+
+
+def system_specs(args) -> list[dict]:
+  """The systems of the command line, in run order."""
+  specs = []
+  for wd in [w for w in args.workdirs.split(",") if w]:
+    for strategy in [s for s in args.strategies.split(",") if s]:
+      for seg in [s for s in args.segmenters.split(",") if s]:
+        specs.append(dict(kind="ours", name=f"ours:{pathlib.Path(wd).name}:{strategy}:{seg}",
+                          workdir=wd, strategy=strategy, segmenter=seg,
+                          batch_size=args.batch_size))
+  peer = dict(model=args.model, compute_type=args.compute_type, threads=args.threads)
+  for seg in [s for s in args.peer_chunked.split(",") if s]:
+    specs.append(dict(kind="peer_chunks", name=f"faster-whisper {args.model} chunks:{seg}",
+                      segmenter=seg, **peer))
+  for beam in [int(b) for b in args.peer_beams.split(",") if b]:
+    for vad in [v for v in args.peer_vad.split(",") if v]:
+      specs.append(dict(kind="peer", name=f"faster-whisper {args.model} beam {beam} vad {vad}",
+                        beam=beam, vad=vad == "on", **peer))
+  return specs
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--sets", required=True, help="comma-separated long-form manifests "
+                 "(python -m mtp_jax.data.longform)")
+  p.add_argument("--max_recordings", type=int, default=0, help="first N per set (0: all)")
+  p.add_argument("--workdirs", "--workdir", default="", help="comma-separated mtp_jax workdirs")
+  p.add_argument("--strategies", default="greedy")
+  p.add_argument("--segmenters", default="silence,overlap")
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--model", default="tiny.en", help="faster-whisper model dir or wheel name")
+  p.add_argument("--compute_type", default="float32")
+  p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--peer_beams", default="1,5", help="faster-whisper transcribe() beams ('' = "
+                 "none)")
+  p.add_argument("--peer_vad", default="off,on")
+  p.add_argument("--peer_chunked", default="silence,overlap", help="our boundaries with "
+                 "Whisper decoding the chunks ('' = none)")
+  p.add_argument("--in_process", action="store_true", help="run every system in this process "
+                 "(peak memory is then the largest so far, not per system)")
+  p.add_argument("--out", default=str(ROOT / "bench" / "results" / "longform.json"))
+  args = p.parse_args(argv)
+
+  from mtp_jax.decode.summary import format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.machine import machine_info, write_result  # pylint: disable=g-import-not-at-top
+  sets = {}
+  for m in [s for s in args.sets.split(",") if s]:
+    if not os.path.isfile(m):
+      p.error(f"--sets: {m} not found (build it: python -m mtp_jax.data.longform)")
+    sets[pathlib.Path(m).stem] = longform.load_recordings(m, args.max_recordings)
+  rows = []
+  cols = ["set", "system", "recordings", "wer", "rtfx", "rtfx_cpu", "calls_per_rec",
+          "peak_rss_mib", "rss_loaded_mib"]
+  for spec in system_specs(args):
+    if args.in_process:
+      out = run_system(spec, sets)
+    else:
+      ctx = multiprocessing.get_context("spawn")
+      with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        out = ex.submit(run_system, spec, sets).result()
+    for r in out:
+      w = longform.score_recordings(sets[r["set"]], r["hyps"])
+      r.update(wer=w["wer"], substitutions=w["substitutions"], deletions=w["deletions"],
+               insertions=w["insertions"], num_ref_words=w["num_ref_words"])
+      rows.append(r)
+      print(format_table([r], cols), flush=True)
+  print("\n" + format_table(rows, cols))
+  result = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                machine=machine_info(),
+                command="python bench/longform.py " + " ".join(
+                    sys.argv[1:] if argv is None else argv).replace(str(ROOT) + os.sep, ""),
+                rows=rows)
+  write_result(args.out, result)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
