@@ -82,6 +82,11 @@ class ProjectorConfig:
   # trained with `train.ctc_weight`: with a frozen encoder it is the CTC head that
   # teaches the projector to emit token-like audio tokens.
   ctc_head: bool = False
+  # With ctc_head: the classifier is the decoder's own token embedding (transposed), with
+  # a learned temperature and per-token bias, instead of a fresh matrix. Trained alone
+  # (`train.objective=ctc`, the decoder never runs) it moves every audio token next to the
+  # embedding of the text token it reads: where a pretrained LM expects its input.
+  ctc_tied: bool = False
   # > 0: RMS-normalize each audio token and scale it (a learned per-channel scale
   # initialized to this value) to the decoder's token-embedding scale: a pretrained LM
   # reads inputs of the size it was trained on (SmolLM2's embedding RMS is ~0.14,
@@ -295,6 +300,8 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
              f"{p}.projector.type='none' passes the encoder frames on unchanged: it needs "
              f"{p}.projector.stack=1 (got {proj.stack}) and {p}.encoder.d_model="
              f"{p}.decoder.d_model (got {enc.d_model} and {dec.d_model})")
+  _require(not proj.ctc_tied or proj.ctc_head,
+           f"{p}.projector.ctc_tied=True: needs {p}.projector.ctc_head=True")
   _require(not (enc.ctc_head and proj.ctc_head),
            f"{p}.encoder.ctc_head and {p}.projector.ctc_head: set one (one CTC head)")
   _require(fe.sample_rate > 0, f"{p}.frontend.sample_rate={fe.sample_rate}: must be > 0")

@@ -58,6 +58,8 @@ def ctc_head_params(cfg: ModelConfig) -> int:
   """The encoder's auxiliary CTC classifier (d_enc -> vocab, with bias), if any."""
   if not cfg.ctc_head:
     return 0
+  if cfg.projector.ctc_tied:  # the token embedding: a temperature and a bias of its own
+    return 1 + cfg.decoder.vocab_size
   d = cfg.encoder.d_model if cfg.ctc_head == "encoder" else cfg.decoder.d_model
   return _dense(d, cfg.decoder.vocab_size, True)
 

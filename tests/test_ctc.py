@@ -188,3 +188,52 @@ def test_mwer_objective_on_a_ctc_model_traces_without_the_ctc_term(tiny_config):
   _, metrics = jax.eval_shape(step, state, batch)
   assert "mwer/expected_errors" in metrics
   assert not [k for k in metrics if k.startswith("ctc")]
+
+
+def test_tied_ctc_objective_aligns_the_projector_without_running_the_decoder(tiny_config):
+  """projector.ctc_tied: the CTC classifier is the token embedding (times a learned
+  temperature, plus a bias); train.objective=ctc trains it alone: the loss falls, the
+  projector moves, the decoder and the (frozen) embedding get no gradient at all."""
+  cfg = tiny_config(k=2, projector=dict(ctc_head=True, ctc_tied=True), decoder=DECODER)
+  _, batch = _model_and_batch(tiny_config)
+  model = SpeechLLaMA(cfg)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch["audio"], batch["audio_len"],
+                               batch["text"]))
+  assert "ctc_head" not in params["params"]
+  assert flops.param_counts(cfg)["total"] == sum(x.size for x in jax.tree.leaves(params))
+  # The logits are the audio tokens' dot products with every token embedding.
+  logits, n = model.apply(params, batch["audio"], batch["audio_len"], method="ctc")
+  emb, _, alen = model.apply(params, batch["audio"], batch["audio_len"], method="encode")
+  table = params["params"]["embed"]["embedding"]
+  np.testing.assert_allclose(logits, jnp.einsum("btd,vd->btv", emb, table), atol=1e-5)
+  np.testing.assert_array_equal(n, alen)
+  tcfg = train_defaults()
+  tcfg.update(objective="ctc", learning_rate=3e-3, warmup_steps=1, steps=30,
+              frozen="^params/(embed|decoder|final_norm|mtp)/")
+  labels = opt_lib.trainable_labels(params, tcfg)
+  tx, state = _fresh_state(cfg, batch, tcfg)
+  step = jax.jit(step_lib.make_train_step(SpeechLLaMA(cfg, train=True), tx, tcfg, labels))
+  p0, hist = state.params, []
+  for _ in range(30):
+    state, m = step(state, batch)
+    hist.append(float(m["ctc_loss"]))
+  assert np.isfinite(hist).all() and hist[-1] < 0.7 * hist[0], hist
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), p0, state.params)
+  assert moved["params"]["projector"]["fc2"]["kernel"] > 0
+  assert moved["params"]["ctc_scale"] > 0 and moved["params"]["ctc_bias"] > 0
+  assert max(jax.tree.leaves(moved["params"]["decoder"])) == 0.0
+  assert moved["params"]["embed"]["embedding"] == 0.0
+
+
+def test_ctc_objective_needs_a_ctc_head(tiny_config):
+  from mtp_jax.config import ConfigError
+  from mtp_jax.train.config import RunConfig, default_config
+  c = default_config()
+  c.train.objective = "ctc"
+  with pytest.raises(ConfigError, match="train.objective=ctc"):
+    RunConfig.from_config(c)
+  cfg = tiny_config(k=2, decoder=DECODER)
+  tcfg = train_defaults()
+  tcfg.objective = "ctc"
+  with pytest.raises(ValueError, match="objective=ctc"):
+    step_lib.make_train_step(SpeechLLaMA(cfg, train=True), optax.sgd(0.1), tcfg)

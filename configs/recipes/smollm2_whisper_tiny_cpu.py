@@ -42,15 +42,19 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
-                   synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4)
+                   synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4, align=0,
+                   ctc=0.2)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
   m = c.model
   # Audio tokens at the size of SmolLM2's token embeddings (RMS 0.136 per channel):
   # unnormalized, a fresh projector's are ~18x larger and the LM ignores the audio.
-  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=False,
-                     out_rms=0.136)
+  # The CTC classifier is SmolLM2's own (frozen) token embedding: aligning the projector
+  # with it (align=1, the LM never runs) puts each audio token beside the text token it
+  # reads before the LM sees any audio.
+  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=True,
+                     ctc_tied=True, out_rms=0.136)
   m.decoder.update(**SMOLLM2)
   m.prompt_ids = PROMPT_IDS if int(args.prompt) else ()
   m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
@@ -71,7 +75,13 @@ def get_config(arg: str | None = None):
     c.train.lora.frozen = True
   c.train.learning_rate = 1e-3
   c.train.warmup_steps = 30
-  c.train.ctc_weight = 0.0
+  c.train.ctc_weight = float(args.ctc)  # keeps the audio tokens where the alignment put them
+  if int(args.align):  # the projector alone against the frozen token embedding (CTC)
+    c.train.objective = "ctc"
+    c.train.ctc_weight = 0.0
+    c.train.frozen = "^params/(encoder|embed|decoder|final_norm|mtp)/"
+    c.train.lora.rank = 0
+    c.train.learning_rate = 2e-3
   c.train.head_weight_decay = 0.5  # heads 2..4 weigh 0.5, 0.25, 0.125: the trunk first
   c.train.log_every = 25
   c.train.checkpoint_every = 150

@@ -96,7 +96,12 @@ class SpeechLLaMA(nn.Module):
     self.text_after_audio = spec.text_after_audio
     self.unembed = Unembed(mc, self.embed)
     self.mtp = MTPHeads(mc, self.embed, self.unembed)
-    if mc.ctc_head:
+    if mc.ctc_head and mc.projector.ctc_tied:  # the token embedding is the classifier
+      self.ctc_scale = self.param("ctc_scale", nn.with_logical_partitioning(
+          nn.initializers.ones, ()), (), pdtype)
+      self.ctc_bias = self.param("ctc_bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("vocab",)), (mc.decoder.vocab_size,), pdtype)
+    elif mc.ctc_head:
       self.ctc_head = dense(mc.decoder.vocab_size, ("embed", "vocab"), dtype=dtype,
                             param_dtype=pdtype, use_bias=True)
 
@@ -162,11 +167,21 @@ class SpeechLLaMA(nn.Module):
     if not self.cfg.ctc_head:
       raise ValueError("ctc_logits needs a model built with model.encoder.ctc_head=True "
                        "or model.projector.ctc_head=True")
+    if self.cfg.projector.ctc_tied:
+      logits = self.embed.attend(frames).astype(jnp.float32)
+      return logits * self.ctc_scale.astype(jnp.float32) + self.ctc_bias.astype(jnp.float32)
     return self.ctc_head(frames).astype(jnp.float32)
 
   def ctc(self, audio, audio_len):
     """Audio -> (CTC logits [B, T, V], valid lengths [B]) from the model's CTC head."""
-    frames, flen = self.encode_frames(audio, audio_len)
+    return self._ctc_of_frames(*self.encode_frames(audio, audio_len))
+
+  def ctc_cached(self, frames, frames_len):
+    """`ctc` from encoder frames (a frozen encoder's feature cache; train mode masks them
+    as `forward_frames`): (CTC logits [B, T, V], valid lengths [B]). No decoder call."""
+    return self._ctc_of_frames(*self._cached_frames(frames, frames_len))
+
+  def _ctc_of_frames(self, frames, flen):
     if self.cfg.ctc_head == "projector":
       frames, _, flen = self._project_audio(frames, flen)
     return self.ctc_logits(frames), flen

@@ -21,7 +21,7 @@ from mtp_jax.data.config import DataConfig, data_defaults
 from mtp_jax.sharding import DEFAULT_RULES
 from mtp_jax.train.lora import LoRAConfig
 
-OBJECTIVES = ("ce", "mwer")
+OBJECTIVES = ("ce", "mwer", "ctc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,9 @@ class TrainConfig:
   ctc_weight: float = 0.0
   # Objective: ce (multi-token cross-entropy) | mwer (minimum word error rate over a
   # prefix-beam-search N-best, plus lambda_ce * ce; see mtp_jax/mwer/loss.py). MWER is
-  # meant for fine-tuning a CE model: set init_from and a small learning rate.
+  # meant for fine-tuning a CE model: set init_from and a small learning rate. | ctc (the
+  # model's CTC head alone, the decoder never runs: e.g. aligning a projector to a frozen
+  # pretrained LM's token embedding with model.projector.ctc_tied before training with ce).
   objective: str = "ce"
   mwer: MWERConfig = MWERConfig()
   # Low-rank adapters on frozen kernels (see mtp_jax/train/lora.py); rank 0 = none.
@@ -156,7 +158,7 @@ def validate(cfg: TrainConfig, prefix: str = "train") -> None:
          for w in cfg.head_weights):
     raise ConfigError(f"{p}.head_weights={cfg.head_weights}: expected numbers >= 0")
   LoRAConfig.from_config(dataclasses.asdict(cfg.lora), f"{p}.lora")
-  if cfg.lora.rank and cfg.objective != "ce":
+  if cfg.lora.rank and cfg.objective == "mwer":
     raise ConfigError(f"{p}.lora.rank={cfg.lora.rank}: adapters train with {p}.objective=ce "
                       f"(got {cfg.objective!r})")
   m = cfg.mwer
@@ -211,6 +213,9 @@ class RunConfig:
     if t.ctc_weight > 0 and t.objective == "ce" and not m.ctc_head:
       raise ConfigError(f"train.ctc_weight={t.ctc_weight}: needs model.encoder.ctc_head=True "
                         "or model.projector.ctc_head=True (a CTC classifier)")
+    if t.objective == "ctc" and not m.ctc_head:
+      raise ConfigError("train.objective=ctc: needs model.encoder.ctc_head=True or "
+                        "model.projector.ctc_head=True (the CTC classifier it trains)")
     if t.mode == "heads_only" and k < 2:
       raise ConfigError(f"train.mode=heads_only: needs model.mtp.num_heads > 1 (got {k})")
     if d.text_corpus and t.objective != "ce":

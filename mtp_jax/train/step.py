@@ -73,6 +73,30 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                      "(a CTC classifier)")
 
   lora = lora_lib.of(tcfg)
+  objective = tcfg.get("objective", "ce")
+  if objective == "ctc" and not model.cfg.ctc_head:
+    raise ValueError("train.objective=ctc needs model.encoder.ctc_head=True or "
+                     "model.projector.ctc_head=True (the CTC classifier it trains)")
+
+  def ctc_only_loss_fn(params, batch, rng):
+    """The CTC head alone (train.objective=ctc): no decoder call."""
+    if labels is not None:
+      params = jax.tree.map(lambda p, l: p if l == "train" else jax.lax.stop_gradient(p),
+                            params, labels)
+    if batch_kind(batch) == "text":
+      raise ValueError("train.objective=ctc: a text-only batch has no audio to align")
+    apply = functools.partial(lora_lib.apply, model, lora, deterministic=False)
+    rngs = {"dropout": jax.random.fold_in(rng, 0), "specaug": jax.random.fold_in(rng, 1)}
+    if batch_kind(batch) == "frames":
+      logits, flen = apply(params, batch["frames"], batch["frames_len"], method="ctc_cached",
+                           rngs=rngs)
+    else:
+      logits, flen = apply(params, batch["audio"], batch["audio_len"], method="ctc", rngs=rngs)
+    loss, aux = loss_lib.ctc_loss(logits, flen, batch["text"], batch["text_len"],
+                                  batch["audio_len"])
+    tokens = jnp.sum(jnp.where(batch["audio_len"] > 0, batch["text_len"], 0)).astype(jnp.float32)
+    zeros = jnp.zeros((k,), jnp.float32)
+    return loss, dict(aux, loss_k=zeros, acc_k=zeros, tokens_k=zeros.at[0].set(tokens))
 
   def loss_fn(params, batch, rng):
     if labels is not None:  # no backward pass through frozen parameters
@@ -101,9 +125,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
       aux = dict(aux, **ctc_aux)
     return loss, aux
 
-  objective = tcfg.get("objective", "ce")
   if objective == "ce":
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  elif objective == "ctc":
+    grad_fn = jax.value_and_grad(ctc_only_loss_fn, has_aux=True)
   elif objective == "mwer":
     if word_tables is None:
       raise ValueError("train.objective=mwer needs word_tables (mwer.word_errors."
@@ -115,7 +140,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     def grad_fn(params, batch, rng):
       return mwer_grad(params, batch, search(jax.lax.stop_gradient(params), batch), rng)
   else:
-    raise ValueError(f"train.objective={objective!r}: expected 'ce' or 'mwer'")
+    raise ValueError(f"train.objective={objective!r}: expected 'ce', 'mwer' or 'ctc'")
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
