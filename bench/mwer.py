@@ -44,6 +44,7 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from mtp_jax.checkpoint import newest_step_dir  # noqa: E402
 from mtp_jax.data.manifest import write_subset  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -237,13 +238,6 @@ def _greedy_wer(config, tok, manifest, workdir):
   return float(res["wer"])
 
 
-def _latest_step(workdir: str):
-  """Highest step directory under <workdir>/checkpoints (None for the random model)."""
-  d = os.path.join(workdir, "checkpoints") if workdir else ""
-  steps = [int(x) for x in os.listdir(d) if x.isdigit()] if d and os.path.isdir(d) else []
-  return max(steps) if steps else None
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
@@ -276,7 +270,7 @@ def main(argv):
               cpu_count=os.cpu_count(), jax_version=jax.__version__,
               devices=[str(d) for d in jax.devices()],
               date=datetime.datetime.now(datetime.timezone.utc).isoformat(), argv=sys.argv,
-              checkpoint_step=_latest_step(FLAGS.workdir))
+              checkpoint_step=newest_step_dir(FLAGS.workdir))
   out = FLAGS.out or os.path.join(ROOT, "bench", "results", "mwer.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:

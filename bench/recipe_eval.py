@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mtp_jax.checkpoint import newest_step_dir  # noqa: E402
 from mtp_jax.machine import machine_info, write_result  # noqa: E402
 from mtp_jax.data.manifest import write_subset  # noqa: E402
 from mtp_jax.decode.registry import split_spec  # noqa: E402
@@ -71,13 +72,6 @@ def add_ratios(rows: list[dict], greedy_calls: dict | None = None, num_heads: in
           and registry.get(sname).exact):
         best = float(np.mean(calls_ceiling(calls, num_heads)))
         r["calls_reduction_ceiling"] = g["calls_per_utt"] / best if best else None
-
-
-def _latest_step(workdir: str) -> int | None:
-  """The largest numbered folder under <workdir>/checkpoints (what restore picks by default)."""
-  ckpt = pathlib.Path(workdir) / "checkpoints"
-  steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
-  return max(steps) if steps else None
 
 
 def add_ceiling(path: str) -> list[str]:
@@ -204,7 +198,7 @@ def main(argv=None) -> int:
       machine=machine_info(),
       command="python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]
                                    if argv is None else ["bench/recipe_eval.py", *argv]),
-      workdir=args.workdir, step=args.step if args.step is not None else _latest_step(args.workdir),
+      workdir=args.workdir, step=args.step if args.step is not None else newest_step_dir(args.workdir),
       trained=True, max_new_tokens=max_new, timing="not recorded (shared CPU)"
       if args.shared_cpu else "alone", rows=rows)
   write_result(args.out, result)

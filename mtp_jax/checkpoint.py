@@ -173,6 +173,15 @@ def checkpoint_dir(path: str | os.PathLike) -> str:
   return sub if os.path.isdir(sub) else path
 
 
+def newest_step_dir(workdir: str | os.PathLike | None) -> int | None:
+  """The highest numbered step folder under `<workdir>/checkpoints` (what a restore
+  without a step picks), or None; reads the directory listing only."""
+  directory = os.path.join(os.fspath(workdir), CHECKPOINT_DIR) if workdir else ""
+  steps = ([int(n) for n in os.listdir(directory) if n.isdigit()]
+           if directory and os.path.isdir(directory) else [])
+  return max(steps) if steps else None
+
+
 def has_checkpoints(workdir: str | os.PathLike) -> bool:
   """Whether `<workdir>/checkpoints` holds any finished step directory (readable or
   not); reads the directory listing only."""

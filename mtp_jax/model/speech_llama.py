@@ -72,6 +72,9 @@ class Projector(nn.Module):
     return jnp.where(valid[..., None], x, 0.0), length
 
 
+CTC_TIED_SCALE = 3.0  # initial temperature of a tied CTC classifier (projector.ctc_tied)
+
+
 class SpeechLLaMA(nn.Module):
   """The full model. `train=True` enables dropout and SpecAugment (rng 'dropout', 'specaug');
   `kernels` (`config.kernels`) switches the Pallas kernels on for the prefill's token
@@ -97,8 +100,11 @@ class SpeechLLaMA(nn.Module):
     self.unembed = Unembed(mc, self.embed)
     self.mtp = MTPHeads(mc, self.embed, self.unembed)
     if mc.ctc_head and mc.projector.ctc_tied:  # the token embedding is the classifier
+      # A temperature that lets an audio token on its text token's embedding stand out:
+      # with out_rms r an embedding's squared norm is ~d r^2 (~10 for SmolLM2), too small
+      # a margin over 49k other tokens at temperature 1.
       self.ctc_scale = self.param("ctc_scale", nn.with_logical_partitioning(
-          nn.initializers.ones, ()), (), pdtype)
+          nn.initializers.constant(CTC_TIED_SCALE), ()), (), pdtype)
       self.ctc_bias = self.param("ctc_bias", nn.with_logical_partitioning(
           nn.initializers.zeros, ("vocab",)), (mc.decoder.vocab_size,), pdtype)
     elif mc.ctc_head:

@@ -186,6 +186,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
                "nonfinite_run": new_state.nonfinite_run}
     if "ctc_loss" in aux:
       metrics.update(ctc_loss=aux["ctc_loss"], ctc_rows=aux["ctc_rows"])
+    if objective == "ctc":  # no decoder call: no per-head loss or accuracy
+      del metrics["loss_k"], metrics["acc_k"]
     if objective == "mwer":
       metrics.update({f"mwer/{key}": aux[key] for key in mwer_lib.METRICS})
     return new_state, metrics
