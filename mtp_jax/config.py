@@ -87,6 +87,14 @@ class ProjectorConfig:
   # (`train.objective=ctc`, the decoder never runs) it moves every audio token next to the
   # embedding of the text token it reads: where a pretrained LM expects its input.
   ctc_tied: bool = False
+  # With ctc_head: pass on only the audio tokens the CTC head reads as a token (not
+  # blank, not a repeat of the previous frame's), in time order: a prefix about as long
+  # as the transcript, where a pretrained LM finds what looks like its own input.
+  ctc_compress: bool = False
+  # With ctc_compress: the kept audio tokens become the token embeddings of what the CTC
+  # head read (a straight-through estimator passes the gradient on to the audio token):
+  # the LM reads its own input, a first-pass transcript, and learns to copy and correct it.
+  ctc_hard: bool = False
   # > 0: RMS-normalize each audio token and scale it (a learned per-channel scale
   # initialized to this value) to the decoder's token-embedding scale: a pretrained LM
   # reads inputs of the size it was trained on (SmolLM2's embedding RMS is ~0.14,
@@ -300,6 +308,10 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
              f"{p}.projector.type='none' passes the encoder frames on unchanged: it needs "
              f"{p}.projector.stack=1 (got {proj.stack}) and {p}.encoder.d_model="
              f"{p}.decoder.d_model (got {enc.d_model} and {dec.d_model})")
+  _require(not proj.ctc_compress or proj.ctc_head,
+           f"{p}.projector.ctc_compress=True: needs {p}.projector.ctc_head=True")
+  _require(not proj.ctc_hard or proj.ctc_compress,
+           f"{p}.projector.ctc_hard=True: needs {p}.projector.ctc_compress=True")
   _require(not proj.ctc_tied or proj.ctc_head,
            f"{p}.projector.ctc_tied=True: needs {p}.projector.ctc_head=True")
   _require(not (enc.ctc_head and proj.ctc_head),

