@@ -68,7 +68,9 @@ MODELS = Summary(
             "whxs_dec2_latent_k4_b16.json", GREEDY),
         Row("… 6 decoder blocks (middle blocks repeated), heads alone",
             "whxs_dec6_latent_k4_b16.json", GREEDY),
-        Row("Speech-LLaMA with a pretrained LLaMA (SmolLM2-135M)", note="see below"),
+        Row("Speech-LLaMA: Whisper tiny.en encoder + SmolLM2-135M (frozen, LoRA) reading its "
+            "CTC first pass, K=4 latent heads (Kathleen: first 128)",
+            "recipe_eval_smollm2_k4p_b16.json", GREEDY),
     ),
     intro="Greedy WER on every utterance of each test set (Kathleen test: the first 100 for the "
           "Conformer), batch 16; *verify: fewer calls* is the decoder-call reduction of "

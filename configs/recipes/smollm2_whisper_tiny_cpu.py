@@ -21,8 +21,9 @@ Data and feature cache: those of `whisper_tiny_decoder_cpu.py:short=1` (its docs
   python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py:steps=200 \\
       --workdir runs/sl/k4p --config.data.feature_cache=runs/wt/features_all \\
       --config.train.init_from=runs/sl/align
-  python bench/recipe_eval.py --workdir runs/sl/k4p --batch_size 16 --sets kathleen_test \\
-      --strategies ctc,greedy,verify,tree --out bench/results/smollm2_ctc_k4_b16.json
+  python bench/recipe_eval.py --workdir runs/sl/k4p --batch_size 16 \\
+      --sets kathleen_test,fsdd_test,an4_test \\
+      --strategies ctc,greedy,verify,tree --out bench/results/recipe_eval_smollm2_k4p_b16.json
 
 Expected (2-core AMD EPYC, measured 2026-12-07): RESULTS
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
