@@ -128,6 +128,7 @@ KATHLEEN = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data
 
 @pytest.mark.skipif(not _smollm2_wheel().is_file(),
                     reason="SmolLM2 wheel not fetched (python -m mtp_jax.interop.gguf smollm2-135m)")
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_smollm2_reads_english_only_with_the_permutation_undone():
   """Mean next-token cross-entropy over the first 24 Kathleen test transcripts read as one
   passage (positions 32 on: rotary positions matter most with context behind them)."""

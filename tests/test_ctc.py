@@ -133,6 +133,7 @@ def _train(cfg, batch, ctc_weight, steps):
   return first_params, state, history
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_train_step_ctc_loss_falls_and_reaches_the_encoder(tiny_config):
   cfg, batch = _model_and_batch(tiny_config)
   p0, state, hist = _train(cfg, batch, 0.5, 25)

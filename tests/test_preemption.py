@@ -176,6 +176,7 @@ def train_py_env(cache_dir: pathlib.Path) -> dict:
   return env
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_train_py_sigterm_exits_75_with_the_checkpoint(env, tmp_path):
   root, manifest = env
   config = write_train_config(tmp_path, manifest, steps=10_000, checkpoint_every=1000)

@@ -34,6 +34,7 @@ def _write_ct2(params, directory):
   return str(directory)
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_freezing_by_regex():
   c = whisper_micro_config()
   _, params = _params(c)

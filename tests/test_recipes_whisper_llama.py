@@ -23,6 +23,7 @@ from train_helpers import write_synthetic_manifest
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "recipes" / "whisper_llama_gpu.py"
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 @pytest.mark.parametrize("fmt", ["hf", "ct2"])
 def test_whisper_llama_recipe_end_to_end(tmp_path, fmt):
   c = whisper_micro_config(k=2)

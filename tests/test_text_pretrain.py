@@ -166,6 +166,7 @@ def test_forward_lm_is_the_decoder_after_an_empty_audio_prefix(tiny_config):
   assert np.abs(np.asarray(seen["logits"] - lm["logits"])).max() > 1e-3
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_text_step_ignores_padding_rows_and_skips_ctc(corpus):
   """A text-only step of a model with a projector CTC head (ctc_weight > 0): no CTC
   term, and batch-padding rows (text_len 0) change neither loss nor gradient."""
@@ -236,6 +237,7 @@ def _lm_loss(params, config, tok, sentences) -> float:
   return float(loss)
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_text_run_learns_resumes_exactly_and_warm_starts_a_speech_run(corpus):
   root, manifest, paths, tok, _ = corpus
   devices = jax.devices()[:DEVICES]

@@ -43,6 +43,7 @@ def _train(config, workdir):
   return train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_tiny_k4_overfits_4_utterances(shared_data, tmp_path):
   n = 4
   out = _train(_config(_subset(shared_data, tmp_path, n), n, k=4, steps=120), tmp_path / "w")

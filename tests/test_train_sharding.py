@@ -78,6 +78,7 @@ def _matches_single_device(mesh_cfgs, config=None):
     jax.config.update("jax_default_matmul_precision", None)
 
 
+@pytest.mark.slow  # long; `-m slow` runs it
 def test_sharded_step_matches_single_device():
   _matches_single_device(({"data": 4, "tensor": 2}, {"data": 1, "fsdp": 8}, THREE_AXES))
 
