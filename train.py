@@ -13,6 +13,9 @@ base: `--config.train.mode=heads_only --config.train.init_from=runs/base`.
 MWER fine-tuning of a CE model (N-best from the prefix beam search inside the step):
 `--config.train.objective=mwer --config.train.init_from=runs/small --config.train.learning_rate=1e-4`.
 Multi-host (TPU pod / multi-node GPU): add `--multihost` (or MTP_JAX_MULTIHOST=1).
+The run's own lines (progress, warm starts, buckets) are printed once, on stdout; the
+libraries' absl log lines (orbax INFO, warnings) go to stderr, and `--verbosity=-1` (warnings)
+or `--verbosity=-2` (errors) keeps them out.
 
 An invalid config, a workdir holding another run and unusable data end in one line
 ("train.py: error: ...") before anything is written; so do a workdir another run is
@@ -26,7 +29,6 @@ once, without a checkpoint. Re-running the same command resumes as if never stop
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -61,7 +63,6 @@ def main(argv) -> None:
   del argv
   if FLAGS.multihost or os.environ.get("MTP_JAX_MULTIHOST") == "1":
     _initialize_multihost()
-  logging.getLogger().setLevel(logging.INFO)
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except loop.Preempted as e:

@@ -117,12 +117,13 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
   if kind == "ours":
     from mtp_jax.decode.transcribe import Transcriber  # pylint: disable=g-import-not-at-top
     tr = Transcriber(spec["workdir"], strategy=spec["strategy"], segmenter=spec["segmenter"],
-                     batch_size=spec["batch_size"])
+                     batch_size=spec["batch_size"], max_seconds=spec["chunk_seconds"])
     warm = lambda wav: tr.transcribe_many([wav], 16000)  # noqa: E731
   elif kind == "peer_chunks":
     from mtp_jax.decode.transcribe import LongFormTranscriber  # pylint: disable=g-import-not-at-top
     model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
-    tr = LongFormTranscriber(WhisperChunks(model), segmenter=spec["segmenter"])
+    tr = LongFormTranscriber(WhisperChunks(model), segmenter=spec["segmenter"],
+                             max_seconds=spec["chunk_seconds"])
     warm = lambda wav: tr.transcribe_many([wav], 16000)  # noqa: E731
   else:
     model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
@@ -169,16 +170,19 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
 def system_specs(args) -> list[dict]:
   """The systems of the command line, in run order."""
   specs = []
+  chunk = args.chunk_seconds
+  tag = f":{chunk:g}s" if chunk else ""  # chunks shorter than the model's limit
   for wd in [w for w in args.workdirs.split(",") if w]:
     for strategy in [s for s in args.strategies.split(",") if s]:
       for seg in [s for s in args.segmenters.split(",") if s]:
-        specs.append(dict(kind="ours", name=f"ours:{pathlib.Path(wd).name}:{strategy}:{seg}",
+        specs.append(dict(kind="ours",
+                          name=f"ours:{pathlib.Path(wd).name}:{strategy}:{seg}{tag}",
                           workdir=wd, strategy=strategy, segmenter=seg,
-                          batch_size=args.batch_size))
+                          batch_size=args.batch_size, chunk_seconds=chunk))
   peer = dict(model=args.model, compute_type=args.compute_type, threads=args.threads)
   for seg in [s for s in args.peer_chunked.split(",") if s]:
-    specs.append(dict(kind="peer_chunks", name=f"faster-whisper {args.model} chunks:{seg}",
-                      segmenter=seg, **peer))
+    specs.append(dict(kind="peer_chunks", name=f"faster-whisper {args.model} chunks:{seg}{tag}",
+                      segmenter=seg, chunk_seconds=chunk, **peer))
   for beam in [int(b) for b in args.peer_beams.split(",") if b]:
     for vad in [v for v in args.peer_vad.split(",") if v]:
       specs.append(dict(kind="peer", name=f"faster-whisper {args.model} beam {beam} vad {vad}",
@@ -195,6 +199,10 @@ def main(argv=None) -> int:
   p.add_argument("--strategies", default="greedy")
   p.add_argument("--segmenters", default="silence,overlap")
   p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--chunk_seconds", type=float, default=None,
+                 help="longest chunk / overlap window of our boundaries (default: the "
+                      "model's limit, 30 s for Whisper encoders); e.g. 10 for models trained "
+                      "on short utterances")
   p.add_argument("--model", default="tiny.en", help="faster-whisper model dir or wheel name")
   p.add_argument("--compute_type", default="float32")
   p.add_argument("--threads", type=int, default=2)

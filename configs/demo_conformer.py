@@ -2,10 +2,10 @@
 synthetic espeak-ng speech (the demo before the Whisper encoder; `configs/demo.py` now).
 
 By hand:
-  python -m mtp_jax.synth --out runs/demo/corpus --num 3000 --seed 0
-  python train.py --config configs/demo_conformer.py --workdir runs/demo/run \
-      --config.data.train_manifests=runs/demo/corpus/train.jsonl \
-      --config.data.dev_manifest=runs/demo/corpus/test.jsonl
+  python -m mtp_jax.synth --out runs/demo_conformer/corpus --num 3000 --seed 0
+  python train.py --config configs/demo_conformer.py --workdir runs/demo_conformer/run \
+      --config.data.train_manifests=runs/demo_conformer/corpus/train.jsonl \
+      --config.data.dev_manifest=runs/demo_conformer/corpus/test.jsonl
 Expected: stops after `train.max_minutes` (20 here; the old demo passed 24) on a 2-core CPU
 with greedy WER ~70% on the synthetic test set (encoder-only CTC ~55%); measured: 66.9%
 after 25 min, verify 1.84x fewer decoder calls than greedy (docs/multi_token.md).

@@ -1,19 +1,20 @@
 """Real-speech recipe in about an hour on 2 CPU cores: the demo model warm-started on real speech.
 
-Starts from a finished demo run (`python -m mtp_jax.demo`, whose encoder already reads
-espeak-ng speech thanks to its CTC head) and fine-tunes all of it, with the demo run's
-tokenizer, on synthetic speech of short LJSpeech sentences (every voice variant, half
+Starts from a finished `configs/demo_conformer.py` run (the demo before the Whisper
+models: its encoder already reads espeak-ng speech thanks to its CTC head) and fine-tunes
+all of it, with that run's tokenizer, on synthetic speech of short LJSpeech sentences (every voice variant, half
 with noise) mixed with the real Kathleen train set, listed twice so real speech is
 ~1/3 of the audio. Evaluate on the REAL held-out sets: Kathleen test (unseen text),
 FSDD test and AN4 test.
 
-Run (from the repository root, after `python -m mtp_jax.demo --out runs/demo` wrote runs/demo/run):
+Run (from the repository root, after the commands in configs/demo_conformer.py wrote
+runs/demo_conformer/run):
   awk 'length($0)>=20 && length($0)<=100' ../shared/data/text/ljspeech_sentences.txt \
       > runs/realmix/lj_short.txt
   python -m mtp_jax.synth --sentences runs/realmix/lj_short.txt --variants all \
       --snr_db 10,40 --noise_fraction 0.5 --num 3000 --workers 2 --seed 0 --name train \
       --out runs/realmix/ljsynth
-  python train.py --config configs/recipes/realmix_demo.py:init=runs/demo/run,minutes=55 \
+  python train.py --config configs/recipes/realmix_demo.py:init=runs/demo_conformer/run,minutes=55 \
       --workdir runs/realmix_demo_k4
   python bench/decode.py --workdirs runs/realmix_demo_k4 \
       --manifest ../shared/data/kathleen/test.jsonl --batch_sizes 1,16
@@ -26,7 +27,7 @@ Expected (2-core CPU, 55 min; measured 2026-11-23, docs/negative_results.md): fa
 usable on real speech. Kathleen-test greedy WER is 98% for K=4 and 93% for K=1, while the
 encoder-only CTC head alone scores 83% and 76%. The decoder learns the Kathleen train
 prompts by heart. Verify needs 1.3-1.5x fewer decoder calls than greedy.
-Arg: "init=<demo workdir>,K=<heads, must match init>,minutes=<train minutes>,
+Arg: "init=<demo_conformer workdir>,K=<heads, must match init>,minutes=<train minutes>,
       data=<shared data folder>,synth=<synthetic corpus folder>".
 """
 import pathlib
@@ -37,7 +38,7 @@ _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
 
 
 def get_config(arg: str | None = None):
-  args = parse_arg(arg, init="runs/demo/run", K=4, minutes=35.0, data="../shared/data",
+  args = parse_arg(arg, init="runs/demo_conformer/run", K=4, minutes=35.0, data="../shared/data",
                    synth="runs/realmix/ljsynth")
   c = load_config_file(_CONFIGS / "demo_conformer.py", f"K={args.K}")
   kathleen = f"{args.data}/kathleen/train.jsonl"

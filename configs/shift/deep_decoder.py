@@ -11,7 +11,7 @@ configs/demo_conformer.py and configs/recipes/realmix_demo.py):
       --workdir runs/shift_$arm --config.train.steps=2400 \
       --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
       --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
-      --config.data.tokenizer.path=runs/demo/run/tokenizer.model &
+      --config.data.tokenizer.path=runs/demo_conformer/run/tokenizer.model &
   done; wait
   python bench/decode.py --workdirs runs/shift_dec,runs/shift_enc \
       --manifest ../shared/data/kathleen/test.jsonl --strategies greedy,verify,ctc \

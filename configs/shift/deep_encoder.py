@@ -10,7 +10,7 @@ configs/shift/deep_decoder.py for the full command set):
       --workdir runs/shift_enc --config.train.steps=2400 \
       --config.data.train_manifests=<demo corpus>/train.jsonl,runs/realmix/ljsynth/train.jsonl,../shared/data/kathleen/train.jsonl \
       --config.data.dev_manifest=../shared/data/kathleen/test.jsonl \
-      --config.data.tokenizer.path=runs/demo/run/tokenizer.model
+      --config.data.tokenizer.path=runs/demo_conformer/run/tokenizer.model
   python bench/decode.py --workdirs runs/shift_dec,runs/shift_enc \
       --manifest ../shared/data/kathleen/test.jsonl --strategies greedy,verify --batch_sizes 1,16
 Expected: WER equal to deep_decoder's and a higher decode RTFx, with verify on top.

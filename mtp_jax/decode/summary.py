@@ -1,13 +1,14 @@
 """Decoding a whole manifest: hypotheses, WER, calls, acceptance, RTFx, latency.
 
-Used by `decode.py` and `bench/decode.py`. Timing: the first batch of every new
-shape is run once to compile (reported as compile time) and then timed again, so
-decode seconds are steady state.
+Used by `decode.py` and `bench/decode.py`; `decode_interleaved` decodes with several
+strategies batch by batch, so their timings are side by side (the demo's). Timing: the
+first batch of every new shape is run once to compile (reported as compile time) and
+then timed again, so decode seconds are steady state.
 """
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -33,56 +34,106 @@ def decode_batches(model, params, tokenizer, batches: Iterable[dict], *, strateg
     numbers_to_words: WER normalization (`text.wer`), as in train-time eval: pass the
       run's `config.data.numbers_to_words`.
   """
-  records, latencies, compile_s, seen = [], [], 0.0, set()
-  audio_s = 0.0
-  calls_all, accepted_all, batch_calls = [], [], []
+  tally = _Tally(tokenizer, sample_rate)
   for batch in batches:
-    audio, alen = batch["audio"], np.asarray(batch["audio_len"])
-    run = lambda: jax.block_until_ready(decode(  # noqa: E731
+    tally.run(batch, lambda audio, alen: decode(
         model, params, audio, alen, strategy=strategy, max_new_tokens=max_new_tokens,
         **decode_kw))
-    if audio.shape not in seen:
-      t0 = time.perf_counter()
-      run()
-      compile_s += time.perf_counter() - t0
-      seen.add(audio.shape)
-    t0 = time.perf_counter()
-    res = run()
-    latencies.append(time.perf_counter() - t0)
-    res = jax.tree_util.tree_map(np.asarray, res)
-    batch_calls.append(int(res.total_calls))
-    for i in np.flatnonzero(alen > 0):
-      ids = res.tokens[i, :res.lengths[i]].tolist()
-      records.append(dict(utt_id=str(batch["utt_id"][i]), ref=str(batch["ref_text"][i]),
-                          hyp=tokenizer.decode(ids), calls=int(res.calls[i]), tokens=ids))
-      calls_all.append(int(res.calls[i]))
-      accepted_all.append(res.accepted[i])
-      audio_s += float(alen[i]) / sample_rate
-  decode_s = float(np.sum(latencies))
-  calls = np.asarray(calls_all, np.float64)
-  acc = (np.asarray(accepted_all, np.float64).reshape(len(records), -1) if records
-         else np.zeros((0, 0)))
-  w = text_lib.wer([r["ref"] for r in records], [r["hyp"] for r in records],
-                   numbers_to_words=numbers_to_words)
-  emitted = acc.sum()
-  summary = dict(
-      strategy=strategy, utterances=len(records), wer=w["wer"],
-      substitutions=w["substitutions"], deletions=w["deletions"],
-      insertions=w["insertions"], num_ref_words=w["num_ref_words"],
-      calls_per_utt=float(calls.mean()) if len(calls) else 0.0,
-      tokens_per_call=float(emitted / max(calls.sum(), 1)),
-      acceptance_per_head=[float(x) for x in acc.sum(0) / max(calls.sum(), 1)],
-      batch_calls=int(np.sum(batch_calls)),
-      audio_s=audio_s, decode_s=decode_s, compile_s=compile_s,
-      rtfx=audio_s / decode_s if decode_s else 0.0,
-      latency_p50_s=float(np.percentile(latencies, 50)) if latencies else 0.0,
-      latency_p90_s=float(np.percentile(latencies, 90)) if latencies else 0.0,
-      batches=len(latencies))
+  summary = tally.summary(strategy, numbers_to_words)
   report = getattr(batches, "bad_input_report", None)
   if report is not None:  # read after decoding: it includes rows that failed to read
     rows = report()["rows"]
     summary.update(skipped=len(rows), skipped_rows=rows)
-  return dict(records=records, summary=summary)
+  return dict(records=tally.records, summary=summary)
+
+
+def decode_interleaved(model, params, tokenizer, batches: Iterable[dict], *,
+                       strategies: list[str], max_new_tokens: int, sample_rate: int = 16000,
+                       numbers_to_words: bool = False,
+                       on_batch: Callable[[int, int], None] | None = None,
+                       **decode_kw) -> dict[str, dict]:
+  """`decode_batches` for several strategies at once, timed side by side: each batch is
+  decoded by every strategy in turn (the order rotated from batch to batch), so a
+  machine that other work slows down for a while slows every strategy alike and the
+  ratios of their decode seconds stay fair. Returns {strategy: {"records", "summary"}},
+  each as `decode_batches` returns it (`decode_kw` go to every strategy). `on_batch(n,
+  total)` is called after the n-th of `total` batches (progress)."""
+  report = getattr(batches, "bad_input_report", None)
+  batches = list(batches)
+  tallies = {s: _Tally(tokenizer, sample_rate) for s in strategies}
+  for n, batch in enumerate(batches):
+    for j in range(len(strategies)):
+      s = strategies[(n + j) % len(strategies)]
+      tallies[s].run(batch, lambda audio, alen, s=s: decode(
+          model, params, audio, alen, strategy=s, max_new_tokens=max_new_tokens,
+          **decode_kw))
+    if on_batch is not None:
+      on_batch(n + 1, len(batches))
+  out = {s: dict(records=t.records, summary=t.summary(s, numbers_to_words))
+         for s, t in tallies.items()}
+  if report is not None:  # as decode_batches: the rows skipped while reading
+    rows = report()["rows"]
+    for o in out.values():
+      o["summary"].update(skipped=len(rows), skipped_rows=rows)
+  return out
+
+
+class _Tally:
+  """One strategy's decoded batches: records, calls, acceptance, timing. The first
+  batch of every new shape is run once to compile (counted as compile time), then
+  timed again."""
+
+  def __init__(self, tokenizer, sample_rate: int):
+    self.tokenizer, self.sample_rate = tokenizer, sample_rate
+    self.records, self.latencies, self.compile_s, self.seen = [], [], 0.0, set()
+    self.audio_s = 0.0
+    self.calls_all, self.accepted_all, self.batch_calls = [], [], []
+
+  def run(self, batch: dict, fn) -> None:
+    """Decodes `batch` with `fn(audio, audio_len)` (a `decode` call) and records it."""
+    audio, alen = batch["audio"], np.asarray(batch["audio_len"])
+    run = lambda: jax.block_until_ready(fn(audio, alen))  # noqa: E731
+    if audio.shape not in self.seen:
+      t0 = time.perf_counter()
+      run()
+      self.compile_s += time.perf_counter() - t0
+      self.seen.add(audio.shape)
+    t0 = time.perf_counter()
+    res = run()
+    self.latencies.append(time.perf_counter() - t0)
+    res = jax.tree_util.tree_map(np.asarray, res)
+    self.batch_calls.append(int(res.total_calls))
+    for i in np.flatnonzero(alen > 0):
+      ids = res.tokens[i, :res.lengths[i]].tolist()
+      self.records.append(dict(utt_id=str(batch["utt_id"][i]), ref=str(batch["ref_text"][i]),
+                               hyp=self.tokenizer.decode(ids), calls=int(res.calls[i]),
+                               tokens=ids))
+      self.calls_all.append(int(res.calls[i]))
+      self.accepted_all.append(res.accepted[i])
+      self.audio_s += float(alen[i]) / self.sample_rate
+
+  def summary(self, strategy: str, numbers_to_words: bool) -> dict:
+    records, latencies = self.records, self.latencies
+    decode_s = float(np.sum(latencies))
+    calls = np.asarray(self.calls_all, np.float64)
+    acc = (np.asarray(self.accepted_all, np.float64).reshape(len(records), -1) if records
+           else np.zeros((0, 0)))
+    w = text_lib.wer([r["ref"] for r in records], [r["hyp"] for r in records],
+                     numbers_to_words=numbers_to_words)
+    emitted = acc.sum()
+    return dict(
+        strategy=strategy, utterances=len(records), wer=w["wer"],
+        substitutions=w["substitutions"], deletions=w["deletions"],
+        insertions=w["insertions"], num_ref_words=w["num_ref_words"],
+        calls_per_utt=float(calls.mean()) if len(calls) else 0.0,
+        tokens_per_call=float(emitted / max(calls.sum(), 1)),
+        acceptance_per_head=[float(x) for x in acc.sum(0) / max(calls.sum(), 1)],
+        batch_calls=int(np.sum(self.batch_calls)),
+        audio_s=self.audio_s, decode_s=decode_s, compile_s=self.compile_s,
+        rtfx=self.audio_s / decode_s if decode_s else 0.0,
+        latency_p50_s=float(np.percentile(latencies, 50)) if latencies else 0.0,
+        latency_p90_s=float(np.percentile(latencies, 90)) if latencies else 0.0,
+        batches=len(latencies))
 
 
 def calls_ceiling(greedy_calls, emit_width: int) -> np.ndarray:
