@@ -7,6 +7,10 @@ files, in one run, and is scored over whole recordings (`longform.score_recordin
 * `ours:<workdir>:<strategy>:<segmenter>`: `mtp_jax.decode.transcribe.Transcriber`
   (chunked at silences or in overlapping windows, chunks of a recording batched,
   runaway guards on) for each --workdirs x --strategies x --segmenters.
+* `ours:<workdir>:greedy:utterances` (--per_utterance): the same model decoding each
+  recording's utterances one file at a time (the clips the recording was built from,
+  under --data), their texts joined: the baseline of `wer_vs_utterances` (long-form
+  WER / this WER: what the boundaries cost).
 * `faster-whisper <model> beam <b> vad <on|off>`: `WhisperModel.transcribe(path,
   language="en", beam_size=b, vad_filter=...)` with its other defaults: its own 30-s
   sliding window with timestamps, conditioning on the previous text, temperature
@@ -114,7 +118,7 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
   """
   kind = spec["kind"]
   t0 = time.perf_counter()
-  if kind == "ours":
+  if kind in ("ours", "ours_utts"):
     from mtp_jax.decode.transcribe import Transcriber  # pylint: disable=g-import-not-at-top
     tr = Transcriber(spec["workdir"], strategy=spec["strategy"], segmenter=spec["segmenter"],
                      batch_size=spec["batch_size"], max_seconds=spec["chunk_seconds"])
@@ -143,7 +147,13 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
     start, cpu0 = time.perf_counter(), cpu_seconds()
     for k, r in enumerate(recs):
       audio_s += float(r["duration"])
-      if kind == "peer":
+      if kind == "ours_utts":
+        ts = tr.transcribe_many([os.path.join(spec["data"], u["source"])
+                                 for u in r["utterances"]])
+        errors += [t.error for t in ts if t.error]
+        hyps.append(" ".join(t.text for t in ts if t.text))
+        calls.append(sum(t.stats.get("decoder_calls", 0) for t in ts))
+      elif kind == "peer":
         segs = fw(r["audio_filepath"])
         hyps.append("".join(s.text for s in segs).strip())
         calls.append(sum(len(s.tokens) for s in segs) + len({s.seek for s in segs}))
@@ -179,6 +189,10 @@ def system_specs(args) -> list[dict]:
                           name=f"ours:{pathlib.Path(wd).name}:{strategy}:{seg}{tag}",
                           workdir=wd, strategy=strategy, segmenter=seg,
                           batch_size=args.batch_size, chunk_seconds=chunk))
+    if args.per_utterance:
+      specs.append(dict(kind="ours_utts", name=f"ours:{pathlib.Path(wd).name}:greedy:utterances",
+                        workdir=wd, strategy="greedy", segmenter="silence",
+                        batch_size=args.batch_size, chunk_seconds=chunk, data=args.data))
   peer = dict(model=args.model, compute_type=args.compute_type, threads=args.threads)
   for seg in [s for s in args.peer_chunked.split(",") if s]:
     specs.append(dict(kind="peer_chunks", name=f"faster-whisper {args.model} chunks:{seg}{tag}",
@@ -188,6 +202,27 @@ def system_specs(args) -> list[dict]:
       specs.append(dict(kind="peer", name=f"faster-whisper {args.model} beam {beam} vad {vad}",
                         beam=beam, vad=vad == "on", **peer))
   return specs
+
+
+def add_relative(rows: list[dict]) -> None:
+  """Sets, on each of our long-form rows, `wer_vs_utterances` (its WER / the same model's
+  utterance-by-utterance WER on the set, when measured), and `calls_reduction` / `speedup`
+  (greedy's decoder calls / wall seconds over the row's, same model, set, boundaries and
+  chunk length: > 1 = fewer calls / faster)."""
+  def key(r, strategy):
+    return (r["set"], r["workdir"], strategy, r["segmenter"], r.get("chunk_seconds"))
+  by = {key(r, r["strategy"]): r for r in rows if r["kind"] == "ours"}
+  utts = {(r["set"], r["workdir"]): r for r in rows if r["kind"] == "ours_utts"}
+  for r in rows:
+    if r["kind"] != "ours":
+      continue
+    base = utts.get((r["set"], r["workdir"]))
+    if base is not None and base["wer"] > 0:
+      r["wer_vs_utterances"] = r["wer"] / base["wer"]
+    greedy = by.get(key(r, "greedy"))
+    if greedy is not None:
+      r["calls_reduction"] = greedy["calls_per_rec"] / max(r["calls_per_rec"], 1e-9)
+      r["speedup"] = greedy["wall_s"] / max(r["wall_s"], 1e-9)
 
 
 def main(argv=None) -> int:
@@ -203,6 +238,11 @@ def main(argv=None) -> int:
                  help="longest chunk / overlap window of our boundaries (default: the "
                       "model's limit, 30 s for Whisper encoders); e.g. 10 for models trained "
                       "on short utterances")
+  p.add_argument("--per_utterance", action="store_true", help="also decode each "
+                 "recording's utterances one file at a time (greedy): the WER the "
+                 "boundaries are measured against")
+  p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                 help="the data folder the recordings were built from (--per_utterance)")
   p.add_argument("--model", default="tiny.en", help="faster-whisper model dir or wheel name")
   p.add_argument("--compute_type", default="float32")
   p.add_argument("--threads", type=int, default=2)
@@ -239,6 +279,8 @@ def main(argv=None) -> int:
                insertions=w["insertions"], num_ref_words=w["num_ref_words"])
       rows.append(r)
       print(format_table([r], cols), flush=True)
+  add_relative(rows)
+  cols += ["wer_vs_utterances", "calls_reduction", "speedup"]
   print("\n" + format_table(rows, cols))
   result = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 machine=machine_info(),

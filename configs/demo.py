@@ -21,12 +21,11 @@ prints them), then decodes Kathleen test as bench/recipe_eval.py does:
       --config.data.feature_cache=runs/demo/features
   python bench/recipe_eval.py --workdir runs/demo/run --sets kathleen_test --batch_size 1 \\
       --strategies greedy,verify,tree --out runs/demo/recipe_eval.json
-Training is bounded by steps (`steps`, 500), not minutes: the same command gives the
-same model on a busy machine and an idle one (later). The step count was sized from
-pilots on a 2-core AMD EPYC shared with another training job (2026-12-07; 20-100 steps):
-0.33 steps/s there, ~0.9 estimated alone (the recipe's joint phase runs 0.45 steps/s alone
-at twice this batch); alone, an estimated ~35 s to compile the 4 step shapes, ~1 min of
-caching and ~6 min of decoding (703 + 100 test utterances, three strategies, batch 1).
+Training is bounded by steps (`steps`, 320), not minutes: the same command gives the
+same model on a busy machine and an idle one (later). The step count is sized for 20
+minutes on an idle 2-core AMD EPYC: there 500 steps took 22.8 min in all (training 13.6
+min at 0.65 steps/s, decoding 8.0 min: 703 + 100 test utterances, three strategies,
+batch 1) and reached 8.9% on Kathleen test.
 Expected: (to be measured)
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data folder; empty: the
       synthetic corpus only>,corpus=<synthetic corpus folder>".
@@ -36,7 +35,7 @@ import pathlib
 from mtp_jax.config import load_config_file, parse_arg
 
 _CONFIGS = pathlib.Path(__file__).resolve().parent
-STEPS = 500
+STEPS = 320
 
 
 def get_config(arg: str | None = None):
@@ -55,7 +54,7 @@ def get_config(arg: str | None = None):
   c.train.learning_rate = 1e-4
   c.train.warmup_steps = 50
   c.train.head_weight_decay = 0.3
-  c.train.checkpoint_every = 250
+  c.train.checkpoint_every = 160
   c.train.log_every = 25
   c.train.eval_every = 0
   return c

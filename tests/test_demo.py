@@ -36,7 +36,7 @@ def test_config_is_the_whisper_decoder_model_with_latent_heads():
   assert (c.train.encoder_init, c.train.decoder_init) == ("tiny.en", "tiny.en")
   assert c.train.frozen == "^params/(encoder|embed)/"  # frozen encoder: the cache works
   assert c.train.init_from == "" and c.train.mode == "joint"  # one run, from the import
-  assert run.train.steps == 500 and c.data.dev_manifest == ""
+  assert run.train.steps == 320 and c.data.dev_manifest == ""
   assert c.data.train_manifests.split(",") == [
       "runs/demo/corpus/train.jsonl"] + ["../shared/data/kathleen/train.jsonl"] * 2
 

@@ -76,7 +76,7 @@ def test_build_is_reproducible_and_seeded(fake_data, tmp_path):
   assert ((tmp_path / "a" / "kathleen_60s.jsonl").read_text()
           != (tmp_path / "c" / "kathleen_60s.jsonl").read_text())
   build = json.loads((tmp_path / "a" / "build.json").read_text())
-  assert [s["set"] for s in build["sets"]] == list(longform.SETS)
+  assert [s["set"] for s in build["sets"]] == list(longform.TEST_SETS)
 
 
 def test_fsdd_digit_strings(fake_data, tmp_path):
@@ -110,6 +110,22 @@ def test_grouping_and_digit_string_lengths():
     lengths = longform.digit_string_lengths(n, rng)
     assert sum(lengths) == n and all(8 <= x <= 12 for x in lengths), (n, lengths)
   assert longform.digit_string_lengths(13, rng) == [13]
+
+
+def test_training_windows_fit_their_length_and_keep_every_clip_in_order():
+  rng = np.random.default_rng(1)
+  durations = rng.uniform(1.0, 7.0, 200)
+  pauses = rng.uniform(0.3, 1.0, 200)
+  targets = rng.uniform(8.0, 28.0, 200)
+  groups = longform.group_into_windows(durations, targets, pauses, start=3)
+  assert [i for g in groups for i in g] == list(range(3, 200))
+  for g, target in zip(groups, targets):
+    total = sum(durations[i] for i in g) + sum(pauses[i] for i in g[1:])
+    assert total <= target or len(g) == 1
+    if g[-1] + 1 < 200 and g is not groups[-1]:  # closed because the next clip did not fit
+      assert total + pauses[g[-1] + 1] + durations[g[-1] + 1] > target
+  # A clip longer than its window is a window of its own, not dropped.
+  assert longform.group_into_windows([30.0, 2.0, 2.0], [10.0, 10.0], [0.5] * 3) == [[0], [1, 2]]
 
 
 def test_real_kathleen_recordings(shared_data, tmp_path):
@@ -280,10 +296,17 @@ def test_bench_runs_on_a_stand_in_model(fake_data, tmp_path):
   workdir = init_workdir(tmp_path / "run", c)
   out = tmp_path / "longform.json"
   assert bench.main(["--sets", s["manifest"], "--workdirs", str(workdir), "--peer_beams", "",
-                     "--peer_chunked", "", "--in_process", "--out", str(out)]) == 0
+                     "--peer_chunked", "", "--in_process", "--per_utterance",
+                     "--data", str(fake_data), "--out", str(out)]) == 0
   rows = json.loads(out.read_text())["rows"]
-  assert [r["system"] for r in rows] == ["ours:run:greedy:silence", "ours:run:greedy:overlap"]
+  assert [r["system"] for r in rows] == ["ours:run:greedy:silence", "ours:run:greedy:overlap",
+                                         "ours:run:greedy:utterances"]
+  utts = rows.pop()
+  assert utts["calls_per_rec"] >= 14  # 14 clips, each decoded on its own
   for r in rows:
+    assert r["calls_reduction"] == pytest.approx(1.0) and r["speedup"] == pytest.approx(1.0)
+    if utts["wer"] > 0:
+      assert r["wer_vs_utterances"] == pytest.approx(r["wer"] / utts["wer"])
     assert r["recordings"] == 1 and r["errors"] == [] and len(r["hyps"]) == 1
     assert r["rtfx"] > 0 and r["peak_rss_mib"] >= r["rss_loaded_mib"] > 0
     assert r["calls_per_rec"] >= 3  # ~30 s at 12-s chunks: at least 3 chunks decoded

@@ -10,6 +10,7 @@ writes, for each set, `<out>/<set>.jsonl` and `<out>/audio/<set>_NNN.flac` (16 k
 | kathleen_60s | about 1 minute | Kathleen test utterances, in manifest order |
 | kathleen_300s | about 5 minutes | the same |
 | fsdd_digits | 8-12 digits, read-out phone numbers | FSDD test digits (8 kHz, resampled to 16 kHz with soxr), one speaker per string, shuffled with the seed |
+| kathleen_train_windows | 8-28 s (each drawn), never longer | Kathleen TRAIN utterances in manifest order, three passes: training data that teaches a model to read a whole window (`--sets kathleen_train_windows`; not built by default) |
 
 A recording is its clips back to back, each with its own leading and trailing
 silence, and a pause of digital silence drawn uniformly from 0.3-1.0 s (seeded)
@@ -56,7 +57,14 @@ SETS = {
     "kathleen_60s": ("kathleen/test.jsonl", "join", 60.0),
     "kathleen_300s": ("kathleen/test.jsonl", "join", 300.0),
     "fsdd_digits": ("fsdd/test.jsonl", "digits", 0.0),
+    # Training windows (not built by default): Kathleen TRAIN utterances joined into
+    # recordings of a length drawn from WINDOW_SECONDS, never longer than its upper end,
+    # WINDOW_PASSES times over the manifest with fresh lengths, pauses and start offsets.
+    "kathleen_train_windows": ("kathleen/train.jsonl", "window", 0.0),
 }
+TEST_SETS = ("kathleen_60s", "kathleen_300s", "fsdd_digits")
+WINDOW_SECONDS = (8.0, 28.0)
+WINDOW_PASSES = 3
 DIGITS = "zero one two three four five six seven eight nine".split()
 
 
@@ -91,6 +99,35 @@ def group_by_duration(durations: Sequence[float], target: float,
       groups[-1] += cur
     else:
       groups.append(cur)
+  return groups
+
+
+def group_into_windows(durations: Sequence[float], targets: Sequence[float],
+                       pauses: Sequence[float], start: int = 0) -> list[list[int]]:
+  """Consecutive groups of indices from `start` on, group g holding the clips (and the
+  pauses before all but its first) that fit in targets[g] seconds; a clip longer than
+  its target is a group of its own. Unlike `group_by_duration`, no group exceeds its
+  target unless one clip does (training windows must fit the encoder).
+
+  Args:
+    durations: seconds per clip.
+    targets: the length of each group in turn (at least as many as groups).
+    pauses: seconds of the pause before each clip.
+    start: the first clip (earlier ones are left out).
+  Returns:
+    Lists of indices covering range(start, len(durations)) in order.
+  """
+  groups, cur, total = [], [], 0.0
+  for i in range(start, len(durations)):
+    add = durations[i] + (pauses[i] if cur else 0.0)
+    if cur and total + add > targets[len(groups)]:
+      groups.append(cur)
+      cur, add = [], durations[i]
+      total = 0.0
+    cur.append(i)
+    total += add
+  if cur:
+    groups.append(cur)
   return groups
 
 
@@ -137,6 +174,15 @@ def _load(entry) -> np.ndarray:
 def _groups(name: str, entries, rng: np.random.Generator) -> list[list[tuple]]:
   """The set's recordings: lists of (entry, pause before it in seconds)."""
   _, kind, target = SETS[name]
+  if kind == "window":
+    groups = []
+    for _ in range(WINDOW_PASSES):
+      pauses = rng.uniform(*PAUSE_SECONDS, size=len(entries))
+      targets = rng.uniform(*WINDOW_SECONDS, size=len(entries))
+      start = int(rng.integers(0, 4))  # windows of each pass start at other clips
+      idx = group_into_windows([e.duration for e in entries], targets, pauses, start)
+      groups += [[(entries[i], float(pauses[i])) for i in g] for g in idx]
+    return groups
   if kind == "join":
     pauses = rng.uniform(*PAUSE_SECONDS, size=len(entries))
     idx = group_by_duration([e.duration for e in entries], target, pauses)
@@ -245,7 +291,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description="Builds long-form test sets from ../shared/data.")
   p.add_argument("--data", default="../shared/data", help="folder with kathleen/ and fsdd/")
   p.add_argument("--out", default="runs/longform")
-  p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {list(SETS)}")
+  p.add_argument("--sets", default=",".join(TEST_SETS),
+                 help=f"comma-separated, of {list(SETS)}")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max_recordings", type=int, default=0, help="first N per set (0: all)")
   args = p.parse_args(argv)

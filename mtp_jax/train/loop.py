@@ -26,6 +26,7 @@ import tempfile
 import time
 from typing import Callable
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -79,6 +80,14 @@ def _log(msg: str) -> None:
   every line a second time, on stderr."""
   if jax.process_index() == 0:
     print(msg, flush=True)
+
+
+def _detail(msg: str) -> None:
+  """A line of set-up detail (each bucket, each compiled shape's memory): shown like
+  `_log`'s, except under absl's `--verbosity` below -1 (the demo's quiet runs), which
+  keep the progress lines only."""
+  if absl_logging.get_verbosity() >= -1:
+    _log(msg)
 
 
 def _train_tokenizer_whole(config, workdir: str) -> None:
@@ -378,7 +387,7 @@ def _train(config, workdir: str, mcfg, t_start: float, signals: preemption.StopS
     raise
   ckpt_lib.save_config(workdir, config)  # now config.json describes the checkpoints
   for b in data.describe():
-    _log(f"bucket {b}")
+    _detail(f"bucket {b}")
   report = data.bad_input_report()
   if report["num_skipped"]:
     _log(f"bad inputs skipped while preparing: {report['num_skipped']}: {report['prepared']}")
@@ -391,7 +400,7 @@ def _train(config, workdir: str, mcfg, t_start: float, signals: preemption.StopS
                  if tcfg.get("objective", "ce") == "mwer" else None)
   t0 = time.perf_counter()
   kind = "text" if config.data.text_corpus else "frames" if cache is not None else "audio"
-  compiled = setup.compile_step(shapes, word_tables=word_tables, log=_log, kind=kind,
+  compiled = setup.compile_step(shapes, word_tables=word_tables, log=_detail, kind=kind,
                                 frames_dim=cache.dim if cache is not None else 0)
   _log(f"compiled {len(compiled)} step shapes in {time.perf_counter() - t0:.1f} s")
   # A text-only run has no audio to transcribe: no dev-set evaluation.
