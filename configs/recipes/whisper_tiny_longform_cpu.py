@@ -21,7 +21,7 @@ so that it reads a 28-s chunk to its end. Kathleen TEST text never enters traini
   python bench/longform.py --sets runs/longform/kathleen_60s.jsonl \\
       --workdirs runs/demo/run,runs/longform_train/run --strategies greedy,verify \\
       --segmenters silence --chunk_seconds 28
-Bounded by steps (`steps`, 300).
+Bounded by steps (`steps`, 200).
 Expected: RESULTS
 Arg: "steps=<train steps>,init=<the demo workdir>,data=<shared data folder>,
       windows=<the training windows' folder>,corpus=<the demo's synthetic corpus>".
@@ -34,7 +34,7 @@ _CONFIGS = pathlib.Path(__file__).resolve().parents[1]
 
 
 def get_config(arg: str | None = None):
-  args = parse_arg(arg, steps=300, init="runs/demo/run", data="../shared/data",
+  args = parse_arg(arg, steps=200, init="runs/demo/run", data="../shared/data",
                    windows="runs/longform_train", corpus="runs/demo/corpus")
   c = load_config_file(_CONFIGS / "demo.py",
                        f"steps={args.steps},data={args.data},corpus={args.corpus}")
