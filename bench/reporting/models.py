@@ -49,8 +49,11 @@ def render_demo(path, data, ctx: Context) -> Section:
     default += " --out runs/demo"
   body = [caption(data, path, default)]
   if data.get("total_minutes") is not None:
-    body.append(f"\nTotal wall time: {data['total_minutes']:.1f} min (synthesis, encoder "
-                "cache, training, decoding).")
+    stages = data.get("stage_seconds") or {}
+    parts = (", ".join(f"{k} {v / 60:.1f}" for k, v in stages.items()) + " min" if stages
+             else "synthesis, encoder cache, training, decoding")
+    body.append(f"\nTotal wall time: {data['total_minutes']:.1f} min ({parts})."
+                + (f" {data['note']}" if data.get("note") else ""))
   body += ["", md_table(["strategy", "utterances", "WER", "calls/utt", "tokens/call",
                          "calls reduction", "speedup vs greedy", "RTFx"], table)]
   for name, t in (data.get("tables") or {}).items():

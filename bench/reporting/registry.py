@@ -15,6 +15,7 @@ from typing import Callable
 
 from reporting.fastadasp import render_fastadasp
 from reporting.generic import render_generic
+from reporting.longform import render_longform
 from reporting.models import render_demo, render_mwer, render_race, render_recipe
 from reporting.multi_token import (render_decode, render_heads_x_strategies, render_kernels,
                                    render_peer_decode, render_step_cost, render_unembed_layout)
@@ -39,6 +40,7 @@ KINDS = (
          group=True),
     Kind("race against faster-whisper", ("peer_whisper*.json",), render_race,
          "bench/peer_whisper.py"),
+    Kind("long recordings", ("longform*.json",), render_longform, "bench/longform.py"),
     Kind("MWER", ("mwer*.json",), render_mwer, "bench/mwer.py"),
     Kind("FastAdaSP", ("fastadasp*.json",), render_fastadasp, "bench/fastadasp.py"),
     Kind("batching and padding", ("data_padding*.json",), render_padding, "bench/data_padding.py"),
