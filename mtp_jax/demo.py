@@ -122,13 +122,6 @@ def _run(cmd: list[str]) -> float:
   return time.time() - t
 
 
-def latest_step(workdir: pathlib.Path) -> int | None:
-  """The newest complete checkpoint step of `workdir` (None: none yet)."""
-  ckpt = pathlib.Path(workdir) / "checkpoints"
-  steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
-  return max(steps) if steps else None
-
-
 def _cache_complete(features: pathlib.Path) -> bool:
   try:
     with open(features / "meta.json") as f:
@@ -285,6 +278,7 @@ def main(argv=None) -> None:
   out = (ROOT / args.out).resolve() if not os.path.isabs(args.out) else pathlib.Path(args.out)
   pl = plan(out, args.data, steps=args.steps, num_synth=args.num, py=sys.executable)
   _quiet_this_process()
+  from mtp_jax.checkpoint import newest_step_dir  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import load_config_file  # pylint: disable=g-import-not-at-top
   steps = int(load_config_file(f"{ROOT}/configs/demo.py:{pl['config_arg']}").train.steps)
   if args.dry_run:
@@ -316,12 +310,12 @@ def main(argv=None) -> None:
 
   print(f"== 3/4 training configs/demo.py ({steps} steps: Whisper tiny.en decoder "
         "fine-tuned jointly with K=4 latent heads)", flush=True)
-  done = latest_step(pl["workdir"])
+  done = newest_step_dir(pl["workdir"])
   if done is None or done < steps:
     seconds["training"] = _run(pl["train"])
   else:
     print(f"{_shown(pl['workdir'])} is trained ({done} steps)", flush=True)
-  step = latest_step(pl["workdir"])
+  step = newest_step_dir(pl["workdir"])
 
   print("== 4/4 decoding the test sets", flush=True)
   t = time.time()
