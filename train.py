@@ -15,7 +15,8 @@ MWER fine-tuning of a CE model (N-best from the prefix beam search inside the st
 Multi-host (TPU pod / multi-node GPU): add `--multihost` (or MTP_JAX_MULTIHOST=1).
 The run's own lines (progress, warm starts, buckets) are printed once, on stdout; the
 libraries' absl log lines (orbax INFO, warnings) go to stderr, and `--verbosity=-1` (warnings)
-or `--verbosity=-2` (errors) keeps them out.
+or `--verbosity=-2` (errors) keeps them out; `--verbosity=-2` also drops the set-up detail
+(each bucket, each compiled shape's memory), leaving the progress lines.
 
 An invalid config, a workdir holding another run and unusable data end in one line
 ("train.py: error: ...") before anything is written; so do a workdir another run is

@@ -81,7 +81,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from mtp_jax.data.pipeline import make_eval_batches, scoring_data_config  # pylint: disable=g-import-not-at-top
   from mtp_jax.decode import registry  # pylint: disable=g-import-not-at-top
-  from mtp_jax.decode.summary import decode_batches, format_table  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import decode_batches, format_table, vs_greedy  # pylint: disable=g-import-not-at-top
   from mtp_jax.model import encoders  # pylint: disable=g-import-not-at-top
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -109,10 +109,7 @@ def main(argv):
           if strategy == "greedy":
             base = s
           if base is not None:
-            # "ctc" (encoder-only, models with a CTC head) makes no decoder call at all.
-            s["calls_reduction"] = (base["calls_per_utt"] / s["calls_per_utt"]
-                                    if s["calls_per_utt"] > 0 else None)
-            s["speedup"] = base["decode_s"] / max(s["decode_s"], 1e-9)
+            s.update(vs_greedy(base, s))  # ctc makes no decoder call: None
             if "loop_s" in s and "loop_s" in base:
               s["loop_speedup"] = base["loop_s"] / s["loop_s"]
           rows.append(s)

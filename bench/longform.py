@@ -112,6 +112,12 @@ def _warmup_audio(rec: dict) -> np.ndarray:
   return audio_lib.load_audio(rec["audio_filepath"])[:10 * 16000]
 
 
+def _clip_paths(spec: dict, rec: dict) -> list[str]:
+  """The files a long-form recording was built from (`utterances[].source` under
+  --data), in order."""
+  return [os.path.join(spec["data"], u["source"]) for u in rec["utterances"]]
+
+
 def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
   """Runs one system on every set; returns one row per set (hypotheses included).
 
@@ -126,8 +132,7 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
     tr = Transcriber(spec["workdir"], strategy=spec["strategy"], segmenter=spec["segmenter"],
                      batch_size=spec["batch_size"], max_seconds=spec["chunk_seconds"])
     warm = lambda rec: tr.transcribe_many(  # noqa: E731
-        [rec["audio_filepath"]] if kind == "ours" else
-        [os.path.join(spec["data"], u["source"]) for u in rec["utterances"]])
+        [rec["audio_filepath"]] if kind == "ours" else _clip_paths(spec, rec))
   elif kind == "peer_chunks":
     from mtp_jax.decode.transcribe import LongFormTranscriber  # pylint: disable=g-import-not-at-top
     model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
@@ -152,8 +157,7 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
     for k, r in enumerate(recs):
       audio_s += float(r["duration"])
       if kind == "ours_utts":
-        ts = tr.transcribe_many([os.path.join(spec["data"], u["source"])
-                                 for u in r["utterances"]])
+        ts = tr.transcribe_many(_clip_paths(spec, r))
         errors += [t.error for t in ts if t.error]
         hyps.append(" ".join(t.text for t in ts if t.text))
         calls.append(sum(t.stats.get("decoder_calls", 0) for t in ts))
@@ -213,6 +217,8 @@ def add_relative(rows: list[dict]) -> None:
   utterance-by-utterance WER on the set, when measured), and `calls_reduction` / `speedup`
   (greedy's decoder calls / wall seconds over the row's, same model, set, boundaries and
   chunk length: > 1 = fewer calls / faster)."""
+  from mtp_jax.decode.summary import vs_greedy  # pylint: disable=g-import-not-at-top
+
   def key(r, strategy):
     return (r["set"], r["workdir"], strategy, r["segmenter"], r.get("chunk_seconds"))
   by = {key(r, r["strategy"]): r for r in rows if r["kind"] == "ours"}
@@ -225,8 +231,7 @@ def add_relative(rows: list[dict]) -> None:
       r["wer_vs_utterances"] = r["wer"] / base["wer"]
     greedy = by.get(key(r, "greedy"))
     if greedy is not None:
-      r["calls_reduction"] = greedy["calls_per_rec"] / max(r["calls_per_rec"], 1e-9)
-      r["speedup"] = greedy["wall_s"] / max(r["wall_s"], 1e-9)
+      r.update(vs_greedy(greedy, r, calls="calls_per_rec", seconds="wall_s"))
 
 
 def main(argv=None) -> int:

@@ -55,17 +55,13 @@ def add_ratios(rows: list[dict], greedy_calls: dict | None = None, num_heads: in
   reduction if every draft were accepted (`summary.calls_ceiling` of greedy's calls per
   utterance, `greedy_calls[test_set]`, with K = `num_heads` tokens per call)."""
   from mtp_jax.decode import registry  # pylint: disable=g-import-not-at-top
-  from mtp_jax.decode.summary import calls_ceiling  # pylint: disable=g-import-not-at-top
+  from mtp_jax.decode.summary import calls_ceiling, vs_greedy  # pylint: disable=g-import-not-at-top
   greedy = {r["test_set"]: r for r in rows if r["strategy"] == "greedy"}
   for r in rows:
     g = greedy.get(r["test_set"])
     if g is not None:
-      # Encoder-only rows (ctc) make no decoder call: no reduction to speak of.
-      r["calls_reduction"] = (g["calls_per_utt"] / r["calls_per_utt"]
-                              if r["calls_per_utt"] > 0 else None)
-      r["speedup"] = (g["decode_s"] / max(r["decode_s"], 1e-9)
-                      if g.get("decode_s") is not None and r.get("decode_s") is not None
-                      else None)  # --shared_cpu: not timed
+      # ctc rows make no decoder call; --shared_cpu rows are not timed: None there.
+      r.update(vs_greedy(g, r))
       calls = (greedy_calls or {}).get(r["test_set"])
       sname = split_spec(r["strategy"])[0]
       if (calls is not None and num_heads > 1 and sname != "greedy"

@@ -122,23 +122,15 @@ def _run(cmd: list[str]) -> float:
   return time.time() - t
 
 
-def _cache_complete(features: pathlib.Path) -> bool:
-  try:
-    with open(features / "meta.json") as f:
-      return json.load(f).get("complete") is True
-  except (OSError, ValueError):
-    return False
-
-
 def add_ratios(rows: list[dict], hyps: dict[str, list[str]]) -> None:
   """Sets each row's calls_reduction (greedy's calls / its calls: >1 = fewer decoder
   calls), speedup (greedy's decode seconds / its own: >1 = faster) and same_as_greedy
   (the share of utterances whose hypothesis equals greedy's); rows[0] is greedy."""
+  from mtp_jax.decode.summary import vs_greedy  # pylint: disable=g-import-not-at-top
   greedy = rows[0]
   ref = hyps[greedy["strategy"]]
   for r in rows:
-    r["calls_reduction"] = greedy["calls_per_utt"] / max(r["calls_per_utt"], 1e-9)
-    r["speedup"] = greedy["decode_s"] / max(r["decode_s"], 1e-9)
+    r.update(vs_greedy(greedy, r))
     mine = hyps[r["strategy"]]
     r["same_as_greedy"] = (sum(a == b for a, b in zip(mine, ref)) / len(ref)) if ref else None
 
@@ -279,6 +271,8 @@ def main(argv=None) -> None:
   pl = plan(out, args.data, steps=args.steps, num_synth=args.num, py=sys.executable)
   _quiet_this_process()
   from mtp_jax.checkpoint import newest_step_dir  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.feature_cache import is_complete  # pylint: disable=g-import-not-at-top
+  from mtp_jax.machine import machine_info  # pylint: disable=g-import-not-at-top
   from mtp_jax.config import load_config_file  # pylint: disable=g-import-not-at-top
   steps = int(load_config_file(f"{ROOT}/configs/demo.py:{pl['config_arg']}").train.steps)
   if args.dry_run:
@@ -303,7 +297,7 @@ def main(argv=None) -> None:
     print(f"reusing {_shown(pl['corpus'])}", flush=True)
 
   print("== 2/4 caching the frozen Whisper tiny.en encoder's frames", flush=True)
-  if not _cache_complete(pl["features"]):
+  if not is_complete(pl["features"]):
     seconds["cache"] = _run(pl["cache"])
   else:
     print(f"reusing {_shown(pl['features'])}", flush=True)
@@ -327,7 +321,7 @@ def main(argv=None) -> None:
   command = "python -m mtp_jax.demo " + " ".join(sys.argv[1:] if argv is None else argv)
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "machine": _machine(), "command": command.strip(), "args": vars(args),
+      "machine": machine_info(), "command": command.strip(), "args": vars(args),
       "real_speech": pl["real"], "workdir": _shown(pl["workdir"]), "step": step,
       "config": f"configs/demo.py:{pl['config_arg']}",
       # This run's wall time; stages reused from an earlier run are not in it.
@@ -346,11 +340,6 @@ def main(argv=None) -> None:
   print("\n" + table)
   print("stages: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
         + f"; total {total / 60:.1f} min (this run)", flush=True)
-
-
-def _machine() -> dict:
-  from mtp_jax.machine import machine_info  # pylint: disable=g-import-not-at-top
-  return machine_info()
 
 
 if __name__ == "__main__":

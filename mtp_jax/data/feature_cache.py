@@ -65,6 +65,16 @@ def fingerprint(model_cfg, encoder_params: Any) -> str:
   return h.hexdigest()[:24]
 
 
+def is_complete(directory: str | os.PathLike) -> bool:
+  """Whether `directory` holds a feature cache whose build has finished (one that
+  `FeatureCache` opens); reads meta.json only."""
+  try:
+    meta = json.loads((pathlib.Path(directory) / META).read_text())
+  except (OSError, ValueError):
+    return False
+  return meta.get("complete") is not False
+
+
 class IncompleteCacheError(ValueError):
   """A feature cache whose build stopped before it finished (re-run it to finish)."""
 

@@ -119,13 +119,11 @@ def group_into_windows(durations: Sequence[float], targets: Sequence[float],
   """
   groups, cur, total = [], [], 0.0
   for i in range(start, len(durations)):
-    add = durations[i] + (pauses[i] if cur else 0.0)
-    if cur and total + add > targets[len(groups)]:
+    if cur and total + pauses[i] + durations[i] > targets[len(groups)]:
       groups.append(cur)
-      cur, add = [], durations[i]
-      total = 0.0
+      cur = []
+    total = total + pauses[i] + durations[i] if cur else durations[i]
     cur.append(i)
-    total += add
   if cur:
     groups.append(cur)
   return groups

@@ -136,6 +136,17 @@ class _Tally:
         batches=len(latencies))
 
 
+def vs_greedy(greedy: dict, row: dict, *, calls: str = "calls_per_utt",
+              seconds: str = "decode_s") -> dict:
+  """`row`'s decoder calls and time against `greedy`'s (two summary rows):
+  {"calls_reduction": greedy's calls / the row's (> 1: fewer calls; None when the row
+  makes no decoder call, e.g. ctc), "speedup": greedy's seconds / the row's (> 1:
+  faster; None when either is untimed)}. `calls` / `seconds` name the rows' fields."""
+  timed = greedy.get(seconds) is not None and row.get(seconds) is not None
+  return {"calls_reduction": greedy[calls] / row[calls] if row[calls] > 0 else None,
+          "speedup": greedy[seconds] / max(row[seconds], 1e-9) if timed else None}
+
+
 def calls_ceiling(greedy_calls, emit_width: int) -> np.ndarray:
   """The fewest decoder calls an exact strategy can make, per utterance.
 
