@@ -56,7 +56,8 @@ def test_decode_mask_tree_of_a_chain_is_the_causal_block():
   rng = np.random.default_rng(0)
   b, p, t = 3, 5, 4
   for pv in (rng.random((b, p)) < 0.7, rng.random((2, b, p)) < 0.7):
-    cache = KVCache(k=jnp.zeros((2, b, p + 12, 1, 2)), v=jnp.zeros((2, b, p + 12, 1, 2)),
+    zeros = (jnp.zeros((b, p + 12, 2)),) * 2
+    cache = KVCache(k=zeros, v=zeros,
                     prefix_valid=jnp.asarray(pv), prefix_len=jnp.asarray([3, 5, 0]))
     ti = jnp.asarray([1, 4, 7])
     chain = cache.decode_mask(ti, t)

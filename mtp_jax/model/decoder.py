@@ -1,7 +1,7 @@
 """LLaMA-style decoder stack (RMSNorm, RoPE, SwiGLU, grouped-query attention) with a KV cache.
 
-The stack reads and returns the cache's keys/values as {"k", "v"}: [L, B, S, Hkv, D]
-(the layout, masks and row moves are `mtp_jax.model.kv_cache.KVCache`'s). After a
+The stack reads and returns the cache's keys/values as {"k", "v"}: L arrays
+[B * Hkv, S, D] (the layout, masks and row moves are `mtp_jax.model.kv_cache.KVCache`'s). After a
 prefill with audio-token reduction each layer holds a different number of valid audio
 slots; decode then passes a per-layer attention mask [L, B, T, S].
 """
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.config import DecoderConfig, ModelConfig
-from mtp_jax.model.kv_cache import causal_mask, write_rows
+from mtp_jax.model.kv_cache import causal_mask, write_slots
 from mtp_jax.model.layers import ACT, RMSNorm, apply_rope, constrain, dense, dot_product_attention, dtype_of
 
 
@@ -38,17 +38,18 @@ class Attention(nn.Module):
     q = apply_rope(q, positions, c.rope_theta)
     k = apply_rope(k, positions, c.rope_theta)
     q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-    new_cache = None
+    new_cache, heads_first = None, False
     if cache is not None:
-      new_cache = {"k": write_rows(cache["k"], k, write_index),
-                   "v": write_rows(cache["v"], v, write_index)}
+      new_cache = {"k": write_slots(cache["k"], k, write_index),
+                   "v": write_slots(cache["v"], v, write_index)}
       if attend_cache:
         k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
+        heads_first = True
     if return_aux:
       o, probs = dot_product_attention(q, k, v, mask, return_probs=True)
       o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o", **kw)(o)
       return o, new_cache, {"k_raw": k_raw, "k": k, "v": v, "probs": probs}
-    o = dot_product_attention(q, k, v, mask)
+    o = dot_product_attention(q, k, v, mask, heads_first=heads_first)
     o = dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name="o", **kw)(o)
     return o, new_cache
 
@@ -125,7 +126,7 @@ class DecoderStack(nn.Module):
       mask: [B, T, T] (no cache, or attend_cache=False) or [B, T, S] attention mask,
         or [L, B, T, S] (one per layer: a cache whose layers hold different numbers of
         valid audio slots after prefill token reduction).
-      cache: None or {"k", "v"}: [L, B, S, Hkv, D].
+      cache: None or {"k", "v"}: L arrays [B * Hkv, S, D] each (`KVCache.layers`).
       write_index: [B] slot where the T new keys/values are written.
       attend_cache: attend over the whole cache (decode) or only the new tokens
         (prefill, where the mask is [B, T, T]).
@@ -161,7 +162,10 @@ class DecoderStack(nn.Module):
           in_axes=(nn.broadcast, 0 if per_layer_mask else nn.broadcast, 0, nn.broadcast),
           length=c.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
-      x, new_cache = scanned(name="layers", **kw)(x, positions, mask, cache, write_index)
+      stacked = None if cache is None else {n: jnp.stack(cache[n]) for n in ("k", "v")}
+      x, new_cache = scanned(name="layers", **kw)(x, positions, mask, stacked, write_index)
+      if new_cache is not None:  # back to one buffer per layer (KVCache's layout)
+        new_cache = {n: tuple(new_cache[n]) for n in ("k", "v")}
       return x, new_cache
     new_k, new_v = [], []
     for i in range(c.num_layers):
@@ -172,7 +176,7 @@ class DecoderStack(nn.Module):
       if nc is not None:
         new_k.append(nc["k"])
         new_v.append(nc["v"])
-    new_cache = None if cache is None else {"k": jnp.stack(new_k), "v": jnp.stack(new_v)}
+    new_cache = None if cache is None else {"k": tuple(new_k), "v": tuple(new_v)}
     return x, new_cache
 
 
@@ -188,7 +192,7 @@ def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, au
     run_layer: (layer index, *DecoderLayer args, **kwargs) -> DecoderLayer output.
     num_layers: L.
     x: [B, P + T0, d] embeddings; positions: [B, P + T0] rotary positions.
-    cache: {"k", "v"}: [L, B, S, Hkv, D] zeros, S >= P + T0.
+    cache: {"k", "v"}: L zero arrays [B * Hkv, S, D] each, S >= P + T0.
     reducer: a `reduction_ops.Reducer` (static plan).
     audio_valid: [B, P] valid audio tokens; audio_len: [B] their count.
   Returns:
@@ -218,11 +222,10 @@ def reduced_prefill(run_layer, num_layers: int, x, positions, cache, reducer, au
     x, aux = run_layer(i, x, positions, mask, reduce=reduce)
     pad = ((0, 0), (0, p - p_l), (0, 0), (0, 0))
     for name, out in (("k", ks), ("v", vs)):
-      full = cache[name][i]
-      kv = aux[name].astype(full.dtype)
+      kv = aux[name]
       audio_part = jnp.pad(kv[:, :p_l], pad)
-      out.append(jax.lax.dynamic_update_slice(
-          full, jnp.concatenate([audio_part, kv[:, p_l:]], axis=1), (0, 0, 0, 0)))
+      out.append(write_slots(cache[name][i], jnp.concatenate([audio_part, kv[:, p_l:]], axis=1),
+                             jnp.zeros((b,), jnp.int32)))
     pv.append(jnp.pad(valid, ((0, 0), (0, p - p_l))))
     valid, positions = state["valid"], state["positions"]
-  return x[:, -t0:], {"k": jnp.stack(ks), "v": jnp.stack(vs)}, jnp.stack(pv)
+  return x[:, -t0:], {"k": tuple(ks), "v": tuple(vs)}, jnp.stack(pv)

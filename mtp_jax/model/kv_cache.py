@@ -1,9 +1,14 @@
 """The decoder's KV cache: one typed pytree that owns its layout, writes, row moves and masks.
 
 Layout (the decoding loops carry it through `lax.while_loop`):
-  k, v: [L, B, S, Hkv, D], S = P + max_text_len. Slots [0, P) hold the audio prefix
-    (row b's valid audio tokens where `prefix_valid` says so), slots [P, S) the text,
-    written at per-row offsets: row b's text token i sits at slot P + i.
+  k, v: L per-layer arrays [B * Hkv, S, D] (a tuple; row b's heads are rows
+    b * Hkv .. b * Hkv + Hkv - 1), S = P + max_text_len. Slots [0, P) hold the audio
+    prefix (row b's valid audio tokens where `prefix_valid` says so), slots [P, S) the
+    text, written at per-row offsets: row b's text token i sits at slot P + i. Every
+    layer is its own buffer with (row, head) as one leading axis, so attention reads
+    it as it lies (`layers.dot_product_attention(heads_first=True)`): no per-step
+    transpose, slice, reshape or restack of the cache. On XLA:CPU those copies were
+    over half of a long-form decoding step.
   prefix_valid: [B, P] bool, or [L, B, P] after a prefill with audio-token reduction
     (FastAdaSP & co., `mtp_jax/model/reduction_ops.py`): layer l then holds fewer valid
     audio slots, compacted to the front of [0, P).
@@ -24,10 +29,24 @@ import jax.numpy as jnp
 def write_rows(buf: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
   """buf [B, N, ...], new [B, T, ...], start [B] -> buf with buf[b, start[b]:+T] = new[b].
 
-  The one per-row write of the code base: KV-cache slots and token buffers alike."""
+  The one per-row write of the code base (token buffers; `write_slots` for the cache)."""
   def one(b, n, s):
     return jax.lax.dynamic_update_slice(b, n.astype(b.dtype), (s,) + (0,) * (b.ndim - 1))
   return jax.vmap(one)(buf, new, start)
+
+
+def write_slots(buf: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+  """One layer's cache buf [B * Hkv, S, D], new keys or values [B, T, Hkv, D], start [B]
+  -> buf with slots start[b] .. start[b] + T - 1 of row b's heads set to new[b].
+
+  One dynamic-update-slice per row (B is static), which XLA applies to the
+  loop-carried buffer in place (a vmapped update becomes a scatter, which XLA:CPU
+  copied around every step)."""
+  h = new.shape[2]
+  new = jnp.swapaxes(new, 1, 2).astype(buf.dtype)                    # [B, Hkv, T, D]
+  for r in range(new.shape[0]):
+    buf = jax.lax.dynamic_update_slice(buf, new[r], (r * h, start[r], 0))
+  return buf
 
 
 def causal_mask(key_valid: jax.Array) -> jax.Array:
@@ -39,17 +58,19 @@ def causal_mask(key_valid: jax.Array) -> jax.Array:
 @flax.struct.dataclass
 class KVCache:
   """Keys/values of every decoder layer plus the audio prefix's validity (see module doc)."""
-  k: jax.Array
-  v: jax.Array
+  k: tuple
+  v: tuple
   prefix_valid: jax.Array
   prefix_len: jax.Array
+  num_kv_heads: int = flax.struct.field(pytree_node=False, default=1)
 
   @classmethod
   def zeros(cls, *, num_layers: int, batch: int, prefix_len: int, max_text_len: int,
             num_kv_heads: int, head_dim: int, dtype) -> "KVCache":
     """An empty cache of S = prefix_len + max_text_len slots."""
-    shape = (num_layers, batch, prefix_len + max_text_len, num_kv_heads, head_dim)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+    shape = (batch * num_kv_heads, prefix_len + max_text_len, head_dim)
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))  # noqa: E731
+    return cls(k=zeros(), v=zeros(), num_kv_heads=num_kv_heads,
                prefix_valid=jnp.zeros((batch, prefix_len), bool),
                prefix_len=jnp.zeros((batch,), jnp.int32))
 
@@ -61,15 +82,15 @@ class KVCache:
   @property
   def num_slots(self) -> int:
     """S, all slots."""
-    return self.k.shape[2]
+    return self.k[0].shape[1]
 
   @property
   def layers(self) -> dict:
-    """{"k", "v"} [L, B, S, Hkv, D], what `DecoderStack` reads and returns."""
+    """{"k", "v"}: L arrays [B * Hkv, S, D] each, what `DecoderStack` reads and returns."""
     return {"k": self.k, "v": self.v}
 
   def with_layers(self, layers: dict) -> "KVCache":
-    return self.replace(k=layers["k"], v=layers["v"])
+    return self.replace(k=tuple(layers["k"]), v=tuple(layers["v"]))
 
   def text_slot(self, text_index: jax.Array) -> jax.Array:
     """[B] committed text tokens -> [B] slot where the next text token is written."""
@@ -113,16 +134,23 @@ class KVCache:
   def gather_rows(self, index: jax.Array) -> "KVCache":
     """Rows `index` [R] of every field (beam search: a new beam takes its parent's cache)."""
     pv = self.prefix_valid
-    return KVCache(k=self.k[:, index], v=self.v[:, index],
-                   prefix_valid=pv[:, index] if pv.ndim == 3 else pv[index],
-                   prefix_len=self.prefix_len[index])
+    h = self.num_kv_heads
+    rows = (index[:, None] * h + jnp.arange(h)[None]).reshape(-1)
+    return self.replace(k=tuple(a[rows] for a in self.k), v=tuple(a[rows] for a in self.v),
+                        prefix_valid=pv[:, index] if pv.ndim == 3 else pv[index],
+                        prefix_len=self.prefix_len[index])
 
   def repeat_rows(self, w: int) -> "KVCache":
     """Every row repeated `w` times in place ([B] -> [B * w], row b at b*w .. b*w+w-1)."""
     pv = self.prefix_valid
-    return KVCache(k=jnp.repeat(self.k, w, axis=1), v=jnp.repeat(self.v, w, axis=1),
-                   prefix_valid=jnp.repeat(pv, w, axis=pv.ndim - 2),
-                   prefix_len=jnp.repeat(self.prefix_len, w, axis=0))
+    h = self.num_kv_heads
+
+    def rep(layers):
+      return tuple(jnp.repeat(a.reshape((-1, h) + a.shape[1:]), w, axis=0).reshape(
+          (-1,) + a.shape[1:]) for a in layers)
+    return self.replace(k=rep(self.k), v=rep(self.v),
+                        prefix_valid=jnp.repeat(pv, w, axis=pv.ndim - 2),
+                        prefix_len=jnp.repeat(self.prefix_len, w, axis=0))
 
   def compact(self, text_index: jax.Array, path: jax.Array, size: int) -> "KVCache":
     """Moves text slots text_index + path[b, i] to text_index + i in every layer.
@@ -137,9 +165,12 @@ class KVCache:
     """
     start = self.text_slot(text_index)
 
-    def row(c, s0, idx):  # c [L, S, H, D]
+    def row(c, s0, idx):  # c [H, S, D]
       win = jax.lax.dynamic_slice_in_dim(c, s0, size, axis=1)
       return jax.lax.dynamic_update_slice_in_dim(c, jnp.take(win, idx, axis=1), s0, axis=1)
 
-    move = jax.vmap(row, in_axes=(1, 0, 0), out_axes=1)
-    return self.replace(k=move(self.k, start, path), v=move(self.v, start, path))
+    h = self.num_kv_heads
+
+    def move(a):  # [B * H, S, D] -> per row [H, S, D]
+      return jax.vmap(row)(a.reshape((-1, h) + a.shape[1:]), start, path).reshape(a.shape)
+    return self.replace(k=tuple(move(a) for a in self.k), v=tuple(move(a) for a in self.v))

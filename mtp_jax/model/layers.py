@@ -116,19 +116,25 @@ def apply_rope(x: Array, positions: Array, theta: float) -> Array:
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array,
-                          return_probs: bool = False):
+                          return_probs: bool = False, heads_first: bool = False):
   """Grouped-query attention with a boolean mask.
 
   Args:
     q: [B, T, H, D] queries.
-    k: [B, S, Hkv, D] keys; H must be a multiple of Hkv.
-    v: [B, S, Hkv, D] values.
+    k: [B, S, Hkv, D] keys, or [B * Hkv, S, D] with `heads_first` (the KV cache's
+      layout); H must be a multiple of Hkv.
+    v: values, laid out as k.
     mask: [B, T, S] True where query t may attend key s.
     return_probs: also return the attention probabilities [B, Hkv, G, T, S].
+    heads_first: k and v are [B * Hkv, S, D].
   Returns:
     [B, T, H, D] outputs (and probabilities when asked).
   """
   b, t, h, d = q.shape
+  if heads_first:
+    if return_probs:
+      raise ValueError("return_probs needs keys laid out [B, S, Hkv, D]")
+    return _attend_heads_first(q, k, v, mask)
   hkv = k.shape[2]
   g = h // hkv
   qg = q.reshape(b, t, hkv, g, d)
@@ -140,3 +146,27 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array,
   out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
   out = out.reshape(b, t, h, d)
   return (out, probs) if return_probs else out
+
+
+def _attend_heads_first(q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """`dot_product_attention` over keys/values [B * Hkv, S, D] (the KV cache's layout).
+
+  Both matmuls take the cache as it lies, one batch axis: the scores are computed
+  keys-major ([S, G*T] per (row, head): the keys are the left operand, contracted over
+  D), and the values are contracted over S; only the few queries are transposed. With
+  queries-major scores XLA:CPU transposed every layer's keys on every decoding step."""
+  b, t, h, d = q.shape
+  hkv = k.shape[0] // b
+  g = h // hkv
+  qh = q.reshape(b, t, hkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b * hkv, g * t, d)
+  logits = jax.lax.dot_general(k, qh, (((2,), (2,)), ((0,), (0,))),
+                               preferred_element_type=jnp.float32)          # [BH, S, G*T]
+  # The scores (few: S x G*T per row and head) to queries-major, so the softmax
+  # reduces over the last axis.
+  logits = jnp.swapaxes(logits, 1, 2).reshape(b, hkv, g, t, -1) / jnp.sqrt(jnp.float32(d))
+  m = mask[:, None, None, :, :]                                              # [B,1,1,T,S]
+  logits = jnp.where(m, logits, NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1)
+  probs = jnp.where(m, probs, 0.0).reshape(b * hkv, g * t, -1)  # no valid key -> 0
+  out = jax.lax.dot_general(probs.astype(v.dtype), v, (((2,), (1,)), ((0,), (0,))))
+  return out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)

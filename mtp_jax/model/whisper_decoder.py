@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mtp_jax.config import DecoderConfig, ModelConfig
-from mtp_jax.model.kv_cache import write_rows
+from mtp_jax.model.kv_cache import write_slots
 from mtp_jax.model.layers import ACT, constrain, dense, TORCH_LN_EPS, dot_product_attention, dtype_of, layer_norm
 
 
@@ -57,8 +57,10 @@ class WhisperDecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, audio, self_mask, cross_mask, cache=None, write_index=None):
     """x [B, T, d] text; audio [B, P, d] (None: decode from the cache);
-    self_mask [B, T, T] (no cache / prefill) or [B, T, S - P]; cross_mask [B, T, P];
-    cache {"k", "v"} [B, S, H, D] or None. Returns (x, new cache or None)."""
+    self_mask [B, T, T] and cross_mask [B, T, P] (no cache / prefill), or both [B, T, S]
+    over the whole cache (decode: the self mask covers text slots only, the cross mask
+    audio slots only, so neither attention slices the cache);
+    cache {"k", "v"} [B * H, S, D] or None. Returns (x, new cache or None)."""
     c = self.cfg
     h, hd = c.num_heads, c.d_model // c.num_heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -72,8 +74,9 @@ class WhisperDecoderLayer(nn.Module):
       return dense(c.d_model, ("heads", "head_dim", "embed"), axis=(-2, -1), name=name,
                    use_bias=True, **kw)(o)
 
-    def attend(q, k, v, mask):
-      return dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask)
+    def attend(q, k, v, mask, heads_first=False):
+      return dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask,
+                                   heads_first=heads_first)
 
     drop = lambda y: nn.Dropout(c.dropout)(y, deterministic=self.deterministic)
     decoding = audio is None
@@ -81,23 +84,22 @@ class WhisperDecoderLayer(nn.Module):
     q, ks, vs = proj("self_q", "q")(y), proj("self_k", "k")(y), proj("self_v", "v")(y)
     new_cache = None
     if decoding:  # the new keys go to their slots; the cache's text slots are the keys
-      p = cache["k"].shape[1] - self_mask.shape[-1]
-      new_cache = {"k": write_rows(cache["k"], ks, write_index),
-                   "v": write_rows(cache["v"], vs, write_index)}
-      o = attend(q, new_cache["k"][:, p:], new_cache["v"][:, p:], self_mask)
+      new_cache = {"k": write_slots(cache["k"], ks, write_index),
+                   "v": write_slots(cache["v"], vs, write_index)}
+      o = attend(q, new_cache["k"], new_cache["v"], self_mask, heads_first=True)
     else:
       o = attend(q, ks, vs, self_mask)
     x = x + drop(out("self_o", o))
     y = layer_norm(self.dtype, self.param_dtype, name="cross_norm", epsilon=TORCH_LN_EPS)(x)
     q = proj("cross_q", "q")(y)
     if decoding:
-      o = attend(q, new_cache["k"][:, :p], new_cache["v"][:, :p], cross_mask)
+      o = attend(q, new_cache["k"], new_cache["v"], cross_mask, heads_first=True)
     else:
       kc, vc = proj("cross_k", "k")(audio), proj("cross_v", "v")(audio)
       o = attend(q, kc, vc, cross_mask)
       if cache is not None:  # prefill: [cross k/v of the audio][self k/v of the text]
-        new_cache = {"k": write_rows(cache["k"], jnp.concatenate([kc, ks], 1), write_index),
-                     "v": write_rows(cache["v"], jnp.concatenate([vc, vs], 1), write_index)}
+        new_cache = {"k": write_slots(cache["k"], jnp.concatenate([kc, ks], 1), write_index),
+                     "v": write_slots(cache["v"], jnp.concatenate([vc, vs], 1), write_index)}
     x = x + drop(out("cross_o", o))
     y = layer_norm(self.dtype, self.param_dtype, name="mlp_norm", epsilon=TORCH_LN_EPS)(x)
     y = dense(c.ff_dim, ("embed", "mlp"), name="fc1", use_bias=True, **kw)(y)
@@ -137,7 +139,11 @@ class WhisperDecoderStack(nn.Module):
     else:
       audio, text, text_pos = x[:, :p], x[:, p:], positions[:, p:]
       query_mask = mask[:, p:]
-    cross_mask, self_mask = query_mask[..., :p], query_mask[..., p:]
+    if decoding:  # full-width masks over the cache: audio columns cross, text ones self
+      is_audio = jnp.arange(query_mask.shape[-1]) < p
+      cross_mask, self_mask = query_mask & is_audio, query_mask & ~is_audio
+    else:
+      cross_mask, self_mask = query_mask[..., :p], query_mask[..., p:]
     table = self.param("pos_embed", nn.with_logical_partitioning(
         nn.initializers.normal(stddev=0.01), (None, "embed")),
         (c.max_positions, c.d_model), pdtype)
@@ -155,7 +161,7 @@ class WhisperDecoderStack(nn.Module):
       if nc is not None:
         new_k.append(nc["k"])
         new_v.append(nc["v"])
-    new_cache = None if cache is None else {"k": jnp.stack(new_k), "v": jnp.stack(new_v)}
+    new_cache = None if cache is None else {"k": tuple(new_k), "v": tuple(new_v)}
     if not decoding:
       h = jnp.concatenate([audio.astype(h.dtype), h], axis=1)
     return h, new_cache
