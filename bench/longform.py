@@ -6,7 +6,11 @@ files, in one run, and is scored over whole recordings (`longform.score_recordin
 
 * `ours:<workdir>:<strategy>:<segmenter>`: `mtp_jax.decode.transcribe.Transcriber`
   (chunked at silences or in overlapping windows, chunks of a recording batched,
-  runaway guards on) for each --workdirs x --strategies x --segmenters.
+  runaway guards on) for each --workdirs x --strategies x --segmenters, one recording
+  at a time; with --across_files also `...:across`: every recording of the set handed
+  to one `transcribe_many` call, so chunks of different recordings share batches (a
+  batch job's throughput; its warm-up transcribes the whole set once, untimed, so every
+  batch shape is compiled before the clock).
 * `ours:<workdir>:greedy:utterances` (--per_utterance): the same model decoding each
   recording's utterances one file at a time (the clips the recording was built from,
   under --data), their texts joined: the baseline of `wer_vs_utterances` (long-form
@@ -133,6 +137,9 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
                      batch_size=spec["batch_size"], max_seconds=spec["chunk_seconds"])
     warm = lambda rec: tr.transcribe_many(  # noqa: E731
         [rec["audio_filepath"]] if kind == "ours" else _clip_paths(spec, rec))
+    if spec.get("across_files"):
+      warm = lambda rec: [tr.transcribe_many([r["audio_filepath"] for r in recs])  # noqa: E731
+                          for recs in sets.values()]
   elif kind == "peer_chunks":
     from mtp_jax.decode.transcribe import LongFormTranscriber  # pylint: disable=g-import-not-at-top
     model = _whisper_model(spec["model"], spec["compute_type"], spec["threads"])
@@ -154,7 +161,14 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
   for set_name, recs in sets.items():
     hyps, calls, audio_s, errors = [], [], 0.0, []
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    for k, r in enumerate(recs):
+    if spec.get("across_files"):  # one call: chunks of all recordings share batches
+      for t in tr.transcribe_many([r["audio_filepath"] for r in recs]):
+        if t.error:
+          errors.append(t.error)
+        hyps.append(t.text)
+        calls.append(t.stats.get("decoder_calls", 0))
+      audio_s = float(sum(r["duration"] for r in recs))
+    for k, r in enumerate([] if spec.get("across_files") else recs):
       audio_s += float(r["duration"])
       if kind == "ours_utts":
         ts = tr.transcribe_many(_clip_paths(spec, r))
@@ -197,6 +211,8 @@ def system_specs(args) -> list[dict]:
                           name=f"ours:{pathlib.Path(wd).name}:{strategy}:{seg}{tag}",
                           workdir=wd, strategy=strategy, segmenter=seg,
                           batch_size=args.batch_size, chunk_seconds=chunk))
+        if args.across_files:
+          specs.append(dict(specs[-1], name=specs[-1]["name"] + ":across", across_files=True))
     if args.per_utterance:
       specs.append(dict(kind="ours_utts", name=f"ours:{pathlib.Path(wd).name}:greedy:utterances",
                         workdir=wd, strategy="greedy", segmenter="silence",
@@ -220,7 +236,8 @@ def add_relative(rows: list[dict]) -> None:
   from mtp_jax.decode.summary import vs_greedy  # pylint: disable=g-import-not-at-top
 
   def key(r, strategy):
-    return (r["set"], r["workdir"], strategy, r["segmenter"], r.get("chunk_seconds"))
+    return (r["set"], r["workdir"], strategy, r["segmenter"], r.get("chunk_seconds"),
+            bool(r.get("across_files")))
   by = {key(r, r["strategy"]): r for r in rows if r["kind"] == "ours"}
   utts = {(r["set"], r["workdir"]): r for r in rows if r["kind"] == "ours_utts"}
   for r in rows:
@@ -247,6 +264,9 @@ def main(argv=None) -> int:
                  help="longest chunk / overlap window of our boundaries (default: the "
                       "model's limit, 30 s for Whisper encoders); e.g. 10 for models trained "
                       "on short utterances")
+  p.add_argument("--across_files", action="store_true", help="also run each of our "
+                 "systems over the whole set in one call, chunks of different recordings "
+                 "sharing batches (`:across`)")
   p.add_argument("--per_utterance", action="store_true", help="also decode each "
                  "recording's utterances one file at a time (greedy): the WER the "
                  "boundaries are measured against")

@@ -297,10 +297,14 @@ def test_bench_runs_on_a_stand_in_model(fake_data, tmp_path):
   out = tmp_path / "longform.json"
   assert bench.main(["--sets", s["manifest"], "--workdirs", str(workdir), "--peer_beams", "",
                      "--peer_chunked", "", "--in_process", "--per_utterance",
-                     "--data", str(fake_data), "--out", str(out)]) == 0
+                     "--across_files", "--data", str(fake_data), "--out", str(out)]) == 0
   rows = json.loads(out.read_text())["rows"]
-  assert [r["system"] for r in rows] == ["ours:run:greedy:silence", "ours:run:greedy:overlap",
-                                         "ours:run:greedy:utterances"]
+  assert [r["system"] for r in rows] == [
+      "ours:run:greedy:silence", "ours:run:greedy:silence:across", "ours:run:greedy:overlap",
+      "ours:run:greedy:overlap:across", "ours:run:greedy:utterances"]
+  for one, across in (rows[0:2], rows[2:4]):  # one recording: the same batches either way
+    assert across["across_files"] and across["hyps"] == one["hyps"]
+    assert across["calls_per_rec"] == one["calls_per_rec"]
   utts = rows.pop()
   assert utts["calls_per_rec"] >= 14  # 14 clips, each decoded on its own
   for r in rows:
