@@ -29,9 +29,10 @@ batch 1) and reached 8.9% on Kathleen test.
 Expected (2-core AMD EPYC, jax 0.10.2, 2026-12-07; the same numbers idle and beside
 another 2-core job): Kathleen test (all 703) 8.0% WER for greedy, verify and tree (output
 identical to greedy's on every utterance), 11.55 / 7.88 / 7.06 decoder calls per
-utterance (1.47x / 1.64x fewer), 0.73x / 0.62x greedy's speed at batch 1; synthetic test
-26.2%. 18.3 min on the idle machine (training 8.9 min, decoding 8.1 min), 31.6 min
-beside another 2-core job (training 16.8, decoding 12.9; verify 0.64x, tree 0.54x there).
+utterance (1.47x / 1.64x fewer), 0.66x / 0.56x greedy's speed at batch 1 (greedy decodes
+the 703 in 70 s); synthetic test 26.2%. 18.3 min on the idle machine (training 8.9 min,
+decoding 8.1 min; decoding 6.8 min since the KV-cache layout change), 31.6 min beside
+another 2-core job (training 16.8, decoding 12.9).
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data folder; empty: the
       synthetic corpus only>,corpus=<synthetic corpus folder>".
 """

@@ -31,7 +31,8 @@ HEADLINE = Summary(
             _race("ours:wdec_k4j:tree")),
         Row("Speech-LLaMA with a pretrained LLaMA (SmolLM2-135M)", note="see docs/models.md"),
         Row("Long recordings (10 one-minute Kathleen test recordings): our window-trained "
-            "model 7.8% at 0.69× faster-whisper's RTFx (its greedy long-form: 5.3%)",
+            "model 7.8% at 0.99× faster-whisper's RTFx one recording at a time, 1.34× with "
+            "chunks of all recordings batched (its greedy long-form: 4.6%)",
             note="see docs/longform.md"),
     ),
     intro="Kathleen test (real read speech, text unseen in training), its first 150 "
