@@ -76,8 +76,10 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mib() -> float:
-  """The process's peak resident memory so far, in MiB (Linux: ru_maxrss in KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  """The process's peak resident memory so far, in MiB (Linux: ru_maxrss in KiB). The
+  kernel updates that high-water mark lazily, so a fresh VmRSS reading can be a little
+  above it: the larger of the two."""
+  return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_mib())
 
 
 class WhisperChunks:
@@ -194,7 +196,8 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
                      rtfx_cpu=audio_s / cpu if cpu else 0.0,
                      calls_per_rec=float(np.mean(calls)) if calls else 0.0,
                      load_s=round(load_s, 2), rss_loaded_mib=round(loaded, 1),
-                     peak_rss_mib=round(peak_rss_mib(), 1), errors=errors, hyps=hyps,
+                     peak_rss_mib=round(max(peak_rss_mib(), loaded), 1), errors=errors,
+                     hyps=hyps,
                      **{k: v for k, v in spec.items() if k not in ("name",)}))
   return rows
 
