@@ -161,17 +161,17 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
   loaded = rss_mib()
   rows = []
   for set_name, recs in sets.items():
-    hyps, calls, audio_s, errors = [], [], 0.0, []
+    hyps, calls, errors = [], [], []
+    audio_s = float(sum(r["duration"] for r in recs))
+
+    def take(ts):  # our transcripts, one per recording
+      errors.extend(t.error for t in ts if t.error)
+      hyps.extend(t.text for t in ts)
+      calls.extend(t.stats.get("decoder_calls", 0) for t in ts)
     start, cpu0 = time.perf_counter(), cpu_seconds()
     if spec.get("across_files"):  # one call: chunks of all recordings share batches
-      for t in tr.transcribe_many([r["audio_filepath"] for r in recs]):
-        if t.error:
-          errors.append(t.error)
-        hyps.append(t.text)
-        calls.append(t.stats.get("decoder_calls", 0))
-      audio_s = float(sum(r["duration"] for r in recs))
-    for k, r in enumerate([] if spec.get("across_files") else recs):
-      audio_s += float(r["duration"])
+      take(tr.transcribe_many([r["audio_filepath"] for r in recs]))
+    for k, r in enumerate(recs if not spec.get("across_files") else []):
       if kind == "ours_utts":
         ts = tr.transcribe_many(_clip_paths(spec, r))
         errors += [t.error for t in ts if t.error]
@@ -182,11 +182,7 @@ def run_system(spec: dict, sets: dict[str, list[dict]]) -> list[dict]:
         hyps.append("".join(s.text for s in segs).strip())
         calls.append(sum(len(s.tokens) for s in segs) + len({s.seek for s in segs}))
       else:
-        t = tr.transcribe_many([r["audio_filepath"]])[0]
-        if t.error:
-          errors.append(t.error)
-        hyps.append(t.text)
-        calls.append(t.stats.get("decoder_calls", 0))
+        take(tr.transcribe_many([r["audio_filepath"]]))
       print(f"  {spec['name']}: {set_name} {k + 1}/{len(recs)}, "
             f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0

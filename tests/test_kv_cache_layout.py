@@ -23,11 +23,8 @@ from mtp_jax.model.kv_cache import KVCache, write_slots
 from mtp_jax.model.speech_llama import SpeechLLaMA
 import tiny_models
 
-WHISPER = dict(
-    encoder=dict(d_model=16, num_layers=0, conv_kernel=3, subsampling_channels=4),
-    frontend=dict(num_mels=16), projector=dict(type="none", stack=1),
-    decoder=dict(type="whisper", d_model=16, num_heads=2, num_kv_heads=2, ff_dim=32,
-                 max_positions=64, max_text_len=40))
+WHISPER = tiny_models.merged(tiny_models.WHISPER_DECODER,
+                             dict(decoder=dict(max_positions=64, max_text_len=40)))
 
 
 def _model(family: str):
@@ -87,7 +84,7 @@ def test_row_moves_keep_each_rows_heads_together():
   k = tuple(jnp.arange(b * h * s * d, dtype=jnp.float32).reshape(b * h, s, d) + 100 * i
             for i in range(2))
   cache = KVCache(k=k, v=k, prefix_valid=jnp.ones((b, 2), bool),
-                  prefix_len=jnp.asarray([2, 1, 0]), num_kv_heads=h)
+                  prefix_len=jnp.asarray([2, 1, 0]))
   per_row = lambda a: np.asarray(a).reshape(-1, h, s, d)  # noqa: E731
   g = cache.gather_rows(jnp.asarray([2, 0, 2]))
   np.testing.assert_array_equal(per_row(g.k[1]), per_row(k[1])[[2, 0, 2]])

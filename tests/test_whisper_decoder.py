@@ -19,11 +19,7 @@ from mtp_jax.interop import whisper_decoder as wd
 from mtp_jax.model.speech_llama import SpeechLLaMA
 import tiny_models
 
-WHISPER_DEC = dict(
-    encoder=dict(d_model=16, num_layers=0, conv_kernel=3, subsampling_channels=4),
-    frontend=dict(num_mels=16), projector=dict(type="none", stack=1),
-    decoder=dict(type="whisper", d_model=16, num_heads=2, num_kv_heads=2, ff_dim=32,
-                 max_positions=32, max_text_len=24))
+WHISPER_DEC = tiny_models.WHISPER_DECODER
 
 
 def cfg_for(head_type="independent", k=3, **kw):

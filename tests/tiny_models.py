@@ -39,6 +39,11 @@ TINY_MODEL = dict(
 # The audio side where only the decoder matters: 16 mels, no encoder layers, width 16.
 STUB_AUDIO = dict(encoder=dict(d_model=16, num_layers=0, conv_kernel=3, subsampling_channels=4),
                   frontend=dict(num_mels=16))
+# A tiny Whisper-style decoder (cross-attending to the audio tokens) on the stub audio side.
+WHISPER_DECODER = dict(
+    STUB_AUDIO, projector=dict(type="none", stack=1),
+    decoder=dict(type="whisper", d_model=16, num_heads=2, num_kv_heads=2, ff_dim=32,
+                 max_positions=32, max_text_len=24))
 
 
 def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:

@@ -62,7 +62,6 @@ class KVCache:
   v: tuple
   prefix_valid: jax.Array
   prefix_len: jax.Array
-  num_kv_heads: int = flax.struct.field(pytree_node=False, default=1)
 
   @classmethod
   def zeros(cls, *, num_layers: int, batch: int, prefix_len: int, max_text_len: int,
@@ -70,7 +69,7 @@ class KVCache:
     """An empty cache of S = prefix_len + max_text_len slots."""
     shape = (batch * num_kv_heads, prefix_len + max_text_len, head_dim)
     zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))  # noqa: E731
-    return cls(k=zeros(), v=zeros(), num_kv_heads=num_kv_heads,
+    return cls(k=zeros(), v=zeros(),
                prefix_valid=jnp.zeros((batch, prefix_len), bool),
                prefix_len=jnp.zeros((batch,), jnp.int32))
 
@@ -78,6 +77,11 @@ class KVCache:
   def num_audio(self) -> int:
     """P, the audio slots."""
     return self.prefix_valid.shape[-1]
+
+  @property
+  def num_kv_heads(self) -> int:
+    """Hkv, the buffer rows of one batch row."""
+    return self.k[0].shape[0] // self.prefix_len.shape[0]
 
   @property
   def num_slots(self) -> int:

@@ -139,13 +139,18 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array,
   g = h // hkv
   qg = q.reshape(b, t, hkv, g, d)
   logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-  logits = logits / jnp.sqrt(jnp.float32(d))
-  logits = jnp.where(mask[:, None, None, :, :], logits, NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1)
-  probs = jnp.where(mask[:, None, None, :, :], probs, 0.0)  # rows with no valid key -> 0
+  probs = _masked_softmax(logits, mask, d)
   out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
   out = out.reshape(b, t, h, d)
   return (out, probs) if return_probs else out
+
+
+def _masked_softmax(logits: Array, mask: Array, head_dim: int) -> Array:
+  """Softmax of raw scores [B, Hkv, G, T, S] scaled by 1/sqrt(head_dim), over the keys
+  `mask` [B, T, S] allows; a query with no valid key gets all-zero probabilities."""
+  m = mask[:, None, None, :, :]
+  logits = jnp.where(m, logits / jnp.sqrt(jnp.float32(head_dim)), NEG_INF)
+  return jnp.where(m, jax.nn.softmax(logits, axis=-1), 0.0)
 
 
 def _attend_heads_first(q: Array, k: Array, v: Array, mask: Array) -> Array:
@@ -163,10 +168,7 @@ def _attend_heads_first(q: Array, k: Array, v: Array, mask: Array) -> Array:
                                preferred_element_type=jnp.float32)          # [BH, S, G*T]
   # The scores (few: S x G*T per row and head) to queries-major, so the softmax
   # reduces over the last axis.
-  logits = jnp.swapaxes(logits, 1, 2).reshape(b, hkv, g, t, -1) / jnp.sqrt(jnp.float32(d))
-  m = mask[:, None, None, :, :]                                              # [B,1,1,T,S]
-  logits = jnp.where(m, logits, NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1)
-  probs = jnp.where(m, probs, 0.0).reshape(b * hkv, g * t, -1)  # no valid key -> 0
-  out = jax.lax.dot_general(probs.astype(v.dtype), v, (((2,), (1,)), ((0,), (0,))))
+  probs = _masked_softmax(jnp.swapaxes(logits, 1, 2).reshape(b, hkv, g, t, -1), mask, d)
+  out = jax.lax.dot_general(probs.reshape(b * hkv, g * t, -1).astype(v.dtype), v,
+                            (((2,), (1,)), ((0,), (0,))))
   return out.reshape(b, hkv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
