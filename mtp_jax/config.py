@@ -95,6 +95,17 @@ class ProjectorConfig:
   # head read (a straight-through estimator passes the gradient on to the audio token):
   # the LM reads its own input, a first-pass transcript, and learns to copy and correct it.
   ctc_hard: bool = False
+  # With ctc_compress, > 0: each kept audio token becomes the mixture of the embeddings of
+  # the CTC head's `ctc_mix` most likely tokens (blank excluded), weighted by their
+  # renormalized probabilities: where the head is sure, the token's own embedding (as
+  # ctc_hard); where it hesitates, its alternatives too. The LM's loss reaches the
+  # projector through the weights (a true gradient, not straight-through).
+  ctc_mix: int = 0
+  # With ctc_compress, < 1: the compressed prefix is also narrower: ceil(this x the audio
+  # tokens) positions instead of all of them, so the decoder computes over what it reads
+  # and not over the blanks' empty slots (0.5 = 6.25 read tokens a second at stack 4;
+  # speech has ~3-4 tokens a second). Read tokens beyond the width are dropped.
+  ctc_compress_width: float = 1.0
   # > 0: RMS-normalize each audio token and scale it (a learned per-channel scale
   # initialized to this value) to the decoder's token-embedding scale: a pretrained LM
   # reads inputs of the size it was trained on (SmolLM2's embedding RMS is ~0.14,
@@ -312,6 +323,15 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
            f"{p}.projector.ctc_compress=True: needs {p}.projector.ctc_head=True")
   _require(not proj.ctc_hard or proj.ctc_compress,
            f"{p}.projector.ctc_hard=True: needs {p}.projector.ctc_compress=True")
+  _require(proj.ctc_mix >= 0, f"{p}.projector.ctc_mix={proj.ctc_mix}: must be >= 0")
+  _require(not proj.ctc_mix or (proj.ctc_compress and not proj.ctc_hard),
+           f"{p}.projector.ctc_mix={proj.ctc_mix}: needs projector.ctc_compress=True and "
+           "projector.ctc_hard=False (a mixture replaces the hard token)")
+  _require(0 < proj.ctc_compress_width <= 1,
+           f"{p}.projector.ctc_compress_width={proj.ctc_compress_width}: must be in (0, 1]")
+  _require(proj.ctc_compress_width == 1 or proj.ctc_compress,
+           f"{p}.projector.ctc_compress_width={proj.ctc_compress_width}: needs "
+           "projector.ctc_compress=True")
   _require(not proj.ctc_tied or proj.ctc_head,
            f"{p}.projector.ctc_tied=True: needs {p}.projector.ctc_head=True")
   _require(not (enc.ctc_head and proj.ctc_head),

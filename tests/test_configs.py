@@ -83,6 +83,12 @@ def _tiny():
     ("model.encoder.dropout", 1.5, r"model.encoder.dropout=1.5: must be in \[0, 1\)"),
     ("model.decoder.dropout", -0.1, r"model.decoder.dropout=-0.1: must be in \[0, 1\)"),
     ("kernels.enabled", "yes", "kernels.enabled='yes': expected bool"),
+    ("model.projector.ctc_mix", 4, "model.projector.ctc_mix=4: needs projector.ctc_compress"),
+    ("model.projector.ctc_mix", -1, "model.projector.ctc_mix=-1: must be >= 0"),
+    ("model.projector.ctc_compress_width", 0.0,
+     r"model.projector.ctc_compress_width=0.0: must be in \(0, 1\]"),
+    ("model.projector.ctc_compress_width", 0.5,
+     "model.projector.ctc_compress_width=0.5: needs projector.ctc_compress=True"),
 ])
 def test_invalid_values_name_the_field(field, value, message):
   c = _tiny().to_dict()  # a plain dict takes values of any type (as config.json does)

@@ -1,5 +1,6 @@
 """The encoder's auxiliary CTC head: loss vs brute force, collapse, train step, decoding."""
 import itertools
+import math
 
 import flax.linen as nn
 
@@ -13,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from mtp_jax import flops
 from mtp_jax.decode import api
 from mtp_jax.decode.ctc import collapse
-from mtp_jax.model.speech_llama import SpeechLLaMA
+from mtp_jax.model.speech_llama import SpeechLLaMA, audio_token_count
 from mtp_jax.train import loss as loss_lib
 from mtp_jax.train import optimizer as opt_lib
 from mtp_jax.train import step as step_lib
@@ -306,3 +307,78 @@ def test_ctc_hard_feeds_the_read_tokens_embeddings_with_a_straight_through_gradi
     return jnp.sum(out["logits"][:, :, 0] ** 2)
   g = jax.grad(lm_loss)(params)
   assert float(jnp.abs(g["params"]["projector"]["fc2"]["kernel"]).max()) > 0
+
+
+def test_ctc_mix_feeds_a_probability_weighted_mixture_of_the_likeliest_tokens(tiny_config):
+  """projector.ctc_mix=k: each kept audio token is sum_i w_i E[t_i] over the CTC head's
+  k likeliest non-blank tokens t_i, w = their renormalized probabilities (checked by
+  hand); k=1 is the hard token; the LM's loss reaches the projector through the weights."""
+  proj = dict(ctc_head=True, ctc_tied=True, ctc_compress=True)
+  hard = SpeechLLaMA(tiny_config(k=2, projector=dict(proj, ctc_hard=True), decoder=DECODER))
+  plain = SpeechLLaMA(tiny_config(k=2, projector=proj, decoder=DECODER))
+  mix1 = SpeechLLaMA(tiny_config(k=2, projector=dict(proj, ctc_mix=1), decoder=DECODER))
+  mix3 = SpeechLLaMA(tiny_config(k=2, projector=dict(proj, ctc_mix=3), decoder=DECODER))
+  _, batch = _model_and_batch(tiny_config)
+  audio, alen, text = batch["audio"], batch["audio_len"], batch["text"]
+  params = nn.unbox(mix3.init(jax.random.PRNGKey(0), audio, alen, text))
+  emb_plain, _, n = plain.apply(params, audio, alen, method="encode")
+  emb_hard, _, _ = hard.apply(params, audio, alen, method="encode")
+  emb1, _, n1 = mix1.apply(params, audio, alen, method="encode")
+  emb3, valid3, n3 = mix3.apply(params, audio, alen, method="encode")
+  np.testing.assert_array_equal(n, n1)
+  np.testing.assert_array_equal(n, n3)
+  np.testing.assert_allclose(emb1, emb_hard, atol=1e-6)
+  table = np.asarray(params["params"]["embed"]["embedding"], np.float64)
+  for b in range(audio.shape[0]):
+    m = int(n[b])
+    logits = np.asarray(mix3.apply(params, emb_plain[b:b + 1, :m], method="ctc_logits")[0],
+                        np.float64)
+    for t in range(m):
+      top = np.argsort(-logits[t, 1:])[:3] + 1
+      w = np.exp(logits[t, top] - logits[t, top].max())
+      w /= w.sum()
+      np.testing.assert_allclose(emb3[b, t], w @ table[top], atol=1e-5)
+    assert not np.any(emb3[b, m:]) and int(valid3[b].sum()) == m
+
+  def lm_loss(p):
+    return jnp.sum(mix3.apply(p, audio, alen, text)["logits"][:, :, 0] ** 2)
+  g = jax.grad(lm_loss)(params)
+  assert float(jnp.abs(g["params"]["projector"]["fc2"]["kernel"]).max()) > 0
+  assert float(jnp.abs(g["params"]["ctc_scale"]).max()) > 0
+
+
+def test_ctc_compress_width_narrows_the_prefix_and_keeps_what_fits(tiny_config):
+  """projector.ctc_compress_width: the compressed prefix is ceil(width x P) positions
+  wide: the read tokens that fit are the full-width prefix's first ones, the LM's text
+  logits are those of the full-width prefix when every read token fits, and read tokens
+  beyond the width are dropped (length clipped)."""
+  base = dict(ctc_head=True, ctc_tied=True, ctc_compress=True)
+  full = SpeechLLaMA(tiny_config(k=2, projector=base, decoder=DECODER))
+  _, batch = _model_and_batch(tiny_config)
+  audio, alen, text = batch["audio"], batch["audio_len"], batch["text"]
+  params = nn.unbox(full.init(jax.random.PRNGKey(0), audio, alen, text))
+  plain = SpeechLLaMA(tiny_config(k=2, projector=dict(ctc_head=True, ctc_tied=True),
+                                  decoder=DECODER))
+  logits, _ = plain.apply(params, audio, alen, method="ctc")
+  margin = jnp.max(logits[..., 1:], -1) - logits[..., 0]  # blank wins about half
+  params["params"]["ctc_bias"] = params["params"]["ctc_bias"].at[0].add(
+      float(jnp.median(margin)))
+  emb, _, n = full.apply(params, audio, alen, method="encode")
+  p = emb.shape[1]
+  fits = int(np.max(n)) / p
+  assert fits < 1
+  for width, clipped in ((min(1.0, fits + 0.1), False), (0.5 * fits, True)):
+    cfg = tiny_config(k=2, projector=dict(base, ctc_compress_width=width), decoder=DECODER)
+    narrow = SpeechLLaMA(cfg)
+    got, valid, m = narrow.apply(params, audio, alen, method="encode")
+    w = math.ceil(p * width)
+    assert got.shape[1] == w and valid.shape == (audio.shape[0], w)
+    assert audio_token_count(audio.shape[1], cfg) == w
+    np.testing.assert_array_equal(m, np.minimum(n, w))
+    assert bool(np.any(np.asarray(n) > w)) == clipped
+    np.testing.assert_allclose(got, np.asarray(emb)[:, :w] * np.asarray(valid)[..., None],
+                               atol=1e-6)
+    if not clipped:
+      np.testing.assert_allclose(narrow.apply(params, audio, alen, text)["logits"],
+                                 full.apply(params, audio, alen, text)["logits"],
+                                 atol=2e-5)

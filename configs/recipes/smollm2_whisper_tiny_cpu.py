@@ -62,7 +62,7 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=8, prompt=1, stack=4, align=0,
-                   ctc=0.5, compress=1, hard=1, proj=0)
+                   ctc=0.5, compress=1, hard=1, proj=0, mix=0, attn="qv", width=1.0)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
@@ -75,7 +75,10 @@ def get_config(arg: str | None = None):
   # With compress=1 the LM reads only the audio tokens the CTC head reads as a token.
   m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=True,
                      ctc_tied=True, ctc_compress=bool(int(args.compress)),
-                     ctc_hard=bool(int(args.compress)) and bool(int(args.hard)), out_rms=0.136)
+                     ctc_hard=bool(int(args.compress)) and bool(int(args.hard))
+                     and not int(args.mix), ctc_mix=int(args.mix),
+                     ctc_compress_width=float(args.width) if int(args.compress) else 1.0,
+                     out_rms=0.136)
   m.decoder.update(**SMOLLM2)
   m.prompt_ids = PROMPT_IDS if int(args.prompt) else ()
   m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
@@ -89,7 +92,7 @@ def get_config(arg: str | None = None):
   c.train.decoder_init = "smollm2-135m"
   c.train.decoder_init_layers = t.decoder_init_layers
   c.train.lora.update(rank=int(args.rank), alpha=2.0 * int(args.rank) if int(args.rank) else 16.0,
-                      targets=r"^params/decoder/.*/attn/(q|v)/kernel$")
+                      targets=rf"^params/decoder/.*/attn/({'|'.join(args.attn)})/kernel$")
   c.train.frozen = "^params/(encoder|embed|decoder|final_norm)/"
   if int(args.heads):  # heads alone on the trained trunk (projector and adapters kept)
     c.train.frozen = "^params/(encoder|embed|decoder|final_norm|projector)/"

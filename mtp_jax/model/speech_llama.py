@@ -19,6 +19,8 @@ Entry points (all via `model.apply(params, ..., method=...)`):
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,7 +41,15 @@ def audio_token_count(num_samples, cfg: ModelConfig):
   prompt (`model.prompt_ids`) that follows them."""
   t = encoders.encoder_frames(num_samples, cfg)
   s = cfg.projector.stack
-  return (t + s - 1) // s + len(cfg.prompt_ids)
+  return compressed_width((t + s - 1) // s, cfg) + len(cfg.prompt_ids)
+
+
+def compressed_width(p: int, cfg: ModelConfig) -> int:
+  """Positions left of `p` audio tokens by `projector.ctc_compress_width`."""
+  proj = cfg.projector
+  if not proj.ctc_compress or proj.ctc_compress_width >= 1:
+    return p
+  return max(1, math.ceil(p * proj.ctc_compress_width))
 
 
 class Projector(nn.Module):
@@ -149,20 +159,29 @@ class SpeechLLaMA(nn.Module):
   def _compress(self, emb, valid, length):
     """projector.ctc_compress: keeps the audio tokens whose CTC argmax is a token (not
     blank, not the previous frame's token), moved to the front in time order (with
-    ctc_hard: that token's embedding, straight-through):
-    [B, P, d] -> [B, P, d] with fewer valid positions (the rest zero). Identity otherwise."""
+    ctc_hard: that token's embedding, straight-through; ctc_mix: its likeliest tokens'
+    embeddings, weighted by their probabilities):
+    [B, P, d] -> [B, P', d] with fewer valid positions (the rest zero), P' =
+    `compressed_width(P)`. Identity otherwise."""
     if not self.cfg.projector.ctc_compress:
       return emb, valid, length
-    ids = jnp.argmax(self.ctc_logits(emb), axis=-1)                       # [B, P]
+    logits = self.ctc_logits(emb)                                         # [B, P, V]
+    ids = jnp.argmax(logits, axis=-1)                                     # [B, P]
     prev = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
     keep = valid & (ids != 0) & (ids != prev)
     if self.cfg.projector.ctc_hard:  # forward: the token's embedding; backward: identity
       tok = self.embed(ids).astype(emb.dtype)
       emb = emb + jax.lax.stop_gradient(tok - emb)
+    elif k := self.cfg.projector.ctc_mix:  # the k likeliest tokens' embeddings, weighted
+      top, top_ids = jax.lax.top_k(logits[..., 1:], k)                    # [B, P, k]
+      w = jax.nn.softmax(top, axis=-1)
+      tok = self.embed(top_ids + 1).astype(jnp.float32)                    # [B, P, k, d]
+      emb = jnp.einsum("bpk,bpkd->bpd", w, tok).astype(emb.dtype)
     order = jnp.argsort(~keep, axis=1, stable=True)                       # kept first
+    order = order[:, :compressed_width(emb.shape[1], self.cfg)]
     out = jnp.take_along_axis(emb, order[..., None], axis=1)
-    length = jnp.sum(keep, axis=1).astype(jnp.int32)
-    valid = jnp.arange(emb.shape[1])[None, :] < length[:, None]
+    length = jnp.minimum(jnp.sum(keep, axis=1), order.shape[1]).astype(jnp.int32)
+    valid = jnp.arange(order.shape[1])[None, :] < length[:, None]
     return jnp.where(valid[..., None], out, 0).astype(emb.dtype), valid, length
 
   def _project_audio(self, x, length):
