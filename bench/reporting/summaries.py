@@ -29,7 +29,8 @@ HEADLINE = Summary(
             _race("ours:wdec_k4j:verify")),
         Row("**mtp_jax**, the same model: tree (output = greedy's)", "peer_whisper_wdec.json",
             _race("ours:wdec_k4j:tree")),
-        Row("Speech-LLaMA with a pretrained LLaMA (SmolLM2-135M)", note="see docs/models.md"),
+        Row("Speech-LLaMA with a pretrained LLaMA (SmolLM2-135M): 51.1% greedy on all of "
+            "Kathleen test, worse than its own CTC first pass (41.5%)", note="see docs/models.md"),
         Row("Long recordings (10 one-minute Kathleen test recordings): our window-trained "
             "model 7.8% at 0.99× faster-whisper's RTFx one recording at a time, 1.34× with "
             "chunks of all recordings batched (its greedy long-form: 4.6%)",
@@ -72,8 +73,10 @@ MODELS = Summary(
         Row("… 6 decoder blocks (middle blocks repeated), heads alone",
             "whxs_dec6_latent_k4_b16.json", GREEDY),
         Row("Speech-LLaMA: Whisper tiny.en encoder + SmolLM2-135M (frozen, LoRA) reading its "
-            "CTC first pass, K=4 latent heads (Kathleen: first 128)",
+            "CTC first pass as 1-best tokens, K=4 latent heads (Kathleen: first 128)",
             "recipe_eval_smollm2_k4p_b16.json", GREEDY),
+        Row("… reading a mixture of the first pass's 4 likeliest tokens, longer alignment and "
+            "LM run", "recipe_eval_smollm2_mix_b16.json", GREEDY),
     ),
     intro="Greedy WER on every utterance of each test set (Kathleen test: the first 100 for the "
           "Conformer), batch 16; *verify: fewer calls* is the decoder-call reduction of "
