@@ -323,7 +323,9 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
            f"{p}.projector.ctc_compress=True: needs {p}.projector.ctc_head=True")
   _require(not proj.ctc_hard or proj.ctc_compress,
            f"{p}.projector.ctc_hard=True: needs {p}.projector.ctc_compress=True")
-  _require(proj.ctc_mix >= 0, f"{p}.projector.ctc_mix={proj.ctc_mix}: must be >= 0")
+  _require(0 <= proj.ctc_mix < cfg.decoder.vocab_size,
+           f"{p}.projector.ctc_mix={proj.ctc_mix}: must be in [0, "
+           f"{p}.decoder.vocab_size={cfg.decoder.vocab_size})")
   _require(not proj.ctc_mix or (proj.ctc_compress and not proj.ctc_hard),
            f"{p}.projector.ctc_mix={proj.ctc_mix}: needs projector.ctc_compress=True and "
            "projector.ctc_hard=False (a mixture replaces the hard token)")

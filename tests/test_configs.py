@@ -84,7 +84,9 @@ def _tiny():
     ("model.decoder.dropout", -0.1, r"model.decoder.dropout=-0.1: must be in \[0, 1\)"),
     ("kernels.enabled", "yes", "kernels.enabled='yes': expected bool"),
     ("model.projector.ctc_mix", 4, "model.projector.ctc_mix=4: needs projector.ctc_compress"),
-    ("model.projector.ctc_mix", -1, "model.projector.ctc_mix=-1: must be >= 0"),
+    ("model.projector.ctc_mix", -1, r"model.projector.ctc_mix=-1: must be in \[0, "
+                                    r"model.decoder.vocab_size=128\)"),
+    ("model.projector.ctc_mix", 128, r"model.projector.ctc_mix=128: must be in \[0, "),
     ("model.projector.ctc_compress_width", 0.0,
      r"model.projector.ctc_compress_width=0.0: must be in \(0, 1\]"),
     ("model.projector.ctc_compress_width", 0.5,

@@ -29,7 +29,9 @@ def init(cfg, audio, alen, text):
   return model, model.init(jax.random.PRNGKey(1), audio, alen, text)
 
 
-@pytest.mark.parametrize("head_type", HEAD_TYPES)
+# Independent heads are the simplest; their run is kept for `-m slow` (CI time).
+@pytest.mark.parametrize("head_type", [
+    pytest.param(h, marks=pytest.mark.slow) if h == "independent" else h for h in HEAD_TYPES])
 def test_shapes_and_heads_differ(head_type, tiny_config):
   cfg = tiny_config(head_type, k=3)
   audio, alen, text = inputs()
@@ -83,8 +85,9 @@ def test_padding_invariance_extra_audio_and_batch(tiny_config):
   np.testing.assert_allclose(padded[:1], base[:1], atol=1e-5)
 
 
-@pytest.mark.parametrize("head_type,scan", [("independent", False), ("latent", True),
-                                            ("sequential", False)])
+@pytest.mark.parametrize("head_type,scan", [
+    pytest.param("independent", False, marks=pytest.mark.slow),  # CI time: the others run
+    ("latent", True), ("sequential", False)])
 def test_kv_cache_decode_equals_full_forward(head_type, scan, tiny_config):
   cfg = tiny_config(head_type, scan_layers=scan)
   audio, alen, text = inputs(seed=3, l=9, lens=[12000, 7000])

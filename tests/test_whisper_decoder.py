@@ -38,7 +38,9 @@ def _text(rng, b, l):
   return jnp.asarray(rng.integers(3, tiny_models.VOCAB, size=(b, l)), jnp.int32).at[:, 0].set(1)
 
 
-@pytest.mark.parametrize("head_type", ["independent", "sequential"])
+@pytest.mark.parametrize("head_type", [
+    pytest.param("independent", marks=pytest.mark.slow),  # CI time: sequential runs
+    "sequential"])
 def test_kv_cache_decode_equals_full_forward(head_type):
   model, params = model_for(head_type)
   rng = np.random.default_rng(0)
