@@ -198,6 +198,8 @@ def test_mwer_finetuning_lowers_expected_word_errors(finetuned):
   assert err[-1] < 0.9 * err[0], err
 
 
+# CI time: sharded = one device runs in CI on the train step (test_train_sharding).
+@pytest.mark.slow
 def test_mwer_step_sharded_equals_single_device(pretrained, finetuned):
   """The first MWER step on a (data=4, tensor=2) mesh of 8 devices vs one device."""
   jax.config.update("jax_default_matmul_precision", "highest")

@@ -91,5 +91,7 @@ def test_three_axis_mesh_matches_single_device_with_sequential_heads():
   _matches_single_device((THREE_AXES,), micro_config(k=3, head="sequential"))
 
 
+# CI time: sharded = one device runs in CI on the LLaMA model above.
+@pytest.mark.slow
 def test_whisper_recipe_model_on_a_three_axis_mesh_matches_single_device():
   _matches_single_device(({"data": 4, "tensor": 2}, THREE_AXES), _whisper_recipe_config())
