@@ -169,17 +169,18 @@ class SpeechLLaMA(nn.Module):
     ids = jnp.argmax(logits, axis=-1)                                     # [B, P]
     prev = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
     keep = valid & (ids != 0) & (ids != prev)
-    if self.cfg.projector.ctc_hard:  # forward: the token's embedding; backward: identity
-      tok = self.embed(ids).astype(emb.dtype)
-      emb = emb + jax.lax.stop_gradient(tok - emb)
-    elif k := self.cfg.projector.ctc_mix:  # the k likeliest tokens' embeddings, weighted
-      top, top_ids = jax.lax.top_k(logits[..., 1:], k)                    # [B, P, k]
-      w = jax.nn.softmax(top, axis=-1)
-      tok = self.embed(top_ids + 1).astype(jnp.float32)                    # [B, P, k, d]
-      emb = jnp.einsum("bpk,bpkd->bpd", w, tok).astype(emb.dtype)
     order = jnp.argsort(~keep, axis=1, stable=True)                       # kept first
-    order = order[:, :compressed_width(emb.shape[1], self.cfg)]
+    order = order[:, :compressed_width(emb.shape[1], self.cfg)]           # [B, P']
     out = jnp.take_along_axis(emb, order[..., None], axis=1)
+    if self.cfg.projector.ctc_hard:  # forward: the token's embedding; backward: identity
+      tok = self.embed(jnp.take_along_axis(ids, order, axis=1)).astype(out.dtype)
+      out = out + jax.lax.stop_gradient(tok - out)
+    elif k := self.cfg.projector.ctc_mix:  # the k likeliest tokens' embeddings, weighted
+      kept = jnp.take_along_axis(logits, order[..., None], axis=1)        # [B, P', V]
+      top, top_ids = jax.lax.top_k(kept[..., 1:], k)                      # [B, P', k]
+      w = jax.nn.softmax(top, axis=-1)
+      tok = self.embed(top_ids + 1).astype(jnp.float32)                    # [B, P', k, d]
+      out = jnp.einsum("bpk,bpkd->bpd", w, tok).astype(out.dtype)
     length = jnp.minimum(jnp.sum(keep, axis=1), order.shape[1]).astype(jnp.int32)
     valid = jnp.arange(order.shape[1])[None, :] < length[:, None]
     return jnp.where(valid[..., None], out, 0).astype(emb.dtype), valid, length
