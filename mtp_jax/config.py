@@ -78,6 +78,13 @@ class ProjectorConfig:
   type: str = "mlp"
   stack: int = 2
   hidden: int = 0  # 0: the decoder's d_model
+  # > 0: Conformer blocks (the encoder's own block: self-attention over the utterance,
+  # a depthwise conv over time) at the hidden width, between the MLP's two layers. An
+  # MLP alone sees `stack` frames (80 ms at stack 4) while a text token spans several
+  # audio tokens: the blocks give each audio token its neighbours before it is read.
+  layers: int = 0
+  heads: int = 0  # attention heads of those blocks; 0: hidden // 64
+  dropout: float = 0.1  # in those blocks, when training
   # A linear CTC classifier (blank = PAD id 0) on the audio tokens the projector emits,
   # trained with `train.ctc_weight`: with a frozen encoder it is the CTC head that
   # teaches the projector to emit token-like audio tokens.
@@ -268,6 +275,14 @@ def _typed(default, value, name: str):
   return value
 
 
+def projector_block_config(cfg: ModelConfig) -> EncoderConfig:
+  """The Conformer block shape of `projector.layers` (at the projector's hidden width)."""
+  proj = cfg.projector
+  width = proj.hidden or cfg.decoder.d_model
+  return EncoderConfig(d_model=width, num_layers=proj.layers,
+                       num_heads=proj.heads or width // 64, dropout=proj.dropout)
+
+
 def _require(cond: bool, msg: str) -> None:
   if not cond:
     raise ConfigError(msg)
@@ -312,6 +327,18 @@ def validate(cfg: ModelConfig, prefix: str = "model") -> None:
   _require(dec.num_layers >= 1, f"{p}.decoder.num_layers={dec.num_layers}: must be >= 1")
   _require(enc.num_layers >= 0, f"{p}.encoder.num_layers={enc.num_layers}: must be >= 0")
   _require(proj.stack >= 1, f"{p}.projector.stack={proj.stack}: must be >= 1")
+  require_at_least(f"{p}.projector.layers", proj.layers, 0)
+  require_at_least(f"{p}.projector.heads", proj.heads, 0)
+  if proj.layers:
+    bc = projector_block_config(cfg)
+    width, heads = bc.d_model, bc.num_heads
+    _require(heads >= 1 and width % heads == 0 and (width // heads) % 2 == 0,
+             f"{p}.projector.heads={proj.heads}: the blocks' width {width} (projector.hidden, "
+             f"or the decoder's d_model) must split into {heads} heads of an even size "
+             "(rotary positions)")
+    _require(proj.type == "mlp", f"{p}.projector.layers={proj.layers}: needs "
+             f"{p}.projector.type='mlp' (got {proj.type!r})")
+  _require(0.0 <= proj.dropout < 1.0, f"{p}.projector.dropout={proj.dropout}: must be in [0, 1)")
   require_at_least(f"{p}.projector.out_rms", proj.out_rms, 0.0)
   require_one_of(f"{p}.projector.type", proj.type, PROJECTOR_TYPES)
   if proj.type == "none":

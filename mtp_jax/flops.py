@@ -7,8 +7,9 @@ values, unembedding); norms, activations and the FFT frontend are ignored.
 """
 from __future__ import annotations
 
-from mtp_jax.config import ModelConfig
+from mtp_jax.config import ModelConfig, projector_block_config
 from mtp_jax.model import decoders
+from mtp_jax.model import encoder
 from mtp_jax.model import encoders
 
 
@@ -24,9 +25,13 @@ def encoder_params(cfg: ModelConfig) -> int:
 def projector_params(cfg: ModelConfig) -> int:
   if cfg.projector.type == "none":
     return 0
-  hidden = cfg.projector.hidden or cfg.decoder.d_model
-  return _dense(cfg.projector.stack * cfg.encoder.d_model, hidden, True) + _dense(
+  proj = cfg.projector
+  hidden = proj.hidden or cfg.decoder.d_model
+  n = _dense(proj.stack * cfg.encoder.d_model, hidden, True) + _dense(
       hidden, cfg.decoder.d_model, True)
+  if proj.layers:
+    n += proj.layers * encoder.block_params(projector_block_config(cfg))
+  return n + (cfg.decoder.d_model if proj.out_rms > 0 else 0)
 
 
 def decoder_layer_params(cfg: ModelConfig) -> int:

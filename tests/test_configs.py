@@ -91,6 +91,9 @@ def _tiny():
      r"model.projector.ctc_compress_width=0.0: must be in \(0, 1\]"),
     ("model.projector.ctc_compress_width", 0.5,
      "model.projector.ctc_compress_width=0.5: needs projector.ctc_compress=True"),
+    ("model.projector.layers", -1, "model.projector.layers=-1: must be >= 0"),
+    ("model.projector.heads", -1, "model.projector.heads=-1: must be >= 0"),
+    ("model.projector.dropout", 1.0, r"model.projector.dropout=1.0: must be in \[0, 1\)"),
 ])
 def test_invalid_values_name_the_field(field, value, message):
   c = _tiny().to_dict()  # a plain dict takes values of any type (as config.json does)

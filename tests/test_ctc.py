@@ -382,3 +382,43 @@ def test_ctc_compress_width_narrows_the_prefix_and_keeps_what_fits(tiny_config):
       np.testing.assert_allclose(narrow.apply(params, audio, alen, text)["logits"],
                                  full.apply(params, audio, alen, text)["logits"],
                                  atol=2e-5)
+
+
+def test_projector_blocks_see_neighbours_not_padding(tiny_config):
+  """projector.layers: Conformer blocks between the projector's two layers. Parameters
+  are counted exactly (with out_rms' scale); an audio token then depends on its
+  neighbours (not on its own frames alone, as with the MLP) but not on the padding a
+  batch gives its row; train mode draws dropout."""
+  from mtp_jax.model.speech_llama import Projector
+  proj = dict(ctc_head=True, ctc_tied=True, stack=2, hidden=32, layers=2, heads=4,
+              out_rms=0.5)
+  cfg = tiny_config(k=2, projector=proj, decoder=DECODER)
+  _, batch = _model_and_batch(tiny_config)
+  params = SpeechLLaMA(cfg).init(jax.random.PRNGKey(0), batch["audio"], batch["audio_len"],
+                                 batch["text"])
+  assert flops.param_counts(cfg)["total"] == sum(x.size for x in jax.tree.leaves(params))
+  assert "block1" in params["params"]["projector"]
+  projector = Projector(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 20, cfg.encoder.d_model))
+  x = x.at[1, 13:].set(0.0)  # an encoder's frames are zero past the row's length
+  pp = {"params": params["params"]["projector"]}
+  out, n = projector.apply(pp, x, jnp.asarray([20, 13]))
+  np.testing.assert_array_equal(n, [10, 7])
+  alone, _ = projector.apply(pp, x[1:, :13], jnp.asarray([13]))
+  np.testing.assert_allclose(out[1, :7], alone[0], atol=1e-5)
+  assert not np.asarray(out[1, 7:]).any()
+  # Frames 0-1 make audio token 0; changing frame 8 (audio token 4) moves token 0 too.
+  moved, _ = projector.apply(pp, x.at[:, 8].add(1.0), jnp.asarray([20, 13]))
+  assert np.abs(np.asarray(moved[:, 0] - out[:, 0])).max() > 1e-4
+  mlp = tiny_config(k=2, projector=dict(proj, layers=0), decoder=DECODER)
+  mlp_params = {"params": {k: v for k, v in pp["params"].items() if not k.startswith("block")}}
+  a, _ = Projector(mlp).apply(mlp_params, x, jnp.asarray([20, 13]))
+  b, _ = Projector(mlp).apply(mlp_params, x.at[:, 8].add(1.0), jnp.asarray([20, 13]))
+  np.testing.assert_array_equal(a[:, 0], b[:, 0])
+  drop = tiny_config(k=2, projector=dict(proj, dropout=0.5), decoder=DECODER)
+  d1, _ = Projector(drop, train=True).apply(pp, x, jnp.asarray([20, 13]),
+                                           rngs={"dropout": jax.random.PRNGKey(2)})
+  assert np.abs(np.asarray(d1 - out)).max() > 1e-3
+  from mtp_jax.config import ConfigError, validate
+  with pytest.raises(ConfigError, match=r"projector.heads=3: the blocks' width 32"):
+    validate(tiny_config(k=2, projector=dict(proj, heads=3), decoder=DECODER))

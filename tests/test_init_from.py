@@ -33,3 +33,26 @@ def test_shape_mismatch_names_the_path():
   loaded["decoder"]["w"] = np.ones((3, 2), np.float32)
   with pytest.raises(ValueError, match=r"\['decoder'\]\['w'\].*\(3, 2\)"):
     merge_params(fresh, loaded, exclude="heads")
+
+
+def test_include_takes_only_matching_paths():
+  """merge_params(include=...): one part of another run (`train.init_parts`)."""
+  fresh, loaded = _trees()
+  merged, copied, new = merge_params(fresh, loaded, include="decoder")
+  np.testing.assert_array_equal(merged["decoder"]["w"], loaded["decoder"]["w"])
+  assert copied == ["['decoder']['w']"] and new == ["['heads']['mix2']['kernel']"]
+
+
+@pytest.mark.parametrize("value,message", [
+    ("projector", "expected REGEX=DIR"),
+    ("=runs/a", "expected REGEX=DIR"),
+    ("projector=", "expected REGEX=DIR"),
+    ("(=runs/a", "invalid regex"),
+])
+def test_init_parts_errors_name_the_field(value, message):
+  from mtp_jax.config import ConfigError
+  from mtp_jax.train.config import init_parts
+  with pytest.raises(ConfigError, match=f"train.init_parts=.*{message}"):
+    init_parts(value)
+  assert init_parts("projector|ctc_=runs/a; 'mtp'=runs/b") == [
+      ("projector|ctc_", "runs/a"), ("'mtp'", "runs/b")]

@@ -43,7 +43,8 @@ token>,align=<1: the CTC alignment run>,ctc=<CTC weight in the LM run>,compress=
 audio token enters the LM>,width=<compressed prefix width, a fraction of the audio
 tokens>,mix=<tokens in each audio token's mixture; 0: hard=1 (the read token's embedding,
 straight-through) or hard=0 (the audio token as it is)>,proj=<1: the LM run trains the
-projector too (with the CTC weight)>".
+projector too (with the CTC weight)>,layers=<Conformer blocks in the projector>,hidden=<the
+projector's width; 0: SmolLM2's 576>".
 """
 import pathlib
 
@@ -67,7 +68,8 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=16, prompt=1, stack=4, align=0,
-                   ctc=0.5, compress=1, hard=1, proj=1, mix=4, attn="qkvo", width=0.5)
+                   ctc=0.5, compress=1, hard=1, proj=1, mix=4, attn="qkvo", width=0.5,
+                   layers=0, hidden=0)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
@@ -78,7 +80,8 @@ def get_config(arg: str | None = None):
   # with it (align=1, the LM never runs) puts each audio token beside the text token it
   # reads before the LM sees any audio.
   # With compress=1 the LM reads only the audio tokens the CTC head reads as a token.
-  m.projector.update(type="mlp", stack=int(args.stack), hidden=0, ctc_head=True,
+  m.projector.update(type="mlp", stack=int(args.stack), hidden=int(args.hidden),
+                     layers=int(args.layers), ctc_head=True,
                      ctc_tied=True, ctc_compress=bool(int(args.compress)),
                      ctc_hard=bool(int(args.compress)) and bool(int(args.hard))
                      and not int(args.mix), ctc_mix=int(args.mix),

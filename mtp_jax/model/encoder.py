@@ -15,18 +15,22 @@ def _dense(n_in: int, n_out: int, bias: bool = False) -> int:
   return n_in * n_out + (n_out if bias else 0)
 
 
+def block_params(e: EncoderConfig) -> int:
+  """Exact parameter count of one ConformerBlock of width `e.d_model`."""
+  d, f = e.d_model, e.d_model * e.ff_mult
+  ffn = 2 * d + _dense(d, f, True) + _dense(f, d, True)  # LayerNorm + 2 dense
+  mhsa = 2 * d + 4 * _dense(d, d, True)
+  conv = 2 * d + _dense(d, 2 * d, True) + (e.conv_kernel * d + d) + 2 * d + _dense(d, d, True)
+  return 2 * ffn + mhsa + conv + 2 * d
+
+
 def num_params(cfg) -> int:
   """Exact parameter count of a ConformerEncoder for ModelConfig `cfg`."""
   e, fe = cfg.encoder, cfg.frontend
   c = e.subsampling_channels
   n = (9 * 1 * c + c) + (9 * c * c + c)  # two 3x3 convs
   n += _dense((fe.num_mels // 4) * c, e.d_model, True)
-  d, f = e.d_model, e.d_model * e.ff_mult
-  ffn = 2 * d + _dense(d, f, True) + _dense(f, d, True)  # LayerNorm + 2 dense
-  mhsa = 2 * d + 4 * _dense(d, d, True)
-  conv = 2 * d + _dense(d, 2 * d, True) + (e.conv_kernel * d + d) + 2 * d + _dense(d, d, True)
-  block = 2 * ffn + mhsa + conv + 2 * d
-  return n + e.num_layers * block
+  return n + e.num_layers * block_params(e)
 
 
 def flops_per_second(cfg) -> float:

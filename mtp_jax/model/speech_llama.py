@@ -25,12 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtp_jax.config import KernelsConfig, ModelConfig
+from mtp_jax.config import KernelsConfig, ModelConfig, projector_block_config
 from mtp_jax.model import decoders
 from mtp_jax.model import encoders
 from mtp_jax.model import frontend
 from mtp_jax.model import reduction_ops
 from mtp_jax.model import reduction_plan
+from mtp_jax.model.encoder import ConformerBlock
 from mtp_jax.model.heads import MTPHeads, Unembed
 from mtp_jax.model.kv_cache import KVCache, causal_mask
 from mtp_jax.model.layers import ACT, constrain, dense, dtype_of
@@ -53,8 +54,10 @@ def compressed_width(p: int, cfg: ModelConfig) -> int:
 
 
 class Projector(nn.Module):
-  """Stacks `stack` consecutive encoder frames and maps them into the decoder width."""
+  """Stacks `stack` consecutive encoder frames and maps them into the decoder width
+  (fc1, GELU, `projector.layers` Conformer blocks, fc2)."""
   cfg: ModelConfig
+  train: bool = False
 
   @nn.compact
   def __call__(self, x, length):
@@ -67,9 +70,16 @@ class Projector(nn.Module):
     x = x.reshape(b, (t + pad) // s, s * d)
     length = (length + s - 1) // s
     hidden = mc.projector.hidden or mc.decoder.d_model
-    kw = dict(dtype=dtype_of(mc.dtype), param_dtype=dtype_of(mc.param_dtype), use_bias=True)
+    dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
+    kw = dict(dtype=dtype, param_dtype=pdtype, use_bias=True)
     x = dense(hidden, ("conv_in", "mlp"), name="fc1", **kw)(x)
     x = nn.gelu(x)
+    if mc.projector.layers:
+      valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
+      x = jnp.where(valid[..., None], x, 0.0)
+      bc = projector_block_config(mc)
+      for i in range(bc.num_layers):
+        x = ConformerBlock(bc, dtype, pdtype, name=f"block{i}")(x, valid, self.train)
     x = dense(mc.decoder.d_model, ("mlp", "embed"), name="fc2", **kw)(x)
     if mc.projector.out_rms > 0:  # to the size of the decoder's token embeddings
       scale = self.param("out_scale", nn.with_logical_partitioning(
@@ -97,7 +107,7 @@ class SpeechLLaMA(nn.Module):
     mc = self.cfg
     dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
     self.encoder = encoders.get(mc.encoder.type).module(mc.encoder, dtype, pdtype)
-    self.projector = Projector(mc) if mc.projector.type == "mlp" else None
+    self.projector = Projector(mc, self.train) if mc.projector.type == "mlp" else None
     d = mc.decoder.d_model
     self.embed = nn.Embed(
         mc.decoder.vocab_size, d, dtype=dtype, param_dtype=pdtype,

@@ -70,6 +70,10 @@ class TrainConfig:
   init_step: int = -1            # step of init_from to load; -1 = latest
   init_exclude: str = ""         # regex: init_from params whose path matches stay freshly
   #                                initialized (e.g. "'mtp'": new head type on a trained trunk)
+  # Parts of other runs, after init_from: "REGEX=DIR[;REGEX=DIR...]": the params whose
+  # path matches REGEX come from DIR's latest checkpoint (e.g. a better-aligned
+  # projector under a trained LM: "projector|ctc_=runs/align3"). Each must match some.
+  init_parts: str = ""
   # Resuming: start the data iterator afresh instead of restoring its position (needed
   # when the training manifests changed since the checkpoint, e.g. a bad line removed).
   reset_data_iterator: bool = False
@@ -130,6 +134,20 @@ def _require_regex(name: str, pattern: str) -> None:
     raise ConfigError(f"{name}={pattern!r}: invalid regex: {err}") from err
 
 
+def init_parts(value: str, name: str = "train.init_parts") -> list[tuple[str, str]]:
+  """`train.init_parts` "REGEX=DIR;REGEX=DIR" -> [(regex, dir)], ConfigError naming
+  `name` when an item has no "=", an empty side, or an invalid regex."""
+  out = []
+  for item in filter(None, (x.strip() for x in value.split(";"))):
+    regex, sep, src = item.rpartition("=")
+    if not sep or not regex or not src.strip():
+      raise ConfigError(f"{name}={value!r}: expected REGEX=DIR items separated by ';' "
+                        f"(got {item!r})")
+    _require_regex(name, regex)
+    out.append((regex, src.strip()))
+  return out
+
+
 def validate(cfg: TrainConfig, prefix: str = "train") -> None:
   """Raises ConfigError naming the first invalid `train.*` field."""
   from mtp_jax.train.optimizer import MODES  # pylint: disable=g-import-not-at-top
@@ -150,6 +168,7 @@ def validate(cfg: TrainConfig, prefix: str = "train") -> None:
   require_one_of(f"{p}.objective", cfg.objective, OBJECTIVES)
   for name in ("trainable", "frozen", "init_exclude"):
     _require_regex(f"{p}.{name}", getattr(cfg, name))
+  init_parts(cfg.init_parts, f"{p}.init_parts")
   if cfg.mode != "joint" and cfg.trainable:
     raise ConfigError(f"{p}.mode={cfg.mode!r} and {p}.trainable={cfg.trainable!r}: set one")
   if cfg.mode == "heads_only" and not cfg.init_from:

@@ -43,6 +43,7 @@ from mtp_jax.interop import gguf as gguf_io
 from mtp_jax.interop import hf_llama
 from mtp_jax.interop import whisper_decoder as whisper_decoder_io
 from mtp_jax.mwer import word_errors
+from mtp_jax.train import config as train_config
 from mtp_jax.train import eval as eval_lib
 from mtp_jax.train import lora as lora_lib
 from mtp_jax.train import metrics as metrics_lib
@@ -164,6 +165,12 @@ def _init_state(config, setup: setup_lib.TrainSetup):
     shown = ", ".join(new[:4]) + (f", ... ({len(new) - 4} more)" if len(new) > 4 else "")
     _log(f"init_from {tcfg.init_from}: {len(copied)} tensors loaded, {len(new)} new"
          + (f": {shown}" if new else ""))
+  for regex, src in train_config.init_parts(tcfg.get("init_parts", "")):
+    loaded = ckpt_lib.load_params(src, None)
+    params, copied, _ = state_lib.merge_params(params, loaded, include=regex)
+    if not copied:
+      raise ValueError(f"train.init_parts: {regex!r} matches no parameter of {src}")
+    _log(f"init_parts {regex!r} from {src}: {len(copied)} tensors loaded")
   return state if params is state.params else setup.create_state(config.seed, params=params)
 
 

@@ -152,7 +152,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh,
   return state, shardings
 
 
-def merge_params(fresh: Any, loaded: Any, exclude: str = "") -> tuple[Any, list[str], list[str]]:
+def merge_params(fresh: Any, loaded: Any, exclude: str = "",
+                 include: str = "") -> tuple[Any, list[str], list[str]]:
   """Copies every leaf of `loaded` into `fresh` by path (e.g. K=1 base into a K=4 model).
 
   Args:
@@ -162,6 +163,8 @@ def merge_params(fresh: Any, loaded: Any, exclude: str = "") -> tuple[Any, list[
       "['params']['mtp']['out2']['kernel']") it matches (`re.search`) are dropped, so
       `fresh` keeps its own init there, e.g. "'mtp'" to put new heads of another type
       on a trained trunk.
+    include: optional regex; only the loaded leaves whose path it matches are used (e.g.
+      one part of another run: `train.init_parts`).
   Returns:
     (merged, copied paths, fresh-only paths). Leaves only in `loaded` (and not
     excluded) or with a different shape raise ValueError naming the path.
@@ -171,6 +174,9 @@ def merge_params(fresh: Any, loaded: Any, exclude: str = "") -> tuple[Any, list[
   if exclude:
     pattern = re.compile(exclude)
     flat_loaded = {k: v for k, v in flat_loaded.items() if not pattern.search(k)}
+  if include:
+    pattern = re.compile(include)
+    flat_loaded = {k: v for k, v in flat_loaded.items() if pattern.search(k)}
   copied, new = [], []
 
   def pick(path, v):
