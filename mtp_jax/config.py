@@ -82,6 +82,8 @@ class ProjectorConfig:
   # a depthwise conv over time) at the hidden width, between the MLP's two layers. An
   # MLP alone sees `stack` frames (80 ms at stack 4) while a text token spans several
   # audio tokens: the blocks give each audio token its neighbours before it is read.
+  # They are a residual branch whose output layer starts at zero, so they can be added
+  # to a trained projector (`train.init_from` a run without them) without undoing it.
   layers: int = 0
   heads: int = 0  # attention heads of those blocks; 0: hidden // 64
   dropout: float = 0.1  # in those blocks, when training

@@ -30,7 +30,8 @@ def projector_params(cfg: ModelConfig) -> int:
   n = _dense(proj.stack * cfg.encoder.d_model, hidden, True) + _dense(
       hidden, cfg.decoder.d_model, True)
   if proj.layers:
-    n += proj.layers * encoder.block_params(projector_block_config(cfg))
+    n += proj.layers * encoder.block_params(projector_block_config(cfg)) + _dense(
+        hidden, hidden, True)
   return n + (cfg.decoder.d_model if proj.out_rms > 0 else 0)
 
 

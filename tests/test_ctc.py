@@ -386,9 +386,9 @@ def test_ctc_compress_width_narrows_the_prefix_and_keeps_what_fits(tiny_config):
 
 def test_projector_blocks_see_neighbours_not_padding(tiny_config):
   """projector.layers: Conformer blocks between the projector's two layers. Parameters
-  are counted exactly (with out_rms' scale); an audio token then depends on its
-  neighbours (not on its own frames alone, as with the MLP) but not on the padding a
-  batch gives its row; train mode draws dropout."""
+  are counted exactly (with out_rms' scale); a fresh branch changes nothing; once
+  trained, an audio token depends on its neighbours (not on its own frames alone, as
+  with the MLP) but not on the padding a batch gives its row; train mode draws dropout."""
   from mtp_jax.model.speech_llama import Projector
   proj = dict(ctc_head=True, ctc_tied=True, stack=2, hidden=32, layers=2, heads=4,
               out_rms=0.5)
@@ -401,7 +401,16 @@ def test_projector_blocks_see_neighbours_not_padding(tiny_config):
   projector = Projector(cfg)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 20, cfg.encoder.d_model))
   x = x.at[1, 13:].set(0.0)  # an encoder's frames are zero past the row's length
-  pp = {"params": params["params"]["projector"]}
+  pp = {"params": dict(params["params"]["projector"])}
+  # A fresh branch adds nothing: the projector is the MLP without the blocks.
+  mlp = tiny_config(k=2, projector=dict(proj, layers=0), decoder=DECODER)
+  mlp_params = {"params": {k: v for k, v in pp["params"].items()
+                           if not k.startswith("block")}}
+  fresh, _ = projector.apply(pp, x, jnp.asarray([20, 13]))
+  np.testing.assert_array_equal(fresh, Projector(mlp).apply(mlp_params, x,
+                                                            jnp.asarray([20, 13]))[0])
+  pp["params"]["blocks_out"] = {"kernel": jax.random.normal(jax.random.PRNGKey(3), (32, 32)),
+                                "bias": jnp.zeros((32,))}
   out, n = projector.apply(pp, x, jnp.asarray([20, 13]))
   np.testing.assert_array_equal(n, [10, 7])
   alone, _ = projector.apply(pp, x[1:, :13], jnp.asarray([13]))
@@ -410,8 +419,6 @@ def test_projector_blocks_see_neighbours_not_padding(tiny_config):
   # Frames 0-1 make audio token 0; changing frame 8 (audio token 4) moves token 0 too.
   moved, _ = projector.apply(pp, x.at[:, 8].add(1.0), jnp.asarray([20, 13]))
   assert np.abs(np.asarray(moved[:, 0] - out[:, 0])).max() > 1e-4
-  mlp = tiny_config(k=2, projector=dict(proj, layers=0), decoder=DECODER)
-  mlp_params = {"params": {k: v for k, v in pp["params"].items() if not k.startswith("block")}}
   a, _ = Projector(mlp).apply(mlp_params, x, jnp.asarray([20, 13]))
   b, _ = Projector(mlp).apply(mlp_params, x.at[:, 8].add(1.0), jnp.asarray([20, 13]))
   np.testing.assert_array_equal(a[:, 0], b[:, 0])

@@ -54,8 +54,9 @@ def compressed_width(p: int, cfg: ModelConfig) -> int:
 
 
 class Projector(nn.Module):
-  """Stacks `stack` consecutive encoder frames and maps them into the decoder width
-  (fc1, GELU, `projector.layers` Conformer blocks, fc2)."""
+  """Stacks `stack` consecutive encoder frames and maps them into the decoder width:
+  fc1, GELU, (`projector.layers` Conformer blocks as a residual branch whose output
+  layer starts at zero: a fresh branch leaves a trained MLP's output as it was), fc2."""
   cfg: ModelConfig
   train: bool = False
 
@@ -74,12 +75,14 @@ class Projector(nn.Module):
     kw = dict(dtype=dtype, param_dtype=pdtype, use_bias=True)
     x = dense(hidden, ("conv_in", "mlp"), name="fc1", **kw)(x)
     x = nn.gelu(x)
-    if mc.projector.layers:
+    if mc.projector.layers:  # a residual branch whose output layer starts at zero
       valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
-      x = jnp.where(valid[..., None], x, 0.0)
+      y = x = jnp.where(valid[..., None], x, 0.0)
       bc = projector_block_config(mc)
       for i in range(bc.num_layers):
-        x = ConformerBlock(bc, dtype, pdtype, name=f"block{i}")(x, valid, self.train)
+        y = ConformerBlock(bc, dtype, pdtype, name=f"block{i}")(y, valid, self.train)
+      x = x + dense(hidden, ("embed", "mlp"), name="blocks_out", kernel_init=nn.initializers.zeros,
+                    **kw)(y)
     x = dense(mc.decoder.d_model, ("mlp", "embed"), name="fc2", **kw)(x)
     if mc.projector.out_rms > 0:  # to the size of the decoder's token embeddings
       scale = self.param("out_scale", nn.with_logical_partitioning(
