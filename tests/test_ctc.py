@@ -279,6 +279,8 @@ def test_ctc_compress_passes_on_the_read_tokens_in_order_and_greedy_is_exact(tin
     np.testing.assert_array_equal(amax[b, :m], np.asarray(g.tokens)[b, :m])
 
 
+# CI time (~40 s): the hard token's forward runs in CI as ctc_mix=1 (the mixture test).
+@pytest.mark.slow
 def test_ctc_hard_feeds_the_read_tokens_embeddings_with_a_straight_through_gradient(
     tiny_config):
   """projector.ctc_hard: the prefix is the embedding of each kept frame's CTC token, and
