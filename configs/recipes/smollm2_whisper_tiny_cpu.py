@@ -38,7 +38,8 @@ LM drops words its first pass has: the goal, <= 8%, is not reached); verify K=4:
 greedy's output, 1.33x fewer decoder calls. FSDD test greedy 8.7%, AN4 test 83.3%.
 The alignment's own first pass (runs/sl/align2, all 703): 39.7%; 1,000 more alignment
 steps with two Conformer blocks in the projector (layers=2, init_from runs/sl/align2,
-~0.6 step/s): 39.5% (docs/models.md has the commands): the default stays layers=0.
+~0.6 step/s): 39.5%; under the LM run's adapters (100 more steps) greedy 52.3%
+(docs/models.md has the commands): the default stays layers=0.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,attn=<the attention
 kernels that get adapters, letters of qkvo>,prompt=<0|1>,stack=<encoder frames per audio
