@@ -70,13 +70,13 @@ class Projector(nn.Module):
     x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
     x = x.reshape(b, (t + pad) // s, s * d)
     length = (length + s - 1) // s
+    valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
     hidden = mc.projector.hidden or mc.decoder.d_model
     dtype, pdtype = dtype_of(mc.dtype), dtype_of(mc.param_dtype)
     kw = dict(dtype=dtype, param_dtype=pdtype, use_bias=True)
     x = dense(hidden, ("conv_in", "mlp"), name="fc1", **kw)(x)
     x = nn.gelu(x)
     if mc.projector.layers:  # a residual branch whose output layer starts at zero
-      valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
       y = x = jnp.where(valid[..., None], x, 0.0)
       bc = projector_block_config(mc)
       for i in range(bc.num_layers):
@@ -87,11 +87,10 @@ class Projector(nn.Module):
     if mc.projector.out_rms > 0:  # to the size of the decoder's token embeddings
       scale = self.param("out_scale", nn.with_logical_partitioning(
           nn.initializers.constant(mc.projector.out_rms), ("norm",)),
-          (mc.decoder.d_model,), dtype_of(mc.param_dtype))
+          (mc.decoder.d_model,), pdtype)
       xf = x.astype(jnp.float32)
       xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + 1e-6)
       x = (xf * scale.astype(jnp.float32)).astype(x.dtype)
-    valid = jnp.arange(x.shape[1])[None, :] < length[:, None]
     return jnp.where(valid[..., None], x, 0.0), length
 
 
