@@ -167,11 +167,20 @@ def write_train_config(directory: pathlib.Path, manifest: str, steps: int,
   return path
 
 
+def _xla_flags(devices: int | None) -> str:
+  """The suite's XLA flags (conftest.py) with `devices` host devices (None: the default)."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  if devices is not None:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(flags)
+
+
 def train_py_env(cache_dir: pathlib.Path) -> dict:
   """The environment of a train.py subprocess: CPU, one device, a compilation cache."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONUNBUFFERED="1")
+             XLA_FLAGS=_xla_flags(1), PYTHONUNBUFFERED="1")
   env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
   return env
 
@@ -251,7 +260,7 @@ def test_hosts_agree_on_the_stop_step(tmp_path, mode, who, sig):
   script = tmp_path / "host.py"
   script.write_text(_MULTIHOST)
   port = str(_free_port())
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=_xla_flags(None))
   env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
   procs = [subprocess.Popen([sys.executable, str(script), port, str(i), mode, str(who), sig],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
