@@ -17,16 +17,24 @@ so that it reads a 28-s chunk to its end. Kathleen TEST text never enters traini
   python train.py --config configs/recipes/whisper_tiny_longform_cpu.py \\
       --workdir runs/longform_train/run \\
       --config.data.feature_cache=runs/longform_train/features
+  # 400 more steps from there (a second warmup and cosine decay), what docs/longform.md uses:
+  python train.py --config configs/recipes/whisper_tiny_longform_cpu.py:steps=400 \\
+      --workdir runs/longform_train/run600 \\
+      --config.data.feature_cache=runs/longform_train/features \\
+      --config.train.init_from=runs/longform_train/run
   python -m mtp_jax.data.longform --data ../shared/data --out runs/longform
   python bench/longform.py --sets runs/longform/kathleen_60s.jsonl \\
-      --workdirs runs/demo/run,runs/longform_train/run --strategies greedy,verify \\
-      --segmenters silence --chunk_seconds 28
+      --workdirs runs/demo/run,runs/longform_train/run,runs/longform_train/run600 \\
+      --strategies greedy,verify --segmenters silence --chunk_seconds 28
 Bounded by steps (`steps`, 200).
-Expected (2-core AMD EPYC, 2026-12-07, another job sharing the machine): 604 windows
-(2.7 h); 6.4 min of caching, 15.9 min of training (0.21 steps/s). On the first 10
-kathleen_60s recordings (28-s chunks cut at pauses, greedy): 7.8% WER (the demo model it
-starts from: 38.8%; the same model one utterance at a time: 6.2%), RTFx 9.8 at batch 8,
-12.3 at batch 1; verify: identical output, 1.58x fewer decoder calls (docs/longform.md).
+Expected (2-core AMD EPYC, 2026-12-07): 604 windows (2.7 h); 6.4 min of caching, 15.9 min
+of training (0.21 steps/s, another job sharing the machine), then 400 more steps in 26 min
+(0.2-0.36 steps/s). On the first 10 kathleen_60s recordings (28-s chunks cut at pauses,
+greedy): after 200 steps 7.8% WER (the demo model it starts from: 38.8%), after 600 steps
+4.8% (faster-whisper tiny.en's own greedy long-form in the same run: 4.8%); verify:
+identical output, 1.71x fewer decoder calls. On all 42 recordings after 600 steps: 8.8%
+(0.88x its 10.0% one utterance at a time; faster-whisper greedy 6.1%, beam 5 5.0%)
+(docs/longform.md).
 Arg: "steps=<train steps>,init=<the demo workdir>,data=<shared data folder>,
       windows=<the training windows' folder>,corpus=<the demo's synthetic corpus>".
 """
