@@ -4,7 +4,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests compile far more than they run (tiny models, a few steps each), and most of an
 # XLA:CPU compile is LLVM optimizing machine code. Code generation at LLVM level 0 cuts the
-# suite's time by about a fifth; XLA's own HLO passes (fusion, buffer assignment, in-place
+# suite's time by about a third; XLA's own HLO passes (fusion, buffer assignment, in-place
 # updates) still run in full, so the programs tested are the ones production compiles.
 for _flag in ("--xla_force_host_platform_device_count=8",
               "--xla_backend_optimization_level=0",
