@@ -36,6 +36,16 @@ def test_config_arg_sets_heads_and_rejects_unknown_keys():
     parse_arg("heads=4", K=1)
 
 
+def test_smollm2_recipe_refuses_hard_tokens_with_a_mixture():
+  path = ROOT / "configs" / "recipes" / "smollm2_whisper_tiny_cpu.py"
+  proj = lambda arg: load_config_file(f"{path}:{arg}").model.projector  # noqa: E731
+  assert (proj("K=4").ctc_hard, proj("K=4").ctc_mix) == (False, 4)
+  assert (proj("mix=0,hard=1").ctc_hard, proj("mix=0,hard=1").ctc_mix) == (True, 0)
+  assert (proj("mix=0").ctc_hard, proj("mix=0").ctc_mix) == (False, 0)
+  with pytest.raises(ConfigError, match="hard=1 and mix=4"):
+    load_config_file(f"{path}:hard=1")
+
+
 @pytest.mark.parametrize("arg", [None, "base=demo_conformer,K=4"])
 def test_shift_pair_equal_size_cheaper_decoder(arg):
   root = CONFIGS[0].parent

@@ -17,7 +17,7 @@ N = 10
 
 
 def test_registry_lists_every_strategy_with_its_options():
-  assert registry.names() == ["greedy", "threshold", "verify", "tree", "beam", "ctc"]
+  assert registry.names() == ["greedy", "threshold", "verify", "tree", "beam", "ctc", "joint"]
   opts = registry.all_options()
   assert {"threshold", "typical", "top", "beam", "nbest", "draft_vocab"} <= set(opts)
   assert "use_kernels" not in opts  # the model's kernel switch (config.kernels), no option
@@ -106,7 +106,7 @@ def test_every_exact_strategy_equals_greedy_under_fastadasp():
       cache.prefix_valid[0, 0].sum()), "the prefill really reduced"
   for name in registry.names():
     spec = registry.get(name)
-    if not spec.decoder_calls:
+    if not spec.decoder_calls or spec.needs_ctc_head:  # joint: tests/test_joint_decode.py
       continue
     assert spec.reduction, name
     kw = dict(beam=1) if name == "beam" else {}

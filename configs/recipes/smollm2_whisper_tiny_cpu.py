@@ -45,14 +45,14 @@ prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,attn=<the atte
 kernels that get adapters, letters of qkvo>,prompt=<0|1>,stack=<encoder frames per audio
 token>,align=<1: the CTC alignment run>,ctc=<CTC weight in the LM run>,compress=<0: every
 audio token enters the LM>,width=<compressed prefix width, a fraction of the audio
-tokens>,mix=<tokens in each audio token's mixture; 0: hard=1 (the read token's embedding,
-straight-through) or hard=0 (the audio token as it is)>,proj=<1: the LM run trains the
+tokens>,mix=<tokens in each audio token's mixture; 0: then hard=1 (the read token's embedding,
+straight-through) or hard=0 (the audio token as it is); hard=1 with mix > 0 is refused>,proj=<1: the LM run trains the
 projector too (with the CTC weight)>,layers=<Conformer blocks in the projector>,hidden=<the
 projector's width; 0: SmolLM2's 576>".
 """
 import pathlib
 
-from mtp_jax.config import load_config_file, parse_arg
+from mtp_jax.config import ConfigError, load_config_file, parse_arg
 from mtp_jax.data.config import data_defaults
 from mtp_jax.train.config import train_defaults
 
@@ -72,11 +72,14 @@ PROMPT_IDS = (41783, 6842, 4778, 288, 1694, 30)
 def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=16, prompt=1, stack=4, align=0,
-                   ctc=0.5, compress=1, hard=1, proj=1, mix=4, attn="qkvo", width=0.5,
+                   ctc=0.5, compress=1, hard=0, proj=1, mix=4, attn="qkvo", width=0.5,
                    layers=0, hidden=0)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
+  if int(args.hard) and int(args.mix):
+    raise ConfigError(f"{__file__}: arg hard=1 and mix={args.mix} both choose what enters "
+                      "the LM: hard tokens need mix=0")
   m = c.model
   # Audio tokens at the size of SmolLM2's token embeddings (RMS 0.136 per channel):
   # unnormalized, a fresh projector's are ~18x larger and the LM ignores the audio.
@@ -87,8 +90,8 @@ def get_config(arg: str | None = None):
   m.projector.update(type="mlp", stack=int(args.stack), hidden=int(args.hidden),
                      layers=int(args.layers), ctc_head=True,
                      ctc_tied=True, ctc_compress=bool(int(args.compress)),
-                     ctc_hard=bool(int(args.compress)) and bool(int(args.hard))
-                     and not int(args.mix), ctc_mix=int(args.mix),
+                     ctc_hard=bool(int(args.compress)) and bool(int(args.hard)),
+                     ctc_mix=int(args.mix),
                      ctc_compress_width=float(args.width) if int(args.compress) else 1.0,
                      out_rms=0.136)
   m.decoder.update(**SMOLLM2)

@@ -60,6 +60,9 @@ def _check(model, spec: registry.StrategySpec, max_new_tokens) -> int:
     raise ValueError(f"strategy={spec.name!r} does not support prefill token reduction "
                      f"(model.reduction.method={model.cfg.reduction.method!r}); use one of "
                      f"{[n for n in registry.names() if registry.get(n).reduction]}")
+  if spec.needs_ctc_head and not model.cfg.ctc_head:
+    raise ValueError(f"strategy {spec.name!r} needs a model trained with a CTC head "
+                     "(model.encoder.ctc_head or model.projector.ctc_head)")
   return int(max_new_tokens)
 
 

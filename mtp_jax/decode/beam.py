@@ -238,8 +238,7 @@ def _parse_nbest(v):
 
 registry.register(registry.StrategySpec(
     name="beam", build=make_beam,
-    options=(registry.Option("beam", 4, "beam width (--strategy=beam)", kind="int",
-                             parse=registry.positive_int("beam")),
+    options=(registry.BEAM,
              registry.Option("nbest", None, "hypotheses returned per utterance, <= beam "
                              "(--strategy=beam; default: beam)", kind="int",
                              parse=_parse_nbest)),

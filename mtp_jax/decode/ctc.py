@@ -41,10 +41,6 @@ def make_ctc(model, *, max_new_tokens: int):
   The result has the DecodeResult fields; `calls`/`total_calls` are 0 (the decoder
   is never run) and `accepted` is zeros [B, K].
   """
-  if not model.cfg.ctc_head:
-    raise ValueError("strategy 'ctc' needs a model trained with a CTC head "
-                     "(model.encoder.ctc_head or model.projector.ctc_head)")
-
   def run(params, audio, audio_len):
     logits, flen = model.apply(params, audio, audio_len, method="ctc")
     flen = jnp.where(audio_len > 0, flen, 0)
@@ -57,5 +53,5 @@ def make_ctc(model, *, max_new_tokens: int):
 
 
 registry.register(registry.StrategySpec(
-    name="ctc", build=make_ctc, decoder_calls=False,
+    name="ctc", build=make_ctc, decoder_calls=False, needs_ctc_head=True,
     help="greedy CTC on the encoder's/projector's CTC head (no decoder; a diagnostic)"))

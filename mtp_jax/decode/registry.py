@@ -18,6 +18,7 @@ MODULES = (
     "mtp_jax.decode.tree",
     "mtp_jax.decode.beam",
     "mtp_jax.decode.ctc",
+    "mtp_jax.decode.joint",
 )
 
 
@@ -54,6 +55,7 @@ class StrategySpec:
     decoder_calls: it runs the decoder (ctc does not).
     reduction: works with prefill audio-token reduction (FastAdaSP & co.); when False
       `api` refuses the combination with a clear error.
+    needs_ctc_head: it reads the model's CTC head (`api` refuses a model without one).
   """
   name: str
   build: Callable
@@ -62,6 +64,7 @@ class StrategySpec:
   exact: bool = False
   decoder_calls: bool = True
   reduction: bool = True
+  needs_ctc_head: bool = False
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -170,3 +173,6 @@ DRAFT_VOCAB = Option("draft_vocab", 0, "N > 0: in --strategy=verify/tree, heads 
                      "among the token ids < N only (BPE ids run from frequent to rare; "
                      "latent heads; output unchanged); 0: all", kind="int",
                      parse=positive_int("draft_vocab", 0))
+# The beam width of the strategies that keep several hypotheses (beam, joint).
+BEAM = Option("beam", 4, "beam width (--strategy=beam/joint)", kind="int",
+              parse=positive_int("beam"))
