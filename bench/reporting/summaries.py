@@ -31,7 +31,8 @@ HEADLINE = Summary(
             _race("ours:wdec_k4j:tree")),
         Row("Speech-LLaMA with a pretrained LLaMA (SmolLM2-135M): 51.1% greedy on all of "
             "Kathleen test, worse than its own CTC first pass (41.5%); at batch 1 on all 703, "
-            "greedy RTFx 1.39× faster-whisper's (5.1% WER), verify 0.89×",
+            "greedy RTFx 1.39× faster-whisper's (5.1% WER), verify 0.89×; decoded with the "
+            "CTC head and the LM together (`joint`), a rebuild reads 39.9%",
             note="see docs/models.md"),
         Row("Long recordings (all 42 one-minute Kathleen test recordings): our window-trained "
             "model 8.8% (0.88× its WER one utterance at a time) at 1.08× faster-whisper's "
@@ -50,6 +51,8 @@ MODELS = Summary(
              Col("verify: fewer calls", "calls_reduction", "x", KATHLEEN + (("strategy", "verify"),)),
              Col("greedy RTFx", "rtfx", where=KATHLEEN),
              Col("projector CTC", "wer", "pct", KATHLEEN + (("strategy", "ctc"),)),
+             Col("Kathleen joint CTC + LM, beam 4", "wer", "pct", KATHLEEN + (
+                 ("strategy", "joint:beam=4:ctc_weight=0.5:length_bonus=2"),)),
              Col("FSDD greedy", "wer", "pct", (("test_set", "fsdd_test"),)),
              Col("AN4 greedy", "wer", "pct", (("test_set", "an4_test"),))),
     rows=(
@@ -80,6 +83,9 @@ MODELS = Summary(
             "recipe_eval_smollm2_k4p_b16.json", GREEDY),
         Row("… reading a mixture of the first pass's 4 likeliest tokens, longer alignment and "
             "LM run", "recipe_eval_smollm2_mix_b16.json", GREEDY),
+        Row("… the same recipe rebuilt (one 1,200-step alignment, 500 LM-run steps), also "
+            "decoded with the CTC head and the LM together (`joint`)",
+            "recipe_eval_smollm2_joint_b16.json", GREEDY),
     ),
     intro="Greedy WER on every utterance of each test set (Kathleen test: the first 100 for the "
           "Conformer), batch 16; *verify: fewer calls* is the decoder-call reduction of "

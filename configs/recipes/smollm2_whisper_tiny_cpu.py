@@ -40,6 +40,21 @@ The alignment's own first pass (runs/sl/align2, all 703): 39.7%; 1,000 more alig
 steps with two Conformer blocks in the projector (layers=2, init_from runs/sl/align2,
 ~0.6 step/s): 39.5%; under the LM run's adapters (100 more steps) greedy 52.3%
 (docs/models.md has the commands): the default stays layers=0.
+Decoding with the CTC head too (`--strategy joint`: the LM's beam ranked by the LM and the
+CTC head's prefix scores), on a shorter rebuild (one 1,200-step alignment, ~16 min, then
+500 LM-run steps at ~4.5 s a step, 38 min; 2026-12-07, fresh machine):
+  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py:align=1,steps=1200 \
+      --workdir runs/sl/align1200 --config.data.feature_cache=runs/wt/features_all
+  python train.py --config configs/recipes/smollm2_whisper_tiny_cpu.py:steps=500 \
+      --workdir runs/sl/mix500 --config.data.feature_cache=runs/wt/features_all \
+      --config.train.init_from=runs/sl/align1200
+  python bench/recipe_eval.py --workdir runs/sl/mix500 --batch_size 16 \
+      --sets kathleen_test,fsdd_test,an4_test --max_new_tokens 48 \
+      --strategies ctc,greedy,joint:beam=4:ctc_weight=0.5:length_bonus=2 \
+      --out bench/results/recipe_eval_smollm2_joint_b16.json
+Kathleen test, all 703: CTC first pass 41.3%, greedy 54.7%, joint 39.9% at 0.56x greedy's
+speed (w and bonus chosen on the first 96; on the other 607: 41.7%, 54.7%, 40.3%); FSDD
+test 9.0% / 9.7% / 9.0%.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,attn=<the attention
 kernels that get adapters, letters of qkvo>,prompt=<0|1>,stack=<encoder frames per audio
