@@ -150,8 +150,11 @@ def test_rows_are_independent():
 
 def test_bad_options_and_models_are_clear_errors():
   model, *_ = _ctc_model()
-  with pytest.raises(ValueError, match="ctc_weight"):
-    api.make_decode_fn(model, strategy="joint", max_new_tokens=4, ctc_weight=1.5)
+  for bad in (1.5, -0.1, "half", float("nan")):
+    with pytest.raises(ValueError, match="ctc_weight"):
+      api.make_decode_fn(model, strategy="joint", max_new_tokens=4, ctc_weight=bad)
+  with pytest.raises(ValueError, match="length_bonus"):
+    api.make_decode_fn(model, strategy="joint", max_new_tokens=4, length_bonus="x")
   with pytest.raises(ValueError, match="pre_beam"):
     api.make_decode_fn(model, strategy="joint", max_new_tokens=4, pre_beam=0)
   plain = SpeechLLaMA(tiny_model_config(k=2, **STUB_AUDIO))

@@ -271,17 +271,16 @@ def make_joint(model, *, max_new_tokens: int, beam: int = 4, ctc_weight: float =
                pre_beam=pre_beam, length_bonus=length_bonus)
 
 
-def _unit_interval(v):
-  if not 0.0 <= float(v) <= 1.0:
-    raise ValueError(f"ctc_weight={v!r}: must be a number in [0, 1]")
-  return float(v)
-
-
-def _number(name):
+def _number(name, low=-float("inf"), high=float("inf")):
+  """Parser of a float option in [low, high] (NaN and non-numbers refused, named)."""
   def parse(v):
-    if float(v) != float(v):
-      raise ValueError(f"{name}={v!r}: must be a number")
-    return float(v)
+    try:
+      x = float(v)
+    except (TypeError, ValueError):
+      x = float("nan")
+    if not low <= x <= high:
+      raise ValueError(f"{name}={v!r}: must be a number in [{low}, {high}]")
+    return x
   return parse
 
 
@@ -289,7 +288,7 @@ registry.register(registry.StrategySpec(
     name="joint", build=make_joint, needs_ctc_head=True,
     options=(registry.BEAM,
              registry.Option("ctc_weight", 0.3, "CTC score's weight in [0, 1] "
-                             "(--strategy=joint)", parse=_unit_interval),
+                             "(--strategy=joint)", parse=_number("ctc_weight", 0.0, 1.0)),
              registry.Option("pre_beam", 8, "decoder tokens proposed per hypothesis and step "
                              "(--strategy=joint)", kind="int",
                              parse=registry.positive_int("pre_beam")),
