@@ -60,10 +60,10 @@ prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,attn=<the atte
 kernels that get adapters, letters of qkvo>,prompt=<0|1>,stack=<encoder frames per audio
 token>,align=<1: the CTC alignment run>,ctc=<CTC weight in the LM run>,compress=<0: every
 audio token enters the LM>,width=<compressed prefix width, a fraction of the audio
-tokens>,mix=<tokens in each audio token's mixture; 0: then hard=1 (the read token's embedding,
-straight-through) or hard=0 (the audio token as it is); hard=1 with mix > 0 is refused>,proj=<1: the LM run trains the
-projector too (with the CTC weight)>,layers=<Conformer blocks in the projector>,hidden=<the
-projector's width; 0: SmolLM2's 576>".
+tokens>,mix=<tokens in each audio token's mixture; with mix=0, hard=1 gives the read
+token's embedding (straight-through) and hard=0 the audio token as it is; hard=1 with mix >
+0 is refused>,proj=<1: the LM run trains the projector too (with the CTC weight)>,
+layers=<Conformer blocks in the projector>,hidden=<the projector's width; 0: SmolLM2's 576>".
 """
 import pathlib
 
