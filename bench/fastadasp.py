@@ -292,6 +292,9 @@ def main():
                 "ranking": sorted(losses, key=losses.get)}
       print("sparse layer (transfer entropy):", json.dumps(sparse), flush=True)
     full_wer = full_tok = full_secs = None
+    print(f"{set_name}: {len(batches)} batches; full tokens: greedy"
+          + (" and verify" if base.mtp.num_heads > 1 else "") + ", then one row per "
+          "method x schedule x target", flush=True)
     if trained or timed is None or timed:
       full_wer, full_tok, full_secs = wer_of(base)
     ver_wer, ver_tok, ver_secs = (None, None, None)
