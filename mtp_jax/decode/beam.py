@@ -198,23 +198,36 @@ class Beam(engine.Strategy):
             h2=jnp.where(is_carry, c.h2[parent], pick(e_h2))))
 
   def finish(self, s):
-    n, w, nb = self.max_new_tokens, self.w, self.nb
-    b = s.calls.shape[0]
     c = s.carry
     norm = (s.n_out + c.eos.astype(jnp.int32)).astype(jnp.float32)
-    key = jnp.where(c.score > NEG, c.score / jnp.maximum(norm, 1.0), NEG).reshape(b, w)
-    order = jnp.argsort(-key, axis=1, stable=True)[:, :nb]                # [B, nb]
-    rows = (jnp.arange(b)[:, None] * w + order).reshape(-1)
-    hyp = s.out[rows][:, :n].reshape(b, nb, n)
-    lens = s.n_out[rows].reshape(b, nb)
-    valid = jnp.take_along_axis(key, order, axis=1) > NEG
-    lens = jnp.where(valid, lens, 0)
-    hyp = jnp.where(jnp.arange(n)[None, None] < lens[..., None], hyp, common.PAD)
-    best = rows.reshape(b, nb)[:, 0]
-    return dict(tokens=hyp[:, 0], lengths=lens[:, 0], calls=s.calls, total_calls=s.total,
-                accepted=s.accepted[best], nbest=hyp, nbest_lengths=lens,
-                nbest_scores=jnp.take_along_axis(key, order, axis=1),
-                nbest_logprob=jnp.where(valid, c.score[rows].reshape(b, nb), NEG))
+    key = jnp.where(c.score > NEG, c.score / jnp.maximum(norm, 1.0), NEG)
+    return nbest_result(s, key, c.score, self.w, self.nb, self.max_new_tokens)
+
+
+def nbest_result(s: engine.LoopState, key, logprob, w: int, nb: int, n: int) -> dict:
+  """The `nb` best of each input row's `w` hypothesis rows as the decode dict (best
+  first; "nbest", "nbest_lengths", "nbest_scores" = `key`, "nbest_logprob" = `logprob`).
+
+  Args:
+    s: the loop state whose R = B * w rows are hypotheses.
+    key: [R] ranking score (-inf: no hypothesis).
+    logprob: [R] the hypotheses' total log-probs.
+    w, nb: hypotheses per input row, and how many to return.
+    n: max_new_tokens.
+  """
+  b = s.calls.shape[0]
+  key = key.reshape(b, w)
+  order = jnp.argsort(-key, axis=1, stable=True)[:, :nb]                  # [B, nb]
+  rows = (jnp.arange(b)[:, None] * w + order).reshape(-1)
+  hyp = s.out[rows][:, :n].reshape(b, nb, n)
+  valid = jnp.take_along_axis(key, order, axis=1) > NEG
+  lens = jnp.where(valid, s.n_out[rows].reshape(b, nb), 0)
+  hyp = jnp.where(jnp.arange(n)[None, None] < lens[..., None], hyp, common.PAD)
+  best = rows.reshape(b, nb)[:, 0]
+  return dict(tokens=hyp[:, 0], lengths=lens[:, 0], calls=s.calls, total_calls=s.total,
+              accepted=jnp.where(valid[:, :1], s.accepted[best], 0), nbest=hyp,
+              nbest_lengths=lens, nbest_scores=jnp.take_along_axis(key, order, axis=1),
+              nbest_logprob=jnp.where(valid, logprob[rows].reshape(b, nb), NEG))
 
 
 def make_beam(model, *, max_new_tokens: int, beam: int = 4, nbest: int | None = None) -> Beam:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mtp_jax.decode import common, engine, registry
+from mtp_jax.decode.beam import nbest_result
 from mtp_jax.model.kv_cache import write_rows
 
 NEG = -jnp.inf
@@ -235,22 +236,10 @@ class Joint(engine.Strategy):
                          last=jnp.where(grow, x, c.last[parent])))
 
   def finish(self, s):
-    n, w = self.max_new_tokens, self.w
     c = s.carry
-    b = s.calls.shape[0]
     key = jnp.where(c.dec > NEG, self._joint(c.dec, c.ctc, s.n_out), NEG)
-    key = jnp.where(jnp.isnan(key), NEG, key).reshape(b, w)
-    order = jnp.argsort(-key, axis=1, stable=True)                        # [B, W]
-    rows = (jnp.arange(b)[:, None] * w + order).reshape(-1)
-    valid = jnp.take_along_axis(key, order, axis=1) > NEG
-    lens = jnp.where(valid, s.n_out[rows].reshape(b, w), 0)
-    hyp = s.out[rows][:, :n].reshape(b, w, n)
-    hyp = jnp.where(jnp.arange(n)[None, None] < lens[..., None], hyp, common.PAD)
-    best = rows.reshape(b, w)[:, 0]
-    return dict(tokens=hyp[:, 0], lengths=lens[:, 0], calls=s.calls, total_calls=s.total,
-                accepted=jnp.where(valid[:, :1], s.accepted[best], 0), nbest=hyp,
-                nbest_lengths=lens, nbest_scores=jnp.take_along_axis(key, order, axis=1),
-                nbest_logprob=jnp.where(valid, c.dec[rows].reshape(b, w), NEG))
+    return nbest_result(s, jnp.where(jnp.isnan(key), NEG, key), c.dec, self.w, self.w,
+                        self.max_new_tokens)
 
 
 def make_joint(model, *, max_new_tokens: int, beam: int = 4, ctc_weight: float = 0.3,
@@ -271,27 +260,14 @@ def make_joint(model, *, max_new_tokens: int, beam: int = 4, ctc_weight: float =
                pre_beam=pre_beam, length_bonus=length_bonus)
 
 
-def _number(name, low=-float("inf"), high=float("inf")):
-  """Parser of a float option in [low, high] (NaN and non-numbers refused, named)."""
-  def parse(v):
-    try:
-      x = float(v)
-    except (TypeError, ValueError):
-      x = float("nan")
-    if not low <= x <= high:
-      raise ValueError(f"{name}={v!r}: must be a number in [{low}, {high}]")
-    return x
-  return parse
-
-
 registry.register(registry.StrategySpec(
     name="joint", build=make_joint, needs_ctc_head=True,
     options=(registry.BEAM,
              registry.Option("ctc_weight", 0.3, "CTC score's weight in [0, 1] "
-                             "(--strategy=joint)", parse=_number("ctc_weight", 0.0, 1.0)),
+                             "(--strategy=joint)", parse=registry.number("ctc_weight", 0, 1)),
              registry.Option("pre_beam", 8, "decoder tokens proposed per hypothesis and step "
                              "(--strategy=joint)", kind="int",
                              parse=registry.positive_int("pre_beam")),
              registry.Option("length_bonus", 0.0, "score added per token (--strategy=joint)",
-                             parse=_number("length_bonus"))),
+                             parse=registry.number("length_bonus"))),
     help="beam search ranked by the decoder and the CTC head together (needs a CTC head)"))

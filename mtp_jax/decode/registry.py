@@ -159,12 +159,25 @@ def positive_int(name: str, low: int = 1) -> Callable[[Any], int]:
   return parse
 
 
-def non_negative(name: str) -> Callable[[Any], float]:
+def number(name: str, low: float | None = None,
+           high: float | None = None) -> Callable[[Any], float]:
+  """Parser of a float option in [low, high] (None: unbounded); NaN and values that are
+  not numbers are refused with a message naming the option."""
   def parse(v):
-    if float(v) < 0.0 or float(v) != float(v):
-      raise ValueError(f"{name}={v!r}: must be a number >= 0")
-    return float(v)
+    try:
+      x = float(v)
+    except (TypeError, ValueError):
+      x = float("nan")
+    if x != x or (low is not None and x < low) or (high is not None and x > high):
+      bounds = (f" in [{low}, {high}]" if low is not None and high is not None else
+                f" >= {low}" if low is not None else f" <= {high}" if high is not None else "")
+      raise ValueError(f"{name}={v!r}: must be a number{bounds}")
+    return x
   return parse
+
+
+def non_negative(name: str) -> Callable[[Any], float]:
+  return number(name, 0)
 
 
 # ------------------------------------------------------------------- shared options
