@@ -38,7 +38,9 @@ from mtp_jax.data.manifest import write_subset  # noqa: E402
 from mtp_jax.decode.registry import split_spec  # noqa: E402
 
 TEST_SETS = {"kathleen_test": "kathleen/test.jsonl", "fsdd_test": "fsdd/test.jsonl",
-             "an4_test": "an4/test.jsonl"}
+             "an4_test": "an4/test.jsonl",
+             # Training data, not a test set: how well a model fits what it was trained on.
+             "kathleen_train": "kathleen/train.jsonl"}
 
 
 def subset_manifest(manifest: str, max_utts: int, tmp: str) -> str:
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
   p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
                  help="shared data folder (kathleen/, fsdd/, an4/)")
-  p.add_argument("--sets", default=",".join(TEST_SETS))
+  p.add_argument("--sets", default="kathleen_test,fsdd_test,an4_test",
+                 help=f"comma-separated, some of {', '.join(TEST_SETS)}")
   p.add_argument("--strategies", default="greedy,verify",
                  help="comma-separated strategy specs, options after colons: "
                       "greedy,threshold:threshold=0.8,beam:beam=4")

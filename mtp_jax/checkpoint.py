@@ -436,18 +436,19 @@ def upgrade_stored_config(config: dict) -> dict:
   return config
 
 
-def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike) -> None:
+def copy_tokenizer(model_path: str | os.PathLike, workdir: str | os.PathLike,
+                   merges: int = 0) -> None:
   """Copies a tokenizer .model (and its .json sidecar) into the workdir, or saves a
-  Whisper or pretrained-LM tokenizer there (`WhisperTokenizer.save`, `LMTokenizer.save`)."""
+  Whisper or pretrained-LM tokenizer there (`WhisperTokenizer.save`, `LMTokenizer.save`;
+  the latter with only its first `merges` merges when `merges` > 0)."""
   from mtp_jax.data import lm_tokenizer as lt  # pylint: disable=g-import-not-at-top
   from mtp_jax.data import whisper_tokenizer as wt  # pylint: disable=g-import-not-at-top
-  from mtp_jax.data.tokenizer import MODEL_PREFIX  # pylint: disable=g-import-not-at-top
+  from mtp_jax.data.tokenizer import MODEL_PREFIX, load_configured  # pylint: disable=g-import-not-at-top
   model_path = os.fspath(model_path)
-  for family, cls in ((lt.is_lm, lt.LMTokenizer), (wt.is_whisper, wt.WhisperTokenizer)):
-    if family(model_path):
-      if jax.process_index() == 0:
-        cls.load(model_path).save(workdir)
-      return
+  if merges or lt.is_lm(model_path) or wt.is_whisper(model_path):
+    if jax.process_index() == 0:
+      load_configured(model_path, merges).save(workdir)
+    return
   if os.path.isdir(model_path):
     model_path = os.path.join(model_path, MODEL_PREFIX + ".model")
   dst = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")

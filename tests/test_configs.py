@@ -46,6 +46,17 @@ def test_smollm2_recipe_refuses_hard_tokens_with_a_mixture():
     load_config_file(f"{path}:hard=1")
 
 
+def test_smollm2_recipe_merges_reach_the_tokenizer_and_default_to_all():
+  path = ROOT / "configs" / "recipes" / "smollm2_whisper_tiny_cpu.py"
+  assert load_config_file(f"{path}:K=4").data.tokenizer.merges == 0
+  c = load_config_file(f"{path}:align=1,merges=2000")
+  assert (c.data.tokenizer.merges, c.data.tokenizer.path) == (2000, "smollm2-135m")
+  assert c.train.checkpoint_every == 1000  # ~20 alignment steps a second
+  assert load_config_file(f"{path}:merges=2000").train.checkpoint_every == 100
+  with pytest.raises(ConfigError, match="tokenizer.merges"):
+    RunConfig.from_config(load_config_file(f"{path}:merges=-1"))
+
+
 @pytest.mark.parametrize("arg", [None, "base=demo_conformer,K=4"])
 def test_shift_pair_equal_size_cheaper_decoder(arg):
   root = CONFIGS[0].parent

@@ -227,6 +227,44 @@ def test_tied_ctc_objective_aligns_the_projector_without_running_the_decoder(tin
   assert moved["params"]["embed"]["embedding"] == 0.0
 
 
+def test_tied_ctc_over_the_tokenizers_units_equals_the_full_vocabulary(tiny_config):
+  """`data.tokenizer.merges`: the tied head's bias is masked outside the ids the
+  tokenizer can produce (`mask_ctc_bias`); an alignment step normalizing over those
+  ids alone (`ctc_units`) then gives the full-vocabulary step's loss and update, and
+  greedy CTC decoding never emits a masked id."""
+  from mtp_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config(k=2, projector=dict(ctc_head=True, ctc_tied=True), decoder=DECODER)
+  _, batch = _model_and_batch(tiny_config)
+  units = np.unique(np.concatenate([[0, 5, 7], np.asarray(batch["text"]).ravel()]))
+  assert len(units) < DECODER["vocab_size"] - 10
+  tcfg = train_defaults()
+  tcfg.update(objective="ctc", learning_rate=3e-3, warmup_steps=1, steps=5,
+              frozen="^params/(embed|decoder|final_norm|mtp)/")
+  tx, state = _fresh_state(cfg, batch, tcfg)
+  state = state.replace(params=state_lib.mask_ctc_bias(state.params, units),
+                        opt_state=tx.init(state.params))
+  bias = np.asarray(state.params["params"]["ctc_bias"])
+  off = np.setdiff1d(np.arange(DECODER["vocab_size"]), units)
+  assert (bias[off] == state_lib.UNREACHABLE_CTC_BIAS).all() and (bias[units] == 0).all()
+  labels = opt_lib.trainable_labels(state.params, tcfg)
+  model = SpeechLLaMA(cfg, train=True)
+  full = jax.jit(step_lib.make_train_step(model, tx, tcfg, labels))
+  sub = jax.jit(step_lib.make_train_step(model, tx, tcfg, labels, ctc_units=units))
+  a, b = state, state
+  for _ in range(3):
+    a, ma = full(a, batch)
+    b, mb = sub(b, batch)
+    np.testing.assert_allclose(float(mb["ctc_loss"]), float(ma["ctc_loss"]), rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
+  assert float(ma["ctc_loss"]) < float(jnp.inf)
+  logits, _ = SpeechLLaMA(cfg).apply(b.params, batch["audio"], batch["audio_len"],
+                                     method="ctc")
+  assert np.isin(np.asarray(jnp.argmax(logits, -1)), units).all()
+  with pytest.raises(ValueError, match="ctc_units: ascending"):
+    step_lib.make_train_step(model, tx, tcfg, labels, ctc_units=units[::-1])
+
+
 def test_ctc_objective_needs_a_ctc_head(tiny_config):
   from mtp_jax.config import ConfigError
   from mtp_jax.train.config import RunConfig, default_config

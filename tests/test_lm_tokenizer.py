@@ -95,3 +95,50 @@ def test_gguf_specials_avoid_padding_with_eos():
   assert lt.specials_from_gguf(meta, "x") == (0, 1, 2)
   with pytest.raises(lt.LMTokenizerError, match="bos_token_id"):
     lt.specials_from_gguf({}, "x.gguf")
+
+
+def test_fewer_merges_spell_words_in_shorter_pieces_with_the_same_ids(tmp_path):
+  """`data.tokenizer.merges`: only the first N merges; the ids keep their meaning."""
+  from mtp_jax.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
+  from mtp_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  d = _hf_dir(tmp_path)
+  tokens, merges, _ = make_gguf_golden.vocabulary()
+  full, few = Tokenizer.load(d), tok_lib.load_configured(d, 9)
+  assert few.num_merges == 9 and full.num_merges == len(merges)
+  text = "tea at noon, oh hat"
+  a, b = full.encode(text), few.encode(text)
+  assert len(b) > len(a)
+  assert few.decode(b) == full.decode(b) == full.decode(a) == text
+  kept = {m.replace(" ", "") for m in merges[:9]}
+  for i in b:  # every piece is one byte symbol or the result of a kept merge
+    piece = tokens[i]
+    assert len(piece) == 1 or piece in kept, piece
+  assert any(len(tokens[i]) == 2 for i in b)  # the kept merges are used
+  # Stored in the workdir with its merges; a resumed run with other merges is refused.
+  work = tmp_path / "work"
+  work.mkdir()
+  from mtp_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  ckpt_lib.copy_tokenizer(d, work, 9)
+  assert Tokenizer.load(work).encode(text) == b
+  workdir_lib.check_tokenizer_unchanged(str(work), str(d), 9)
+  with pytest.raises(workdir_lib.ResumeError, match="merges=0"):
+    workdir_lib.check_tokenizer_unchanged(str(work), str(d), 0)
+  with pytest.raises(lt.LMTokenizerError, match=r"merges=999: must be in \[1, 61\]"):
+    full.with_merges(999)
+  sp = train_tokenizer_from_texts(["the cat sat", "a dog ran far"] * 20, tmp_path / "sp",
+                                  vocab_size=30)
+  with pytest.raises(ValueError, match="merges=9: .* not a pretrained LM's tokenizer"):
+    tok_lib.load_configured(sp.path, 9)
+
+
+def test_merges_need_a_pretrained_tokenizer_path():
+  from mtp_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from mtp_jax.data import config as data_config  # pylint: disable=import-outside-toplevel
+  cfg = data_config.data_defaults()
+  cfg.tokenizer.merges = 100
+  with pytest.raises(ConfigError, match="tokenizer.merges=100: .*tokenizer.path"):
+    data_config.validate(cfg)
+  cfg.tokenizer.path = "smollm2-135m"
+  cfg.tokenizer.merges = -1
+  with pytest.raises(ConfigError, match="tokenizer.merges"):
+    data_config.validate(cfg)

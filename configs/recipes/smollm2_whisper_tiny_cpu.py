@@ -63,7 +63,8 @@ audio token enters the LM>,width=<compressed prefix width, a fraction of the aud
 tokens>,mix=<tokens in each audio token's mixture; with mix=0, hard=1 gives the read
 token's embedding (straight-through) and hard=0 the audio token as it is; hard=1 with mix >
 0 is refused>,proj=<1: the LM run trains the projector too (with the CTC weight)>,
-layers=<Conformer blocks in the projector>,hidden=<the projector's width; 0: SmolLM2's 576>".
+layers=<Conformer blocks in the projector>,hidden=<the projector's width; 0: SmolLM2's 576>,
+merges=<SmolLM2's tokenizer with only its first N BPE merges; 0: all>".
 """
 import pathlib
 
@@ -88,7 +89,7 @@ def get_config(arg: str | None = None):
   args = parse_arg(arg, K=4, head="latent", steps=300, data="../shared/data",
                    synth="runs/wt/synth", heads=0, rank=16, prompt=1, stack=4, align=0,
                    ctc=0.5, compress=1, hard=0, proj=1, mix=4, attn="qkvo", width=0.5,
-                   layers=0, hidden=0)
+                   layers=0, hidden=0, merges=0)
   c = load_config_file(_HERE / "whisper_tiny_decoder_cpu.py",
                        f"K={args.K},head={args.head},steps={args.steps},data={args.data},"
                        f"synth={args.synth},short=1")
@@ -114,6 +115,7 @@ def get_config(arg: str | None = None):
   m.dtype = m.param_dtype = "float32"  # bfloat16 matmuls are slow on CPUs
   c.data.tokenizer = data_defaults().tokenizer
   c.data.tokenizer.path = "smollm2-135m"
+  c.data.tokenizer.merges = int(args.merges)
   # Few, wide buckets: every (frames, tokens) shape is one compilation of a 135M model.
   c.data.audio_seconds_per_batch = 48.0
   c.data.num_duration_bins = 3
@@ -146,4 +148,7 @@ def get_config(arg: str | None = None):
   c.train.eval_every = 0
   c.train.eval_max_utterances = 48
   c.train.eval_batch_size = 16
+  if int(args.align) and int(args.merges):  # ~20 steps/s: the head scores ~2k ids, not 49k
+    c.train.checkpoint_every = 1000
+    c.train.log_every = 250
   return c

@@ -25,6 +25,8 @@ class TokenizerConfig:
   model_type: str = "unigram"  # unigram | bpe
   vocab_size: int = 256        # requested size (a small corpus may give fewer ids)
   path: str = ""               # existing .model file; empty = train one into the workdir
+  # A pretrained LM's tokenizer (path) with only its first N BPE merges; 0 = all of them.
+  merges: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +113,10 @@ def validate(cfg: DataConfig, prefix: str = "data") -> None:
   require_one_of(f"{p}.tokenizer.model_type", cfg.tokenizer.model_type, TOKENIZER_TYPES)
   require_at_least(f"{p}.tokenizer.vocab_size", cfg.tokenizer.vocab_size,
                    len(SPECIAL_IDS) + 1)
+  require_at_least(f"{p}.tokenizer.merges", cfg.tokenizer.merges, 0)
+  if cfg.tokenizer.merges and not cfg.tokenizer.path:
+    raise ConfigError(f"{p}.tokenizer.merges={cfg.tokenizer.merges}: keeps the first merges "
+                      f"of a pretrained LM's tokenizer; set {p}.tokenizer.path to one")
 
 
 def data_defaults() -> ml_collections.ConfigDict:

@@ -219,13 +219,25 @@ def train_tokenizer(manifests: str | Sequence[str], model_dir: str | os.PathLike
       model_type=model_type, numbers_to_words=numbers_to_words)
 
 
+def load_configured(path: str | os.PathLike, merges: int = 0) -> Tokenizer:
+  """`Tokenizer.load(path)`; with `merges` > 0 (`data.tokenizer.merges`), a pretrained
+  LM's tokenizer keeping only its first `merges` BPE merges."""
+  tok = Tokenizer.load(path)
+  if not merges:
+    return tok
+  if not isinstance(tok, lm_tokenizer.LMTokenizer):
+    raise ValueError(f"data.tokenizer.merges={merges}: {os.fspath(path)} is not a "
+                     "pretrained LM's tokenizer (a GGUF or a Hugging Face tokenizer.json)")
+  return tok.with_merges(merges)
+
+
 def get_tokenizer(data_cfg, workdir: str | os.PathLike) -> Tokenizer:
   """The run's tokenizer: `data_cfg.tokenizer.path` if set, else the one in
   `workdir` (trained there on `data_cfg.train_manifests` on first use).
   """
   tok_cfg = data_cfg.tokenizer
   if tok_cfg.path:
-    return Tokenizer.load(tok_cfg.path)
+    return load_configured(tok_cfg.path, tok_cfg.get("merges", 0))
   model_path = os.path.join(os.fspath(workdir), MODEL_PREFIX + ".model")
   if os.path.isfile(model_path):
     return Tokenizer.load(model_path)

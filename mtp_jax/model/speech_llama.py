@@ -218,30 +218,41 @@ class SpeechLLaMA(nn.Module):
     valid = jnp.arange(p + n)[None, :] < length[:, None]
     return constrain(out, ACT), valid, length.astype(jnp.int32)
 
-  def ctc_logits(self, frames):
+  def ctc_logits(self, frames, units=None):
     """[B, T, d] encoder frames (encoder.ctc_head) or audio tokens (projector.ctc_head)
-    -> [B, T, V] float32 CTC logits (blank = id 0)."""
+    -> [B, T, V] float32 CTC logits (blank = id 0); with `units` ([U] ascending ids, 0
+    first; a tied head only) the logits of those ids alone, [B, T, U]: what training
+    needs when the tokenizer can produce no other id, at U/V of the cost."""
     if not self.cfg.ctc_head:
       raise ValueError("ctc_logits needs a model built with model.encoder.ctc_head=True "
                        "or model.projector.ctc_head=True")
     if self.cfg.projector.ctc_tied:
-      logits = self.embed.attend(frames).astype(jnp.float32)
-      return logits * self.ctc_scale.astype(jnp.float32) + self.ctc_bias.astype(jnp.float32)
+      if units is None:
+        logits, bias = self.embed.attend(frames), self.ctc_bias
+      else:
+        table = jnp.take(self.embed.embedding, units, axis=0).astype(frames.dtype)
+        logits, bias = jnp.einsum("btd,ud->btu", frames, table), jnp.take(self.ctc_bias, units)
+      return (logits.astype(jnp.float32) * self.ctc_scale.astype(jnp.float32)
+              + bias.astype(jnp.float32))
+    if units is not None:
+      raise ValueError("ctc_logits(units=...) needs model.projector.ctc_tied=True")
     return self.ctc_head(frames).astype(jnp.float32)
 
-  def ctc(self, audio, audio_len):
-    """Audio -> (CTC logits [B, T, V], valid lengths [B]) from the model's CTC head."""
-    return self._ctc_of_frames(*self.encode_frames(audio, audio_len))
+  def ctc(self, audio, audio_len, units=None):
+    """Audio -> (CTC logits [B, T, V] (or [B, T, U], see `ctc_logits`), valid lengths
+    [B]) from the model's CTC head."""
+    return self._ctc_of_frames(*self.encode_frames(audio, audio_len), units)
 
-  def ctc_cached(self, frames, frames_len):
+  def ctc_cached(self, frames, frames_len, units=None):
     """`ctc` from encoder frames (a frozen encoder's feature cache; train mode masks them
-    as `forward_frames`): (CTC logits [B, T, V], valid lengths [B]). No decoder call."""
-    return self._ctc_of_frames(*self._cached_frames(frames, frames_len))
+    as `forward_frames`): (CTC logits [B, T, V] (or [B, T, U], see `ctc_logits`), valid
+    lengths [B]). No decoder call."""
+    return self._ctc_of_frames(*self._cached_frames(frames, frames_len), units)
 
-  def _ctc_of_frames(self, frames, flen):
+  def _ctc_of_frames(self, frames, flen, units=None):
     if self.cfg.ctc_head == "projector":
       frames, _, flen = self._project_audio(frames, flen)
-    return self.ctc_logits(frames), flen
+    return self.ctc_logits(frames, units), flen
 
   # ---------------------------------------------------------------- heads
   def heads(self, hn, prev_tokens=None, num_heads: int | None = None):

@@ -115,7 +115,7 @@ def _tokenizer(config, workdir: str) -> tok_lib.Tokenizer:
   path = config.data.tokenizer.path
   if jax.process_index() == 0:
     if path:
-      ckpt_lib.copy_tokenizer(path, workdir)
+      ckpt_lib.copy_tokenizer(path, workdir, config.data.tokenizer.get("merges", 0))
     else:
       _train_tokenizer_whole(config, workdir)
     tok_lib.get_tokenizer(config.data, workdir)
@@ -171,6 +171,10 @@ def _init_state(config, setup: setup_lib.TrainSetup):
     if not copied:
       raise ValueError(f"train.init_parts: {regex!r} matches no parameter of {src}")
     _log(f"init_parts {regex!r} from {src}: {len(copied)} tensors loaded")
+  if setup.ctc_units is not None:
+    params = state_lib.mask_ctc_bias(params, setup.ctc_units)
+    _log(f"data.tokenizer.merges={config.data.tokenizer.merges}: the CTC head scores the "
+         f"{len(setup.ctc_units)} ids the tokenizer can produce")
   return state if params is state.params else setup.create_state(config.seed, params=params)
 
 
@@ -359,7 +363,8 @@ def _train(config, workdir: str, mcfg, t_start: float, signals: preemption.StopS
   tcfg = config.train
   if ckpt_lib.has_checkpoints(workdir):
     workdir_lib.check_model_unchanged(workdir, mcfg)
-    workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path)
+    workdir_lib.check_tokenizer_unchanged(workdir, config.data.tokenizer.path,
+                                          config.data.tokenizer.get("merges", 0))
 
   # ---------------------------------------------------------------- mesh, model, optimizer
   mesh = sharding_lib.make_mesh(config.mesh, devices)

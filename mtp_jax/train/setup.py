@@ -49,6 +49,7 @@ class TrainSetup:
   abstract_state: state_lib.TrainState
   shardings: state_lib.TrainState
   lora: lora_lib.LoRAConfig = lora_lib.LoRAConfig()
+  ctc_units: Any = None  # [U] ids a tied CTC head scores (`ctc_units_of`), or None: all
 
   def create_state(self, seed: int | None = None, params: Any | None = None):
     """A fresh sharded TrainState (seed default `config.seed`); `params` (unboxed)
@@ -67,7 +68,7 @@ class TrainSetup:
         frames instead of audio) or "text" (text only, no audio).
     """
     step = step_lib.make_train_step(self.train_model, self.tx, self.config.train,
-                                    self.labels, word_tables)
+                                    self.labels, word_tables, self.ctc_units)
     return step_lib.jit_train_step(step, self.shardings, self.mesh, self.rules, kind=kind)
 
   def compile_step(self, shapes: Sequence[tuple[int, int, int]], *, word_tables=None,
@@ -80,6 +81,18 @@ class TrainSetup:
     jitted = self.jit_step(word_tables, kind=kind)
     return step_lib.compile_for_shapes(jitted, self.abstract_state, shapes, self.mesh,
                                        self.rules, log=log, frames_dim=frames_dim, kind=kind)
+
+
+def ctc_units_of(config, mcfg: ModelConfig):
+  """The ids a tied CTC head need score: all its tokenizer can produce, when
+  `data.tokenizer.merges` keeps few merges (`LMTokenizer.unit_ids`); else None (the
+  whole vocabulary). A fresh run masks the others (`state.mask_ctc_bias`), and an
+  alignment run (`train.objective=ctc`) computes the logits of these ids alone."""
+  merges = config.data.tokenizer.get("merges", 0)
+  if not (merges and mcfg.ctc_head and mcfg.projector.ctc_tied):
+    return None
+  from mtp_jax.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+  return tok_lib.load_configured(config.data.tokenizer.path, merges).unit_ids()
 
 
 def make_train_setup(config, mesh, rules) -> TrainSetup:
@@ -100,4 +113,4 @@ def make_train_setup(config, mesh, rules) -> TrainSetup:
   return TrainSetup(config=config, mesh=mesh, rules=rules, model=model,
                     train_model=SpeechLLaMA(mcfg, train=True), tx=tx, labels=labels,
                     abstract_state=state_lib.with_shardings(abstract, shardings),
-                    shardings=shardings, lora=lora)
+                    shardings=shardings, lora=lora, ctc_units=ctc_units_of(config, mcfg))

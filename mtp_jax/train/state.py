@@ -196,3 +196,19 @@ def merge_params(fresh: Any, loaded: Any, exclude: str = "",
     raise ValueError(f"init_from: checkpoint parameters not in this model: "
                      f"{sorted(flat_loaded)[:5]}{' ...' if len(flat_loaded) > 5 else ''}")
   return merged, copied, new
+
+
+UNREACHABLE_CTC_BIAS = -1e4  # far below any logit a tied CTC head reaches
+
+
+def mask_ctc_bias(params: Any, units: Any) -> Any:
+  """`params` with the tied CTC head's bias (`ctc_bias`, [V]) set to
+  `UNREACHABLE_CTC_BIAS` outside `units` ([U] ids): the head never emits an id its
+  tokenizer cannot produce, and a loss normalized over `units` alone is the full one."""
+  def fix(path, v):
+    if jax.tree_util.keystr(path).endswith("['ctc_bias']"):
+      keep = np.zeros(v.shape, bool)
+      keep[np.asarray(units)] = True
+      return jnp.where(keep, v, jnp.asarray(UNREACHABLE_CTC_BIAS, v.dtype))
+    return v
+  return jax.tree_util.tree_map_with_path(fix, params)

@@ -41,7 +41,8 @@ def batch_kind(batch: dict) -> str:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
-                    labels: Any | None = None, word_tables: Any | None = None) -> Callable:
+                    labels: Any | None = None, word_tables: Any | None = None,
+                    ctc_units: Any | None = None) -> Callable:
   """Builds `step(state, batch) -> (state, metrics)` (not yet jitted).
 
   Args:
@@ -52,6 +53,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     word_tables: `mwer.word_errors.WordTables` of the tokenizer; needed (only) for
       `tcfg.objective == "mwer"`, which adds a gradient-free prefix beam search of
       an N-best per utterance (eval-mode model) before the loss (see mtp_jax/mwer/loss.py).
+    ctc_units: [U] ascending token ids (0 first) that are all the tokenizer can produce
+      (`LMTokenizer.unit_ids`); `tcfg.objective == "ctc"` then normalizes the tied CTC
+      head over them alone: the same loss where the other ids' logits are far below
+      (`state.mask_ctc_bias` puts them there), at U/V of the classifier's cost.
   The step consumes a global batch of `BATCH_KEYS` (or `FRAME_BATCH_KEYS`, or
   `TEXT_BATCH_KEYS`: the decoder alone as a language model, no CTC term); with
   `tcfg.grad_accum` = A > 1 it scans over A micro-batches of strided rows (b, b+A, ...)
@@ -78,6 +83,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
     raise ValueError("train.objective=ctc needs model.encoder.ctc_head=True or "
                      "model.projector.ctc_head=True (the CTC classifier it trains)")
 
+  units = None
+  if ctc_units is not None and objective == "ctc":
+    units = np.asarray(ctc_units, np.int32)
+    if units[0] != 0 or np.any(np.diff(units) <= 0):
+      raise ValueError("ctc_units: ascending token ids with the blank 0 first")
+
   def ctc_only_loss_fn(params, batch, rng):
     """The CTC head alone (train.objective=ctc): no decoder call."""
     if labels is not None:
@@ -87,13 +98,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tcfg,
       raise ValueError("train.objective=ctc: a text-only batch has no audio to align")
     apply = functools.partial(lora_lib.apply, model, lora, deterministic=False)
     rngs = {"dropout": jax.random.fold_in(rng, 0), "specaug": jax.random.fold_in(rng, 1)}
+    text = batch["text"]
+    if units is not None:  # ids -> positions among the units (PAD 0 stays 0, the blank)
+      text = jnp.searchsorted(units, text).astype(jnp.int32)
     if batch_kind(batch) == "frames":
-      logits, flen = apply(params, batch["frames"], batch["frames_len"], method="ctc_cached",
-                           rngs=rngs)
+      logits, flen = apply(params, batch["frames"], batch["frames_len"], units,
+                           method="ctc_cached", rngs=rngs)
     else:
-      logits, flen = apply(params, batch["audio"], batch["audio_len"], method="ctc", rngs=rngs)
-    loss, aux = loss_lib.ctc_loss(logits, flen, batch["text"], batch["text_len"],
-                                  batch["audio_len"])
+      logits, flen = apply(params, batch["audio"], batch["audio_len"], units, method="ctc",
+                           rngs=rngs)
+    loss, aux = loss_lib.ctc_loss(logits, flen, text, batch["text_len"], batch["audio_len"])
     tokens = jnp.sum(jnp.where(batch["audio_len"] > 0, batch["text_len"], 0)).astype(jnp.float32)
     zeros = jnp.zeros((k,), jnp.float32)
     return loss, dict(aux, loss_k=zeros, acc_k=zeros, tokens_k=zeros.at[0].set(tokens))

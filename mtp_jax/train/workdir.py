@@ -95,7 +95,7 @@ def check_model_unchanged(workdir: str, model: ModelConfig) -> None:
         f"from these weights with --config.train.init_from={workdir}")
 
 
-def check_tokenizer_unchanged(workdir: str, tokenizer_path: str) -> None:
+def check_tokenizer_unchanged(workdir: str, tokenizer_path: str, merges: int = 0) -> None:
   """Refuses `data.tokenizer.path` on a resumed run when it differs from the run's.
 
   The checkpoints were trained with `<workdir>/tokenizer.model`; copying another one
@@ -109,11 +109,12 @@ def check_tokenizer_unchanged(workdir: str, tokenizer_path: str) -> None:
   src = tokenizer_path
   stored = os.path.join(workdir, lt.FILE_NAME)
   if lt.is_lm(src) and os.path.isfile(stored):
-    new, old = lt.LMTokenizer.load(src), lt.LMTokenizer.load(stored)
+    from mtp_jax.data.tokenizer import load_configured  # pylint: disable=g-import-not-at-top
+    new, old = load_configured(src, merges), lt.LMTokenizer.load(stored)
     if (new.specials, new._json) != (old.specials, old._json):  # pylint: disable=protected-access
-      raise ResumeError(f"data.tokenizer.path={tokenizer_path}: differs from {stored}, the "
-                        "tokenizer this run's checkpoints were trained with; leave "
-                        "data.tokenizer.path as it was or use a new --workdir")
+      raise ResumeError(f"data.tokenizer.path={tokenizer_path} (merges={merges}): differs "
+                        f"from {stored}, the tokenizer this run's checkpoints were trained "
+                        "with; leave data.tokenizer as it was or use a new --workdir")
     return
   if wt.is_whisper(src):
     src, ours = str(wt.resolve_json(src)), os.path.join(workdir, wt.FILE_NAME)
