@@ -86,6 +86,9 @@ MODELS = Summary(
         Row("… the same recipe rebuilt (one 1,200-step alignment, 500 LM-run steps), also "
             "decoded with the CTC head and the LM together (`joint`)",
             "recipe_eval_smollm2_joint_b16.json", GREEDY),
+        Row("… SmolLM2's tokenizer with its first 2,000 merges only (shorter pieces; a "
+            "6,000-step alignment scoring the 2,236 ids they use, 500 LM-run steps)",
+            "recipe_eval_smollm2_m2k_b16.json", GREEDY),
     ),
     intro="Greedy WER on every utterance of each test set (Kathleen test: the first 100 for the "
           "Conformer), batch 16; *verify: fewer calls* is the decoder-call reduction of "

@@ -55,6 +55,18 @@ CTC head's prefix scores), on a shorter rebuild (one 1,200-step alignment, ~16 m
 Kathleen test, all 703: CTC first pass 41.3%, greedy 54.7%, joint 39.9% at 0.56x greedy's
 speed (w and bonus chosen on the first 96; on the other 607: 41.7%, 54.7%, 40.3%); FSDD
 test 9.0% / 9.7% / 9.0%.
+Shorter pieces (merges=2000: SmolLM2's first 2,000 BPE merges only; the alignment scores
+the 2,236 ids they use at ~18 steps/s instead of ~1.2; 2026-12-08):
+  python train.py \\
+      --config configs/recipes/smollm2_whisper_tiny_cpu.py:align=1,steps=6000,merges=2000 \\
+      --workdir runs/sl/align_m2k_u --config.data.feature_cache=runs/wt/features_all
+  python train.py \\
+      --config configs/recipes/smollm2_whisper_tiny_cpu.py:steps=500,merges=2000,width=0.75 \\
+      --workdir runs/sl/mix500_m2k --config.data.feature_cache=runs/wt/features_all \\
+      --config.train.init_from=runs/sl/align_m2k_u
+(7 min, then 45 min at 5.7 s a step). Kathleen test, all 703: CTC first pass 48.6%, greedy
+48.1% (the LM now reads better than its first pass), verify 1.32x fewer calls, joint
+40.7%; FSDD test greedy 5.3%. Not better than the default: the default keeps all merges.
 Arg: "K=<heads>,head=<type>,steps=<train steps>,data=<shared data>,synth=<synth dir
 prefix>,heads=<1: train only the heads>,rank=<LoRA rank; 0: none>,attn=<the attention
 kernels that get adapters, letters of qkvo>,prompt=<0|1>,stack=<encoder frames per audio
