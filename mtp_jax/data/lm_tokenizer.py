@@ -170,8 +170,10 @@ class LMTokenizer:
     self._n = self._tok.get_vocab_size(with_added_tokens=True)
     self._perm = special_permutation(self._n, self.specials)  # ours -> theirs
     self._inv = np.argsort(self._perm)                        # theirs -> ours
-    added = json.loads(tokenizer_json).get("added_tokens", [])
-    self._special_theirs = {int(t["id"]) for t in added if t.get("special")}
+    spec = json.loads(tokenizer_json)
+    self._model = spec.get("model") or {}  # the BPE model: vocab, merges (read once)
+    self._special_theirs = {int(t["id"]) for t in spec.get("added_tokens", [])
+                            if t.get("special")}
 
   # ---------------------------------------------------------------- loading
   @classmethod
@@ -227,14 +229,13 @@ class LMTokenizer:
     their meaning (the vocabulary and the embedding rows are untouched): the LM reads
     and writes a word in pieces it knows, just not in its usual ones.
     """
-    d = json.loads(self._json)
-    model = d.get("model") or {}
-    merges = model.get("merges")
-    if model.get("type") != "BPE" or merges is None:
+    merges = self._model.get("merges")
+    if self._model.get("type") != "BPE" or merges is None:
       raise LMTokenizerError(f"{self.path}: data.tokenizer.merges={n}: not a BPE tokenizer")
     if not 0 < int(n) <= len(merges):
       raise LMTokenizerError(f"{self.path}: data.tokenizer.merges={n}: must be in "
                              f"[1, {len(merges)}] (0 keeps them all)")
+    d = json.loads(self._json)  # a copy to change
     d["model"]["merges"] = merges[:int(n)]
     # A word that is itself in the vocabulary is spelt by the kept merges too.
     d["model"]["ignore_merges"] = False
@@ -242,16 +243,15 @@ class LMTokenizer:
 
   @property
   def num_merges(self) -> int:
-    return len(json.loads(self._json)["model"].get("merges") or [])
+    return len(self._model.get("merges") or [])
 
   def unit_ids(self) -> np.ndarray:
     """Every id `encode` can produce, and PAD (the CTC blank), ascending [U] int32:
     the single-symbol tokens and the results of the kept merges. With few merges it
     is a small part of the vocabulary (SmolLM2, 2,000 merges: 2,236 of 49,152 ids),
     and a CTC head need score no other id."""
-    d = json.loads(self._json)
-    vocab = d["model"]["vocab"]
-    merges = d["model"].get("merges") or []
+    vocab = self._model["vocab"]
+    merges = self._model.get("merges") or []
     pieces = {t for t in vocab if len(t) == 1}
     pieces |= {"".join(m.split(" ", 1) if isinstance(m, str) else m) for m in merges}
     theirs = [vocab[t] for t in pieces if t in vocab and vocab[t] not in self._special_theirs]
